@@ -1,0 +1,1 @@
+"""streamstt clients: Python library, CLI, latency harness."""

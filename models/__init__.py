@@ -1,0 +1,1 @@
+"""Whisper in our own torch code: loaders, front end, batched decoding, quantization."""

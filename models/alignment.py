@@ -1,0 +1,117 @@
+"""Word timestamps from the cross-attention of Whisper's alignment heads.
+
+As Whisper does it: run the decoder once over the whole transcript, take the attention
+probabilities of the heads known to follow time (listed in config.json), normalise each head
+over tokens, median-filter over time, average the heads, and find the monotonic path through
+the token x time matrix with dynamic time warping. A word starts where the path enters its
+first token and ends where the next word starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .audio import TOKENS_PER_SECOND
+from .tokenizer import WhisperTokenizer
+from .whisper import Whisper
+
+MEDIAN_FILTER_WIDTH = 7  # encoder positions (140 ms), Whisper's choice
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str  # with its leading space, as decoded
+    start: float  # seconds from the start of the window
+    end: float
+    probability: float  # mean probability of the word's tokens
+
+
+def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Monotonic alignment path through `cost` (rows x cols), lowest total cost.
+
+    Filled one anti-diagonal at a time (each cell needs only the two previous diagonals), so
+    numpy works on whole diagonals instead of Python looping over every cell.
+    """
+    rows, cols = cost.shape
+    total = np.full((rows + 1, cols + 1), np.inf, dtype=np.float64)
+    trace = np.full((rows + 1, cols + 1), -1, dtype=np.int8)
+    total[0, 0] = 0.0
+    for diagonal in range(2, rows + cols + 1):
+        i = np.arange(max(1, diagonal - cols), min(rows, diagonal - 1) + 1)
+        j = diagonal - i
+        c0, c1, c2 = total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]
+        take0 = (c0 < c1) & (c0 < c2)
+        take1 = ~take0 & (c1 < c0) & (c1 < c2)
+        best = np.where(take0, c0, np.where(take1, c1, c2))
+        total[i, j] = cost[i - 1, j - 1] + best
+        trace[i, j] = np.where(take0, 0, np.where(take1, 1, 2))
+    trace[0, :], trace[:, 0] = 2, 1
+    i, j = rows, cols
+    path = []
+    while i > 0 or j > 0:
+        path.append((i - 1, j - 1))
+        step = trace[i, j]
+        if step == 0:
+            i, j = i - 1, j - 1
+        elif step == 1:
+            i -= 1
+        else:
+            j -= 1
+    path.reverse()
+    array = np.array(path)
+    return array[:, 0], array[:, 1]
+
+
+def median_filter(x: Tensor, width: int) -> Tensor:
+    """Median over the last dimension with reflected edges."""
+    pad = width // 2
+    if x.shape[-1] <= pad:
+        return x
+    shape = x.shape
+    flat = x.reshape(-1, 1, shape[-1])  # reflect padding wants (N, C, L)
+    padded = F.pad(flat, (pad, pad), mode="reflect")
+    return padded.unfold(-1, width, 1).median(dim=-1).values.reshape(shape)
+
+
+@torch.inference_mode()
+def align_words(
+    model: Whisper,
+    tokenizer: WhisperTokenizer,
+    heads: list[tuple[int, int]],
+    audio_features: Tensor,
+    positions: int,
+    text_tokens: list[int],
+    token_probs: list[float],
+) -> list[Word]:
+    """Words with times for one window. audio_features: (1, P, state); positions: real ones."""
+    if not text_tokens:
+        return []
+    special = tokenizer.special
+    sot = tokenizer.sot_sequence
+    tokens = torch.tensor([[*sot, special.no_timestamps, *text_tokens, special.eot]],
+                          device=audio_features.device)
+    audio = audio_features[:, :positions]
+    layers = model.decoder.cross_attention_weights(tokens, audio, None)
+    weights = torch.stack([layers[layer][0, head] for layer, head in heads])  # (H, T, P)
+    std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
+    weights = median_filter((weights - mean) / std.clamp(min=1e-8), MEDIAN_FILTER_WIDTH)
+    matrix = weights.mean(dim=0)[len(sot) : -1]  # rows: <|notimestamps|>, text tokens
+    text_index, time_index = dtw(-matrix.double().cpu().numpy())
+    jumps = np.pad(np.diff(text_index), (1, 0), constant_values=1).astype(bool)
+    jump_times = time_index[jumps] / TOKENS_PER_SECOND
+    words = tokenizer.split_to_words(text_tokens)
+    result = []
+    boundary = 0
+    for text, ids in words:
+        nxt = boundary + len(ids)
+        start = float(jump_times[boundary])
+        end = float(jump_times[nxt]) if nxt < len(jump_times) else positions / TOKENS_PER_SECOND
+        probability = float(np.mean(token_probs[boundary:nxt]))
+        result.append(Word(text, start, max(start, end), probability))
+        boundary = nxt
+    return result

@@ -1,0 +1,135 @@
+"""Audio front end: file decoding, resampling and Whisper's log-mel spectrogram.
+
+Every number below is Whisper's; the model was trained on exactly these features, so any
+deviation (another window, mel scale or clamp) costs accuracy.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio.functional as AF
+
+SAMPLE_RATE = 16000  # Hz: the only rate the model understands
+N_FFT = 400  # samples: 25 ms analysis window
+HOP_LENGTH = 160  # samples: 10 ms between frames
+CHUNK_LENGTH = 30  # seconds: the window the model was trained on
+N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in one window
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in one window
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames a second
+TOKENS_PER_SECOND = FRAMES_PER_SECOND // 2  # 50 encoder positions a second (conv2 stride 2)
+DYNAMIC_RANGE_DB = 8.0  # log10 units (80 dB) kept below each utterance's loudest bin
+
+MIN_INPUT_RATE = 8000  # Hz: lowest rate we resample from
+MAX_INPUT_RATE = 192000  # Hz: highest rate a file may have
+
+
+class AudioDecodeError(ValueError):
+    """Raised when bytes or a file cannot be decoded as audio; the message says why."""
+
+
+def downmix(samples: np.ndarray) -> np.ndarray:
+    """Average channels: (frames, channels) -> (frames,) float32."""
+    if samples.ndim == 1:
+        return samples.astype(np.float32, copy=False)
+    return samples.mean(axis=1, dtype=np.float32)
+
+
+def resample(samples: np.ndarray | torch.Tensor, orig_rate: int) -> torch.Tensor:
+    """Resample mono audio to 16 kHz with torchaudio's windowed-sinc filter."""
+    audio = torch.as_tensor(samples, dtype=torch.float32)
+    if orig_rate == SAMPLE_RATE:
+        return audio
+    if not MIN_INPUT_RATE <= orig_rate <= MAX_INPUT_RATE:
+        raise AudioDecodeError(
+            f"sample rate {orig_rate} Hz is outside {MIN_INPUT_RATE}-{MAX_INPUT_RATE} Hz"
+        )
+    return AF.resample(audio, orig_rate, SAMPLE_RATE)
+
+
+def decode_audio(source: str | Path | bytes) -> torch.Tensor:
+    """Decode WAV/FLAC/OGG/MP3 (anything libsndfile reads) to 16 kHz mono float32."""
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise AudioDecodeError(f"{name}: no such audio file")
+    handle = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        samples, rate = soundfile.read(handle, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioDecodeError(f"{name}: not a readable audio file ({exc})") from exc
+    if samples.shape[0] == 0:
+        return torch.zeros(0)
+    return resample(downmix(samples), int(rate))
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filters(n_mels: int, device: str = "cpu") -> torch.Tensor:
+    """Slaney-normalised mel filterbank, shape (n_mels, N_FFT // 2 + 1), as librosa builds it."""
+    banks = AF.melscale_fbanks(
+        n_freqs=N_FFT // 2 + 1,
+        f_min=0.0,
+        f_max=SAMPLE_RATE / 2,
+        n_mels=n_mels,
+        sample_rate=SAMPLE_RATE,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+    return banks.T.contiguous().to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def _hann_window(device: str) -> torch.Tensor:
+    return torch.hann_window(N_FFT, device=device)
+
+
+def log_mel_spectrogram(audio: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
+    """Whisper's log-mel features.
+
+    audio: (samples,) or (batch, samples) float32 at 16 kHz; items shorter than the longest must
+    be zero-padded by the caller (the clamp below is taken per item, so padding is harmless).
+    Returns (n_mels, frames) or (batch, n_mels, frames) with frames = samples // HOP_LENGTH.
+    """
+    squeeze = audio.dim() == 1
+    batch = audio.unsqueeze(0) if squeeze else audio
+    device = str(batch.device)
+    stft = torch.stft(
+        batch, N_FFT, HOP_LENGTH, window=_hann_window(device), return_complex=True
+    )
+    power = stft[..., :-1].abs() ** 2  # drop the last frame, as Whisper does
+    mel = mel_filters(n_mels, device) @ power
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    peak = log_spec.amax(dim=(-2, -1), keepdim=True)
+    log_spec = torch.maximum(log_spec, peak - DYNAMIC_RANGE_DB)
+    log_spec = (log_spec + 4.0) / 4.0
+    return log_spec[0] if squeeze else log_spec
+
+
+def pad_or_trim(audio: torch.Tensor, length: int = N_SAMPLES) -> torch.Tensor:
+    """Zero-pad or cut the last dimension to `length` samples."""
+    size = audio.shape[-1]
+    if size > length:
+        return audio[..., :length]
+    if size < length:
+        return torch.nn.functional.pad(audio, (0, length - size))
+    return audio
+
+
+def window_features(audio: torch.Tensor, n_mels: int = 80, full_window: bool = True) -> torch.Tensor:
+    """Features for one model window of at most 30 s of audio, shape (n_mels, frames).
+
+    The log-mel is taken over the real audio only (plus one hop of zeros, so the last samples
+    get a frame) and the window is then padded with zero *features*, as faster-whisper and
+    CTranslate2 do; the model sees the same numbers in both modes. full_window=True pads to
+    the 3000 frames of 30 s (the training condition); False keeps only the frames of the real
+    audio, rounded up to even (a truncated audio context: less encoder work).
+    """
+    audio = audio[:N_SAMPLES]
+    mel = log_mel_spectrogram(torch.nn.functional.pad(audio, (0, HOP_LENGTH)), n_mels)
+    content = max(1, mel.shape[-1] - 1)
+    frames = N_FRAMES if full_window else content + content % 2
+    return pad_or_trim(mel[:, :content], frames)

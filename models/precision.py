@@ -1,0 +1,213 @@
+"""Numeric precision per device: fp32, fp16, bf16, int8 — and `auto`, chosen by measurement.
+
+What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
+- The decoder is memory-bound: each token reads the 51864 x 384 output projection. int8
+  weights with dynamic activation quantization (oneDNN/fbgemm kernels) cut that step ~4x on
+  x86 CPUs, so `int8` quantizes the decoder's Linear layers, the output projection and the
+  embedding table (int8 rows + scales).
+- The encoder is compute-bound over hundreds of frames. int8 there is slower than fp32 on
+  CPUs without VNNI and only slightly faster with it; bf16 is 2x faster where the CPU has
+  native bf16 (AMX/AVX512-BF16) and much slower elsewhere. So `auto` times the candidates on
+  this machine at start-up and keeps the fastest encoder and decoder variants.
+- On CUDA: fp16 everywhere by default; `int8` is weight-only (int8 weights, fp16 compute).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .whisper import TextDecoder, Whisper
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+CALIBRATION_FRAMES = 1000  # mel frames (10 s) of synthetic input for the start-up timing
+CALIBRATION_REPEATS = 3
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    device: str  # "cpu" or "cuda[:n]"
+    precision: str  # the mode asked for, after `auto` was resolved: fp32|fp16|bf16|int8|mixed
+    encoder: str  # fp32 | fp16 | bf16 | int8
+    decoder: str  # fp32 | fp16 | bf16 | int8
+    calibration_ms: tuple[tuple[str, float], ...] = ()  # what `auto` measured
+
+    @property
+    def encoder_dtype(self) -> torch.dtype:
+        return _DTYPES.get(self.encoder, torch.float32)
+
+    @property
+    def decoder_dtype(self) -> torch.dtype:
+        if self.decoder == "int8":
+            return torch.float16 if self.device.startswith("cuda") else torch.float32
+        return _DTYPES[self.decoder]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Activation dtype fed to the encoder."""
+        if self.encoder == "int8":
+            return torch.float16 if self.device.startswith("cuda") else torch.float32
+        return self.encoder_dtype
+
+    def describe(self) -> str:
+        if self.encoder == self.decoder:
+            return self.encoder
+        return f"encoder {self.encoder}, decoder {self.decoder}"
+
+
+def resolve_device(device: str) -> str:
+    if device in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda[:N])")
+    return device
+
+
+def choose_precision(model: Whisper, device: str, precision: str) -> PrecisionPlan:
+    """Resolve `device` and `precision` (`auto` measures on CPU) into a plan."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (choose one of {', '.join(PRECISIONS)})")
+    device = resolve_device(device)
+    cuda = device.startswith("cuda")
+    if precision == "auto":
+        return PrecisionPlan(device, "fp16", "fp16", "fp16") if cuda else _calibrate(model)
+    if not cuda and precision == "fp16":
+        raise ValueError("fp16 is for CUDA; on CPU use fp32, bf16, int8 or auto")
+    if precision == "int8":
+        return PrecisionPlan(device, "int8", "fp16" if cuda else "fp32", "int8")
+    return PrecisionPlan(device, precision, precision, precision)
+
+
+def _time_ms(fn) -> float:
+    fn()
+    samples = []
+    for _ in range(CALIBRATION_REPEATS):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return sorted(samples)[len(samples) // 2]
+
+
+@torch.inference_mode()
+def _calibrate(model: Whisper) -> PrecisionPlan:
+    """Time the encoder (fp32/bf16/int8) and a decoder step (fp32/int8) on this CPU."""
+    mel = torch.randn(1, model.dims.n_mels, CALIBRATION_FRAMES)
+    timings: dict[str, float] = {}
+    for mode in ("fp32", "bf16", "int8"):
+        encoder = copy.deepcopy(model.encoder)
+        _convert_encoder(encoder, mode, "cpu")
+        dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+        timings[f"encoder_{mode}"] = _time_ms(lambda e=encoder, d=dtype: e(mel.to(d)))
+    hidden = torch.randn(1, 1, model.dims.n_text_state)
+    for mode in ("fp32", "int8"):
+        decoder = copy.deepcopy(model.decoder)
+        _convert_decoder(decoder, mode, "cpu")
+        timings[f"decoder_{mode}"] = _time_ms(lambda d=decoder: _decoder_probe(d, hidden))
+    encoder = min(("fp32", "bf16", "int8"), key=lambda m: timings[f"encoder_{m}"])
+    decoder = min(("fp32", "int8"), key=lambda m: timings[f"decoder_{m}"])
+    name = encoder if encoder == decoder else "mixed"
+    plan = PrecisionPlan("cpu", name, encoder, decoder, tuple(sorted(timings.items())))
+    _LOGGER.info("auto precision: %s (measured %s)", plan.describe(), timings)
+    return plan
+
+
+def _decoder_probe(decoder: TextDecoder, hidden: Tensor) -> None:
+    """The per-token work that dominates decoding: the MLPs and the output projection."""
+    for block in decoder.blocks:
+        block.mlp(hidden)
+    decoder.logits(hidden)
+
+
+class Int8Embedding(nn.Module):
+    """Embedding rows stored as int8 with one scale per row (4x smaller than fp32)."""
+
+    def __init__(self, weight: Tensor, dtype: torch.dtype) -> None:
+        super().__init__()
+        scale = weight.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
+        self.register_buffer("qweight", torch.round(weight / scale).to(torch.int8))
+        self.register_buffer("scale", scale.to(dtype))
+        self.dtype = dtype
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.qweight[ids].to(self.dtype) * self.scale[ids]
+
+
+class Int8WeightOnlyLinear(nn.Module):
+    """int8 weights, per-output-channel scales, compute in the activation dtype (CUDA)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        scale = weight.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
+        self.register_buffer("qweight", torch.round(weight / scale).to(torch.int8))
+        self.register_buffer("scale", scale[:, 0].clone())
+        self.register_buffer("bias", bias.clone() if bias is not None else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
+        return out if self.bias is None else out + self.bias.to(x.dtype)
+
+
+def _dynamic_int8(module: nn.Module) -> nn.Module:
+    """Linear layers -> int8 weights with dynamically quantized activations (CPU kernels)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao deprecation notice; the kernels are current
+        return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
+
+
+def _swap_linears_weight_only(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, Int8WeightOnlyLinear(child.weight.data, child.bias))
+        else:
+            _swap_linears_weight_only(child)
+
+
+def _convert_encoder(encoder: nn.Module, mode: str, device: str) -> None:
+    if mode == "int8" and not device.startswith("cuda"):
+        encoder.float()
+        for i, block in enumerate(encoder.blocks):
+            encoder.blocks[i] = _dynamic_int8(block)
+        return
+    encoder.to(_DTYPES.get(mode, torch.float16))
+
+
+def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> None:
+    if mode != "int8":
+        decoder.to(_DTYPES[mode])
+        return
+    cuda = device.startswith("cuda")
+    dtype = torch.float16 if cuda else torch.float32
+    weight = decoder.token_embedding.weight.data.float()
+    decoder.to(dtype)
+    head = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    head.weight.data = weight
+    if cuda:
+        _swap_linears_weight_only(decoder.blocks)
+        decoder.logits_head = Int8WeightOnlyLinear(weight, None)
+    else:
+        for i, block in enumerate(decoder.blocks):
+            decoder.blocks[i] = _dynamic_int8(block)
+        decoder.logits_head = _dynamic_int8(nn.Sequential(head))
+    decoder.token_embedding = Int8Embedding(weight, dtype)
+
+
+def apply_precision(model: Whisper, plan: PrecisionPlan) -> None:
+    """Convert `model` in place to the plan's device and precisions."""
+    if plan.device == "cpu":
+        # "x86" picks fbgemm or oneDNN per shape; measured fastest for the decoder here.
+        if "x86" in torch.backends.quantized.supported_engines:
+            torch.backends.quantized.engine = "x86"
+    _convert_encoder(model.encoder, plan.encoder, plan.device)
+    _convert_decoder(model.decoder, plan.decoder, plan.device)
+    model.to(plan.device)

@@ -1,0 +1,234 @@
+"""Whisper encoder-decoder in torch, batched, with a key/value cache.
+
+Parameter names follow openai-whisper's state dict, so its checkpoints load as they are; the
+other formats are renamed into these names by `checkpoints.py`.
+
+Batching: items of one batch may have different audio lengths (a truncated audio context) and
+different prompt lengths. Audio is right-padded and masked; prompts are left-padded and masked,
+so every item sees exactly what it would see alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class ModelDimensions:
+    n_mels: int  # mel bins of the input features
+    n_audio_ctx: int  # encoder positions in a 30 s window (1500)
+    n_audio_state: int  # encoder width
+    n_audio_head: int
+    n_audio_layer: int
+    n_vocab: int
+    n_text_ctx: int  # decoder positions (448)
+    n_text_state: int
+    n_text_head: int
+    n_text_layer: int
+
+
+@dataclass
+class KVCache:
+    """Per-layer keys/values of the decoder. Self-attention grows by one position a step; the
+    cross-attention entries are computed once per encoder output."""
+
+    self_kv: list[tuple[Tensor, Tensor]]
+    cross_kv: list[tuple[Tensor, Tensor]]
+
+    def select(self, index: Tensor) -> KVCache:
+        """Keep only the batch items in `index` (finished items leave the batch)."""
+        pick = [(k[index], v[index]) for k, v in self.self_kv]
+        cross = [(k[index], v[index]) for k, v in self.cross_kv]
+        return KVCache(pick, cross)
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Tensor:
+    """The encoder's fixed sinusoidal positions, shape (length, channels)."""
+    log_increment = torch.log(torch.tensor(max_timescale)) / (channels // 2 - 1)
+    inv = torch.exp(-log_increment * torch.arange(channels // 2))
+    scaled = torch.arange(length)[:, None] * inv[None, :]
+    return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, n_state: int, n_head: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.key = nn.Linear(n_state, n_state, bias=False)
+        self.value = nn.Linear(n_state, n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def split(self, x: Tensor) -> Tensor:
+        """(batch, time, state) -> (batch, head, time, state/head)."""
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_head, -1).transpose(1, 2)
+
+    def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.split(self.key(x)), self.split(self.value(x))
+
+    def attend(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
+        q = self.split(self.query(x))
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask)
+        b, _, t, _ = out.shape
+        return self.out(out.transpose(1, 2).reshape(b, t, -1))
+
+    def weights(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
+        """Attention probabilities (batch, head, query, key), for word alignment."""
+        q = self.split(self.query(x))
+        scores = q @ kv[0].transpose(-1, -2) / (q.shape[-1] ** 0.5)
+        if mask is not None:
+            scores = scores + mask
+        return scores.float().softmax(dim=-1)
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int, cross_attention: bool = False) -> None:
+        super().__init__()
+        self.attn = MultiHeadAttention(n_state, n_head)
+        self.attn_ln = nn.LayerNorm(n_state)
+        self.cross_attn = MultiHeadAttention(n_state, n_head) if cross_attention else None
+        self.cross_attn_ln = nn.LayerNorm(n_state) if cross_attention else None
+        self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
+        self.mlp_ln = nn.LayerNorm(n_state)
+
+    def encode(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        h = self.attn_ln(x)
+        x = x + self.attn.attend(h, self.attn.project_kv(h), mask)
+        return x + self.mlp(self.mlp_ln(x))
+
+    def decode(
+        self,
+        x: Tensor,
+        past: tuple[Tensor, Tensor] | None,
+        cross_kv: tuple[Tensor, Tensor],
+        self_mask: Tensor | None,
+        cross_mask: Tensor | None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        h = self.attn_ln(x)
+        k, v = self.attn.project_kv(h)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        x = x + self.attn.attend(h, (k, v), self_mask)
+        x = x + self.cross_attn.attend(self.cross_attn_ln(x), cross_kv, cross_mask)
+        return x + self.mlp(self.mlp_ln(x)), (k, v)
+
+
+def key_padding_mask(valid: Tensor, total: int, dtype: torch.dtype) -> Tensor:
+    """Additive mask (batch, 1, 1, total) that hides positions at or past `valid` per item."""
+    positions = torch.arange(total, device=valid.device)
+    hidden = positions[None, :] >= valid[:, None]
+    mask = torch.zeros(hidden.shape, dtype=dtype, device=valid.device)
+    return mask.masked_fill(hidden, float("-inf"))[:, None, None, :]
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, dims: ModelDimensions) -> None:
+        super().__init__()
+        state = dims.n_audio_state
+        self.conv1 = nn.Conv1d(dims.n_mels, state, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(state, state, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", sinusoids(dims.n_audio_ctx, state))
+        self.blocks = nn.ModuleList(
+            ResidualAttentionBlock(state, dims.n_audio_head) for _ in range(dims.n_audio_layer)
+        )
+        self.ln_post = nn.LayerNorm(state)
+
+    def forward(self, mel: Tensor, frames: Tensor | None = None) -> Tensor:
+        """mel: (batch, n_mels, T) with T <= 3000; frames: real mel frames per item (None = all).
+
+        Returns (batch, T/2, state). Padded positions are zeroed between the convolutions and
+        masked in attention, so a padded item encodes exactly as it would alone.
+        """
+        x = F.gelu(self.conv1(mel))
+        if frames is not None:
+            keep = torch.arange(x.shape[-1], device=x.device)[None, :] < frames[:, None]
+            x = x * keep[:, None, :].to(x.dtype)
+        x = F.gelu(self.conv2(x)).transpose(1, 2)
+        x = x + self.positional_embedding[: x.shape[1]].to(x.dtype)
+        mask = None
+        if frames is not None and bool((frames < mel.shape[-1]).any()):
+            mask = key_padding_mask((frames + 1) // 2, x.shape[1], x.dtype)
+        for block in self.blocks:
+            x = block.encode(x, mask)
+        return self.ln_post(x)
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, dims: ModelDimensions) -> None:
+        super().__init__()
+        state = dims.n_text_state
+        self.token_embedding = nn.Embedding(dims.n_vocab, state)
+        self.positional_embedding = nn.Parameter(torch.empty(dims.n_text_ctx, state))
+        self.blocks = nn.ModuleList(
+            ResidualAttentionBlock(state, dims.n_text_head, cross_attention=True)
+            for _ in range(dims.n_text_layer)
+        )
+        self.ln = nn.LayerNorm(state)
+        # The output projection shares the embedding matrix; precision modes may replace it
+        # with a faster (e.g. int8) copy without touching the embedding lookup.
+        self.logits_head: nn.Module | None = None
+
+    def cross_cache(self, audio: Tensor) -> list[tuple[Tensor, Tensor]]:
+        return [block.cross_attn.project_kv(audio) for block in self.blocks]
+
+    def logits(self, x: Tensor) -> Tensor:
+        if self.logits_head is not None:
+            return self.logits_head(x).float()
+        return (x @ self.token_embedding.weight.to(x.dtype).T).float()
+
+    def forward(
+        self,
+        tokens: Tensor,
+        positions: Tensor,
+        cache: KVCache,
+        self_mask: Tensor | None,
+        cross_mask: Tensor | None,
+    ) -> tuple[Tensor, KVCache]:
+        """tokens, positions: (batch, n_new). self_mask covers past + new keys. Returns the
+        final hidden states (batch, n_new, state), ready for `logits`, and the extended cache."""
+        x = self.token_embedding(tokens) + self.positional_embedding[positions]
+        x = x.to(cache.cross_kv[0][0].dtype)
+        new_self = []
+        for i, block in enumerate(self.blocks):
+            past = cache.self_kv[i] if cache.self_kv else None
+            x, kv = block.decode(x, past, cache.cross_kv[i], self_mask, cross_mask)
+            new_self.append(kv)
+        return self.ln(x), KVCache(new_self, cache.cross_kv)
+
+    def cross_attention_weights(
+        self, tokens: Tensor, audio: Tensor, cross_mask: Tensor | None
+    ) -> list[Tensor]:
+        """Run the whole sequence once and return each layer's cross-attention probabilities
+        (batch, head, tokens, frames); used by word alignment."""
+        t = tokens.shape[1]
+        positions = torch.arange(t, device=tokens.device)[None, :].expand_as(tokens)
+        x = self.token_embedding(tokens) + self.positional_embedding[positions]
+        x = x.to(audio.dtype)
+        causal = torch.full((t, t), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
+        weights = []
+        for block in self.blocks:
+            h = block.attn_ln(x)
+            x = x + block.attn.attend(h, block.attn.project_kv(h), causal)
+            cross_kv = block.cross_attn.project_kv(audio)
+            h = block.cross_attn_ln(x)
+            weights.append(block.cross_attn.weights(h, cross_kv, cross_mask))
+            x = x + block.cross_attn.attend(h, cross_kv, cross_mask)
+            x = x + block.mlp(block.mlp_ln(x))
+        return weights
+
+
+class Whisper(nn.Module):
+    def __init__(self, dims: ModelDimensions) -> None:
+        super().__init__()
+        self.dims = dims
+        self.encoder = AudioEncoder(dims)
+        self.decoder = TextDecoder(dims)
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.dims.n_vocab >= 51865

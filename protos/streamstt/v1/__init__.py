@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for the streamstt.v1 wire contract (see asr.proto)."""

@@ -1,0 +1,1 @@
+"""streamstt gRPC server and streaming engine."""

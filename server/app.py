@@ -1,0 +1,201 @@
+"""Server lifecycle: load and warm the model, serve gRPC with health and reflection, drain on
+SIGTERM/SIGINT.
+
+Health is NOT_SERVING until the model has been loaded and has decoded real audio once; on a
+signal it turns NOT_SERVING at once, new calls get UNAVAILABLE, running streams get
+`grace_s` to finish and receive their finals, then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import grpc
+import torch
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from streamstt.models.transcriber import TranscribeOptions, Transcriber
+from streamstt.v1 import asr_pb2, asr_pb2_grpc
+
+from .scheduler import Scheduler
+from .servicer import RecognizerServicer
+from .settings import ServerConfig
+from .vad import SileroVad
+
+SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["Recognizer"].full_name
+_LOGGER = logging.getLogger("streamstt.server")
+WARMUP_SECONDS = 2.0  # audio decoded once at start-up so the first caller pays no warm-up
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the structured `extra` fields (stream id, ...)."""
+
+    _STANDARD = set(vars(logging.makeLogRecord({})))
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": round(record.created, 3), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        entry.update({k: v for k, v in vars(record).items()
+                      if k not in self._STANDARD and not k.startswith("_")})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def setup_logging(json_logs: bool, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """Channel arguments; each is a named limit in ServerConfig."""
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        # Pings closer together than this are "bad"; after a few the client gets GOAWAY.
+        ("grpc.http2.min_ping_interval_without_data_ms", int(config.keepalive_min_ping_s * 1000)),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms",
+         int(config.keepalive_min_ping_s * 1000)),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.keepalive_permit_without_calls", 0),
+    ]
+    if config.max_connection_age_s > 0:
+        options += [("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)),
+                    ("grpc.max_connection_age_grace_ms",
+                     int(config.max_connection_age_grace_s * 1000))]
+    return options
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    servicer: RecognizerServicer
+    scheduler: Scheduler
+    health: health.aio.HealthServicer
+    config: ServerConfig
+    metrics: object | None = None
+
+    async def drain_and_stop(self) -> None:
+        """NOT_SERVING now, refuse new calls, let running streams finish within the grace."""
+        self.servicer.draining = True
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.grace_s)
+        await self.scheduler.stop()
+
+
+def load_transcriber(config: ServerConfig) -> Transcriber:
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    transcriber = Transcriber.load(config.model, config.device, config.precision)
+    return transcriber
+
+
+def warm_up(transcriber: Transcriber) -> float:
+    """Decode a short tone-free noise burst once; returns the seconds it took."""
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+    audio = 0.01 * torch.randn(int(WARMUP_SECONDS * 16000), generator=generator)
+    transcriber.transcribe_batch([audio, audio[: len(audio) // 2]])
+    return time.perf_counter() - started
+
+
+def streaming_options() -> tuple[TranscribeOptions, TranscribeOptions]:
+    """(interim, final) decoding options. Both use the truncated audio context; see
+    docs/benchmarks.md for the measured WER and speed that chose it."""
+    return TranscribeOptions(full_window=False), TranscribeOptions(full_window=False)
+
+
+async def start_server(config: ServerConfig, transcriber: Transcriber | None = None,
+                       metrics=None) -> RunningServer:
+    """Load (unless given), warm up, bind and start; health turns SERVING at the end."""
+    health_servicer = health.aio.HealthServicer()
+    transcriber = transcriber or await asyncio.to_thread(load_transcriber, config)
+    interim, final = streaming_options()
+    scheduler = Scheduler(transcriber, max_batch_size=config.max_batch_size,
+                          max_wait_ms=config.max_wait_ms,
+                          admission_utilization=config.admission_utilization,
+                          options=interim, final_options=final)
+    vad = SileroVad()
+    servicer = RecognizerServicer(config, transcriber, scheduler, vad, metrics)
+    server = grpc.aio.server(options=grpc_options(config),
+                             interceptors=_interceptors(config))
+    asr_pb2_grpc.add_RecognizerServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME), server)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = _bind(server, config)
+    await server.start()
+    warm = await asyncio.get_running_loop().run_in_executor(scheduler.model_thread, warm_up,
+                                                            transcriber)
+    scheduler.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    _LOGGER.info("serving", extra={"port": port, "model": transcriber.name,
+                                   "precision": transcriber.plan.describe(),
+                                   "device": transcriber.plan.device, "warmup_s": round(warm, 3)})
+    return RunningServer(server, port, servicer, scheduler, health_servicer, config, metrics)
+
+
+def _interceptors(config: ServerConfig) -> list:
+    from .security import auth_interceptor
+
+    interceptor = auth_interceptor(config)
+    return [interceptor] if interceptor else []
+
+
+def _bind(server: grpc.aio.Server, config: ServerConfig) -> int:
+    address = f"{config.host}:{config.port}"
+    if config.tls_cert:
+        from .security import server_credentials
+
+        port = server.add_secure_port(address, server_credentials(config))
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"could not bind {address}")
+    return port
+
+
+async def serve(config: ServerConfig) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    setup_logging(config.log_json)
+    metrics = None
+    if config.metrics_port >= 0:
+        from .metrics import Metrics
+
+        metrics = Metrics()
+    running = await start_server(config, metrics=metrics)
+    if metrics is not None:
+        metrics_port = metrics.serve(config.host, config.metrics_port, running)
+        print(f"metrics on http://{config.host}:{metrics_port}/metrics", flush=True)
+    print(f"streamstt listening on {config.host}:{running.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(running.server.wait_for_termination())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    _LOGGER.info("draining", extra={"grace_s": config.grace_s,
+                                    "active_streams": len(running.servicer.active)})
+    await running.drain_and_stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        waiter.cancel()
+    _LOGGER.info("stopped")
+    return 0

@@ -1,0 +1,254 @@
+"""One stream's recognition state and the pure steps that advance it.
+
+Nothing here touches the network, threads or the model: `on_audio` feeds samples and voice
+activity in, `next_job` says which decode the stream needs now, and `apply_interim` /
+`apply_final` fold a decode result back in. The scheduler batches the jobs of many streams.
+
+Stream time is counted in 16 kHz samples from the first byte of audio; results report it in
+seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamstt.models.audio import SAMPLE_RATE
+
+from .settings import StreamSettings
+from .vad import VAD_FRAME
+
+SPEECH_START_PROB = 0.5  # Silero's recommended threshold
+SPEECH_END_PROB = 0.35  # hysteresis: speech continues until the probability drops below this
+PRE_ROLL = int(0.3 * SAMPLE_RATE)  # samples kept before detected speech (soft onsets)
+END_PAD = int(0.2 * SAMPLE_RATE)  # samples kept after the last voiced frame in a final
+TRIM_AFTER = int(12.0 * SAMPLE_RATE)  # window length past which committed audio is dropped
+MIN_WINDOW = int(0.3 * SAMPLE_RATE)  # no decode of less audio than this
+COMMIT_TOLERANCE = 0.1  # seconds: hypothesis words starting this much before the last
+# committed word's end still count as new (alignment jitter)
+STABLE, TENTATIVE = 0.9, 0.1  # stability reported for committed and tentative words
+PROMPT_WORDS = 40  # words of earlier text given to the model as context
+
+
+@dataclass(frozen=True)
+class TimedWord:
+    word: str  # as written, without surrounding spaces
+    start: float  # seconds of stream time
+    end: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Job:
+    """A decode the stream needs: `final` closes the utterance."""
+
+    final: bool
+    start: int  # first sample of the window (stream time)
+    end: int  # one past the last sample
+    prompt: str  # earlier text, given to the model as context
+
+
+@dataclass(frozen=True)
+class SpeechEvent:
+    begin: bool  # True: speech started; False: speech ended
+    sample: int
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    utterance_index: int
+    words: tuple[TimedWord, ...]
+    start: float
+    end: float
+
+    @property
+    def transcript(self) -> str:
+        return " ".join(w.word for w in self.words)
+
+    @property
+    def confidence(self) -> float:
+        return float(np.mean([w.confidence for w in self.words])) if self.words else 0.0
+
+
+@dataclass
+class StreamState:
+    settings: StreamSettings
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    audio_start: int = 0  # stream sample of audio[0]
+    received: int = 0  # samples received so far
+    processed: int = 0  # end of the newest window decoded
+    in_speech: bool = False
+    silence_run: int = 0  # samples of non-speech since the last voiced frame
+    last_voiced: int = 0  # end of the last voiced VAD frame
+    vad_frames: int = 0
+    utterance_index: int = 0
+    utterance_start: int | None = None  # first sample of the open utterance
+    settled: list[TimedWord] = field(default_factory=list)  # committed, audio trimmed away
+    committed: list[TimedWord] = field(default_factory=list)  # committed, audio in window
+    tentative: list[TimedWord] = field(default_factory=list)  # newest hypothesis tail
+    history: str = ""  # text of earlier finals (prompt context)
+    last_step: int = 0  # `received` at the last interim decode
+    endpoints: deque[int] = field(default_factory=deque)  # utterance ends awaiting a final
+    closed: bool = False  # client half-closed: everything left gets finalised
+    stopped: bool = False  # single_utterance done: ignore further audio
+
+    @property
+    def backlog(self) -> int:
+        return self.received - self.processed
+
+
+def _normal(word: str) -> str:
+    return re.sub(r"[^\w']", "", word.lower())
+
+
+def on_audio(state: StreamState, audio: np.ndarray, probs: np.ndarray) -> list[SpeechEvent]:
+    """Append new samples and their VAD frame probabilities; detect speech begin and end."""
+    if state.stopped:
+        return []
+    state.audio = np.concatenate([state.audio, audio])
+    state.received += len(audio)
+    events: list[SpeechEvent] = []
+    for prob in probs:
+        frame_start = state.vad_frames * VAD_FRAME
+        state.vad_frames += 1
+        frame_end = frame_start + VAD_FRAME
+        if not state.in_speech and prob >= SPEECH_START_PROB:
+            _begin_utterance(state, frame_start)
+            events.append(SpeechEvent(True, frame_start))
+        elif state.in_speech:
+            if prob >= SPEECH_END_PROB:
+                state.silence_run, state.last_voiced = 0, frame_end
+            else:
+                state.silence_run += VAD_FRAME
+                if state.silence_run >= state.settings.silence_ms * SAMPLE_RATE // 1000:
+                    end = min(state.last_voiced + END_PAD, frame_end)
+                    _end_utterance(state, end)
+                    events.append(SpeechEvent(False, state.last_voiced))
+    _force_long_utterance(state)
+    if not state.in_speech and not state.endpoints:
+        _trim(state, state.received - PRE_ROLL)  # idle: keep only the pre-roll
+    return events
+
+
+def _begin_utterance(state: StreamState, frame_start: int) -> None:
+    state.in_speech, state.silence_run, state.last_voiced = True, 0, frame_start + VAD_FRAME
+    if state.utterance_start is None:
+        state.utterance_start = max(state.audio_start, frame_start - PRE_ROLL)
+        state.last_step = state.received
+
+
+def _end_utterance(state: StreamState, end: int) -> None:
+    state.in_speech, state.silence_run = False, 0
+    state.endpoints.append(end)
+    state.utterance_start = None
+    if state.settings.single_utterance:
+        state.stopped = True
+
+
+def _force_long_utterance(state: StreamState) -> None:
+    limit = state.settings.max_utterance_ms * SAMPLE_RATE // 1000
+    if state.in_speech and state.utterance_start is not None and not state.endpoints:
+        if state.received - state.utterance_start >= limit:
+            state.endpoints.append(state.received)
+            if state.settings.single_utterance:
+                state.in_speech, state.stopped = False, True
+            state.utterance_start = state.received
+
+
+def close(state: StreamState) -> None:
+    """The client half-closed: whatever speech is open becomes a final."""
+    state.closed = True
+    if state.in_speech or state.committed or state.tentative:
+        state.in_speech = False
+        state.endpoints.append(state.received)
+        state.utterance_start = None
+
+
+def _trim(state: StreamState, sample: int) -> None:
+    """Drop audio before `sample` (stream time)."""
+    cut = min(max(0, sample - state.audio_start), len(state.audio))
+    if cut:
+        state.audio = state.audio[cut:]
+        state.audio_start += cut
+
+
+def _prompt(state: StreamState) -> str:
+    words = (state.history.split() + [w.word for w in state.settled])[-PROMPT_WORDS:]
+    return " ".join(words)
+
+
+def next_job(state: StreamState) -> Job | None:
+    """The decode this stream needs now, if any (finals first)."""
+    if state.endpoints:
+        end = state.endpoints[0]
+        return Job(True, state.audio_start, max(end, state.audio_start), _prompt(state))
+    if not (state.in_speech and state.settings.interim_results):
+        return None
+    step = state.settings.step_ms * SAMPLE_RATE // 1000
+    start = state.audio_start
+    if state.received - state.last_step < step or state.received - start < MIN_WINDOW:
+        return None
+    return Job(False, start, state.received, _prompt(state))
+
+
+def window_audio(state: StreamState, job: Job) -> np.ndarray:
+    return state.audio[job.start - state.audio_start : job.end - state.audio_start].copy()
+
+
+def agreed_prefix(new: list[TimedWord], previous: list[TimedWord]) -> int:
+    """Length of the longest common prefix of two hypotheses, compared as normalised words."""
+    count = 0
+    for a, b in zip(new, previous):
+        if _normal(a.word) != _normal(b.word):
+            break
+        count += 1
+    return count
+
+
+def apply_interim(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> None:
+    """LocalAgreement-2: commit the words on which this and the previous hypothesis agree."""
+    state.last_step = max(state.last_step, job.end)
+    state.processed = max(state.processed, job.end)
+    done = state.committed or state.settled
+    last_end = done[-1].end if done else job.start / SAMPLE_RATE
+    new = [w for w in hypothesis if w.start > last_end - COMMIT_TOLERANCE]
+    if done and new:  # the model often repeats the last committed words: drop the overlap
+        for n in range(min(5, len(done), len(new)), 0, -1):
+            if [_normal(w.word) for w in done[-n:]] == [_normal(w.word) for w in new[:n]]:
+                new = new[n:]
+                break
+    agreed = agreed_prefix(new, state.tentative)
+    state.committed.extend(new[:agreed])
+    state.tentative = new[agreed:]
+    if job.end - state.audio_start > TRIM_AFTER and state.committed:
+        cut = int(state.committed[-1].end * SAMPLE_RATE)
+        state.settled.extend(state.committed)
+        state.committed = []
+        _trim(state, cut)
+
+
+def apply_final(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> FinalResult | None:
+    """Close the utterance: the final decode's words (after any settled words) are final."""
+    state.endpoints.popleft()
+    state.processed = max(state.processed, job.end)
+    words = list(state.settled) + list(hypothesis)
+    if not hypothesis and state.committed:
+        words += state.committed  # the final decode lost words it had agreed on: keep them
+    state.settled, state.committed, state.tentative = [], [], []
+    _trim(state, job.end)
+    state.last_step = state.received
+    if not words:
+        return None  # no words: a false VAD trigger, not an utterance
+    result = FinalResult(state.utterance_index, tuple(words), job.start / SAMPLE_RATE,
+                         job.end / SAMPLE_RATE)
+    state.utterance_index += 1
+    state.history = (state.history + " " + result.transcript).strip()[-2000:]
+    return result
+
+
+def interim_view(state: StreamState) -> tuple[list[TimedWord], list[TimedWord]]:
+    """(committed words incl. settled, tentative words) for an interim response."""
+    return list(state.settled) + list(state.committed), list(state.tentative)

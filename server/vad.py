@@ -1,0 +1,69 @@
+"""Voice activity detection with the Silero VAD model that the `silero-vad` package ships.
+
+The ONNX graph is run directly with onnxruntime so that the recurrent state is explicit and
+belongs to the stream (`VadState`), not to a shared model object: many streams share one
+session, and a stream's state is just data.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+VAD_RATE = 16000  # Hz: the rate the model runs at
+VAD_FRAME = 512  # samples (32 ms): the frame the 16 kHz model takes
+VAD_CONTEXT = 64  # samples of the previous frame the model expects in front of each frame
+STATE_SHAPE = (2, 1, 128)
+
+
+@dataclass
+class VadState:
+    """Per-stream detector state: the model's recurrent state and unconsumed samples."""
+
+    rnn: np.ndarray = field(default_factory=lambda: np.zeros(STATE_SHAPE, dtype=np.float32))
+    context: np.ndarray = field(default_factory=lambda: np.zeros(VAD_CONTEXT, dtype=np.float32))
+    pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    frames_done: int = 0  # 512-sample frames scored so far
+
+
+def _model_path() -> Path:
+    import silero_vad
+
+    return Path(silero_vad.__file__).parent / "data" / "silero_vad.onnx"
+
+
+class SileroVad:
+    """A shared onnxruntime session; `score` advances one stream's state."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.inter_op_num_threads = 1
+        options.intra_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(
+            str(path or _model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._rate = np.array(VAD_RATE, dtype=np.int64)
+        self._lock = threading.Lock()  # one session, many threads: run() calls are serialised
+
+    def score(self, state: VadState, audio: np.ndarray) -> np.ndarray:
+        """Append 16 kHz samples; return the speech probability of each completed frame."""
+        pending = np.concatenate([state.pending, audio.astype(np.float32, copy=False)])
+        count = len(pending) // VAD_FRAME
+        probs = np.zeros(count, dtype=np.float32)
+        for i in range(count):
+            frame = pending[i * VAD_FRAME : (i + 1) * VAD_FRAME]
+            window = np.concatenate([state.context, frame])[None, :]
+            with self._lock:
+                out, state.rnn = self._session.run(
+                    None, {"input": window, "state": state.rnn, "sr": self._rate}
+                )
+            probs[i] = float(out.reshape(-1)[0])
+            state.context = frame[-VAD_CONTEXT:].copy()
+        state.pending = pending[count * VAD_FRAME :].copy()
+        state.frames_done += count
+        return probs

@@ -1,0 +1,202 @@
+"""The acoustic model: loaders, front end, decoding, words, guards — on real speech."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA, SPEECH_CLIPS, load_clip, reference, utterance_times, wer
+
+from streamstt.models import loading
+from streamstt.models.audio import decode_audio, log_mel_spectrogram
+from streamstt.models.checkpoints import ModelLoadError
+from streamstt.models.decoding import DecodingOptions, find_repetition_loop
+from streamstt.models.transcriber import TranscribeOptions, Transcriber
+
+FULL = TranscribeOptions(full_window=True)
+
+
+def test_tokens_equal_faster_whisper(transcriber_fp32):
+    """Same weights, fp32, greedy, 30 s window: our tokens are faster-whisper's tokens."""
+    faster_whisper = pytest.importorskip("faster_whisper")
+    reference_model = faster_whisper.WhisperModel(
+        str(loading.bundled_model_dir()), device="cpu", compute_type="float32", cpu_threads=2)
+    for name in SPEECH_CLIPS:
+        segments, _ = reference_model.transcribe(
+            str(DATA / f"{name}.wav"), beam_size=1, temperature=0.0, vad_filter=False,
+            condition_on_previous_text=False)
+        theirs = [t for s in segments for t in s.tokens]
+        ours = transcriber_fp32.transcribe(torch.from_numpy(load_clip(name)), FULL).tokens
+        # faster-whisper repeats a segment's closing timestamp as the next one's opening
+        ours_dedup = [t for i, t in enumerate(ours) if i == 0 or t != ours[i - 1]]
+        theirs_dedup = [t for i, t in enumerate(theirs) if i == 0 or t != theirs[i - 1]]
+        assert ours_dedup == theirs_dedup, name
+
+
+def test_wer_on_real_speech(transcriber):
+    hypotheses = [transcriber.transcribe(torch.from_numpy(load_clip(n))).text
+                  for n in SPEECH_CLIPS]
+    assert wer([reference(n) for n in SPEECH_CLIPS], hypotheses) <= 0.10, hypotheses
+
+
+def test_long_audio_windows(transcriber):
+    """A 33 s recording spans two windows; nothing is lost or doubled at the seam."""
+    text = transcriber.transcribe(torch.from_numpy(load_clip("long_read"))).text
+    assert wer([reference("long_read")], [text]) <= 0.10, text
+
+
+@pytest.mark.parametrize("name", ["en_us_male_44k_stereo.flac", "en_us_male_8k.wav",
+                                  "en_us_male.ogg", "en_us_male.mp3"])
+def test_file_formats_rates_and_channels(transcriber, name):
+    audio = decode_audio(DATA / name)
+    assert abs(audio.shape[-1] / 16000 - len(load_clip("en_us_male")) / 16000) < 0.1
+    text = transcriber.transcribe(audio).text
+    assert wer([reference("en_us_male")], [text]) <= 0.10, text
+
+
+def test_batch_equals_single_items(transcriber_fp32):
+    """Different lengths in one call (padded and masked) decode as they would alone."""
+    clips = [torch.from_numpy(load_clip(n)) for n in ("sample", "en_us_female")]
+    clips[1] = clips[1][: 3 * 16000]
+    options = TranscribeOptions(full_window=False, word_timestamps=False)
+    batched = transcriber_fp32.transcribe_batch(clips, options=options)
+    for clip, together in zip(clips, batched):
+        (alone,) = transcriber_fp32.transcribe_batch([clip], options=options)
+        assert together.tokens == alone.tokens
+
+
+def test_word_times_follow_the_audio(transcriber):
+    times = utterance_times()
+    result = transcriber.transcribe(torch.from_numpy(load_clip("two_utterances")))
+    words = result.words
+    assert words and all(w.start <= w.end for w in words)
+    assert all(a.start <= b.start for a, b in zip(words, words[1:]))
+    first_b = next(i for i, w in enumerate(words) if w.word.strip().lower() == "i")
+    utterance_a, utterance_b = times["utterances"]
+    assert abs(words[0].start - utterance_a["start_s"]) <= 0.3
+    assert abs(words[first_b - 1].end - utterance_a["end_s"]) <= 0.3
+    assert abs(words[first_b].start - utterance_b["start_s"]) <= 0.3
+    assert abs(words[-1].end - utterance_b["end_s"]) <= 0.3
+    assert all(0.0 < w.probability <= 1.0 for w in words)
+    assert 0.5 < result.confidence <= 1.0
+
+
+@pytest.mark.parametrize("name", ["silence", "noise", "hum"])
+def test_no_text_from_non_speech(transcriber, name):
+    samples = decode_audio(DATA / f"{name}.wav")
+    result = transcriber.transcribe(samples)
+    assert result.text == "", (result.text, result.no_speech_prob, result.avg_logprob)
+
+
+def test_repetition_loop_guard_rule():
+    options = DecodingOptions()
+    loop = [5, 6, 7, 8] * 4
+    assert find_repetition_loop([1, 2] + loop, options) == 2 + 4
+    assert find_repetition_loop(list(range(40)), options) is None
+    assert find_repetition_loop([9, 9, 9], options) is None  # 'no no no' is speech
+
+
+def test_log_mel_matches_faster_whisper():
+    feature_extractor = pytest.importorskip("faster_whisper.feature_extractor")
+    audio = load_clip("sample")
+    theirs = feature_extractor.FeatureExtractor()(audio, padding=0)
+    ours = log_mel_spectrogram(torch.from_numpy(audio)).numpy()
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 2e-3
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such model file or folder"):
+        Transcriber.load(tmp_path / "nope")
+
+
+def test_corrupt_model_bin_is_a_clear_error(tmp_path):
+    source = loading.bundled_model_dir()
+    for name in ("tokenizer.json", "config.json"):
+        shutil.copy(source / name, tmp_path / name)
+    data = (source / "model.bin").read_bytes()
+    (tmp_path / "model.bin").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelLoadError, match=r"model\.bin: truncated while reading"):
+        Transcriber.load(tmp_path)
+    (tmp_path / "model.bin").write_bytes(b"RIFF" + bytes(100))
+    with pytest.raises(ModelLoadError, match="not a CTranslate2 model.bin"):
+        Transcriber.load(tmp_path)
+
+
+def test_openai_and_huggingface_checkpoints_load(tmp_path, transcriber_fp32):
+    """Write the bundled weights in the two other formats; both decode identically."""
+    safetensors = pytest.importorskip("safetensors.torch")
+    loaded = loading.load()
+    state = loaded.model.state_dict()
+    dims = loaded.model.dims
+    torch.save({"dims": vars(dims) if hasattr(dims, "__dict__") else dims.__dict__,
+                "model_state_dict": state}, tmp_path / "tiny.en.pt")
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    safetensors.save_file(_to_huggingface(state), str(hf_dir / "model.safetensors"))
+    (hf_dir / "config.json").write_text(_hf_config(dims))
+    shutil.copy(loading.bundled_model_dir() / "tokenizer.json", hf_dir / "tokenizer.json")
+    clip = torch.from_numpy(load_clip("sample"))
+    expected = transcriber_fp32.transcribe(clip, FULL).tokens
+    for path in (tmp_path / "tiny.en.pt", hf_dir):
+        other = Transcriber.load(path, device="cpu", precision="fp32")
+        assert other.transcribe(clip, FULL).tokens == expected, path
+
+
+def _to_huggingface(state: dict) -> dict:
+    renames = [("encoder.positional_embedding", "model.encoder.embed_positions.weight"),
+               ("decoder.positional_embedding", "model.decoder.embed_positions.weight"),
+               ("decoder.token_embedding.weight", "model.decoder.embed_tokens.weight"),
+               ("encoder.ln_post.", "model.encoder.layer_norm."),
+               ("decoder.ln.", "model.decoder.layer_norm."),
+               ("encoder.blocks.", "model.encoder.layers."),
+               ("decoder.blocks.", "model.decoder.layers."),
+               ("encoder.conv", "model.encoder.conv"),
+               (".attn_ln.", ".self_attn_layer_norm."), (".cross_attn_ln.", ".encoder_attn_layer_norm."),
+               (".mlp_ln.", ".final_layer_norm."), (".cross_attn.", ".encoder_attn."),
+               (".attn.", ".self_attn."), (".query.", ".q_proj."), (".key.", ".k_proj."),
+               (".value.", ".v_proj."), (".out.", ".out_proj."), (".mlp.0.", ".fc1."),
+               (".mlp.2.", ".fc2.")]
+    out = {}
+    for name, tensor in state.items():
+        for old, new in renames:
+            name = name.replace(old, new)
+        out[name] = tensor.contiguous()
+    return out
+
+
+def _hf_config(dims) -> str:
+    import json
+
+    return json.dumps({"num_mel_bins": dims.n_mels, "max_source_positions": dims.n_audio_ctx,
+                       "d_model": dims.n_audio_state, "encoder_attention_heads": dims.n_audio_head,
+                       "encoder_layers": dims.n_audio_layer, "vocab_size": dims.n_vocab,
+                       "max_target_positions": dims.n_text_ctx,
+                       "decoder_attention_heads": dims.n_text_head,
+                       "decoder_layers": dims.n_text_layer})
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_precision_modes_keep_accuracy(precision):
+    model = Transcriber.load(precision=precision, device="cpu")
+    hypotheses = [model.transcribe(torch.from_numpy(load_clip(n))).text for n in SPEECH_CLIPS]
+    assert wer([reference(n) for n in SPEECH_CLIPS], hypotheses) <= 0.10, hypotheses
+
+
+def test_auto_precision_is_measured(transcriber):
+    plan = transcriber.plan
+    if plan.device == "cpu":
+        measured = dict(plan.calibration_ms)
+        assert {"encoder_fp32", "encoder_int8", "decoder_fp32", "decoder_int8"} <= set(measured)
+        assert measured[f"decoder_{plan.decoder}"] == min(
+            measured["decoder_fp32"], measured["decoder_int8"])
+
+
+@pytest.mark.cuda
+def test_cuda_tokens_match_cpu(transcriber_fp32):
+    gpu = Transcriber.load(device="cuda", precision="fp16")
+    for name in SPEECH_CLIPS:
+        clip = torch.from_numpy(load_clip(name))
+        assert gpu.transcribe(clip, FULL).text == transcriber_fp32.transcribe(clip, FULL).text
