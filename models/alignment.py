@@ -88,16 +88,16 @@ def align_words(
     text_tokens: list[int],
     token_probs: list[float],
 ) -> list[Word]:
-    """Words with times for one window. audio_features: (1, P, state); positions: real ones."""
+    """Words with times for one window. audio_features: (1, P, state), the encoder context;
+    positions: how many of those positions hold real audio (alignment stays inside them)."""
     if not text_tokens:
         return []
     special = tokenizer.special
     sot = tokenizer.sot_sequence
     tokens = torch.tensor([[*sot, special.no_timestamps, *text_tokens, special.eot]],
                           device=audio_features.device)
-    audio = audio_features[:, :positions]
-    layers = model.decoder.cross_attention_weights(tokens, audio, None)
-    weights = torch.stack([layers[layer][0, head] for layer, head in heads])  # (H, T, P)
+    layers = model.decoder.cross_attention_weights(tokens, audio_features, None)
+    weights = torch.stack([layers[layer][0, head, :, :positions] for layer, head in heads])
     std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
     weights = median_filter((weights - mean) / std.clamp(min=1e-8), MEDIAN_FILTER_WIDTH)
     matrix = weights.mean(dim=0)[len(sot) : -1]  # rows: <|notimestamps|>, text tokens
@@ -114,4 +114,20 @@ def align_words(
         probability = float(np.mean(token_probs[boundary:nxt]))
         result.append(Word(text, start, max(start, end), probability))
         boundary = nxt
-    return result
+    return _clamp_long_edges(result)
+
+
+def _clamp_long_edges(words: list[Word]) -> list[Word]:
+    """DTW stretches the first and last word over leading/trailing silence; cut them to twice
+    the median word length, as Whisper's own heuristic does."""
+    durations = sorted(w.end - w.start for w in words if w.end > w.start)
+    if not durations:
+        return words
+    longest = 2 * min(0.7, durations[len(durations) // 2])
+    first, last = words[0], words[-1]
+    if first.end - first.start > longest:
+        words[0] = Word(first.word, first.end - longest, first.end, first.probability)
+    last = words[-1]
+    if last.end - last.start > longest:
+        words[-1] = Word(last.word, last.start, last.start + longest, last.probability)
+    return words

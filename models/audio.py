@@ -119,17 +119,29 @@ def pad_or_trim(audio: torch.Tensor, length: int = N_SAMPLES) -> torch.Tensor:
     return audio
 
 
-def window_features(audio: torch.Tensor, n_mels: int = 80, full_window: bool = True) -> torch.Tensor:
-    """Features for one model window of at most 30 s of audio, shape (n_mels, frames).
+def window_features(audio: torch.Tensor, n_mels: int = 80, context_frames: int = N_FRAMES
+                    ) -> torch.Tensor:
+    """Features for one model window of at most 30 s of audio, shape (n_mels, context_frames).
 
     The log-mel is taken over the real audio only (plus one hop of zeros, so the last samples
     get a frame) and the window is then padded with zero *features*, as faster-whisper and
-    CTranslate2 do; the model sees the same numbers in both modes. full_window=True pads to
-    the 3000 frames of 30 s (the training condition); False keeps only the frames of the real
-    audio, rounded up to even (a truncated audio context: less encoder work).
+    CTranslate2 do. context_frames=N_FRAMES is the full 30 s window (the training condition);
+    fewer frames is a shortened audio context: less encoder work (see `context_frames_for`).
     """
     audio = audio[:N_SAMPLES]
     mel = log_mel_spectrogram(torch.nn.functional.pad(audio, (0, HOP_LENGTH)), n_mels)
     content = max(1, mel.shape[-1] - 1)
-    frames = N_FRAMES if full_window else content + content % 2
-    return pad_or_trim(mel[:, :content], frames)
+    frames = max(context_frames, content + content % 2)
+    return pad_or_trim(mel[:, :content], min(N_FRAMES, frames))
+
+
+def context_frames_for(samples: int, min_context_s: float, margin_s: float) -> int:
+    """Encoder context for a window of `samples`: at least `min_context_s`, and at least
+    `margin_s` of padding after the audio, never more than 30 s; always even (conv stride 2).
+
+    Measured (docs/benchmarks.md): encoding only the real audio makes tiny.en loop or stop
+    early on most clips; with >= 15 s of context it matches the full window at half the cost.
+    """
+    seconds = max(min_context_s, samples / SAMPLE_RATE + margin_s)
+    frames = min(N_FRAMES, int(seconds * FRAMES_PER_SECOND + 0.5))
+    return frames + frames % 2

@@ -18,9 +18,11 @@ from . import loading
 from .alignment import Word, align_words
 from .audio import (
     HOP_LENGTH,
+    N_FRAMES,
     N_SAMPLES,
     SAMPLE_RATE,
     TOKENS_PER_SECOND,
+    context_frames_for,
     window_features,
 )
 from .decoding import DecodedSequence, DecodingOptions, LogitRules, greedy_decode
@@ -29,7 +31,11 @@ from .precision import PrecisionPlan, apply_precision, choose_precision
 
 @dataclass(frozen=True)
 class TranscribeOptions:
-    full_window: bool = False  # pad each window to 30 s (True) or encode only the real audio
+    full_window: bool = False  # pad every window to 30 s (True) or use a shorter context
+    # The shorter context (full_window=False): at least this many seconds of encoder input,
+    # and at least `context_margin_s` of padding after the audio. Chosen by measurement.
+    min_context_s: float = 15.0
+    context_margin_s: float = 5.0
     word_timestamps: bool = True  # align words with the cross-attention heads
     decoding: DecodingOptions = DecodingOptions()
     # Silence guard (Whisper's rule): a window whose <|nospeech|> probability is above this
@@ -43,7 +49,8 @@ class TranscribeOptions:
 @dataclass(frozen=True)
 class PreparedBatch:
     mel: Tensor  # (batch, n_mels, frames) on the model's device (or being copied there)
-    frames: Tensor  # real mel frames per item (CPU)
+    frames: Tensor  # mel frames per item, audio + context padding (CPU)
+    audio_positions: Tensor  # encoder positions that hold real audio, per item
     ready: torch.cuda.Event | None  # CUDA: set when the host-to-device copy has finished
 
 
@@ -105,16 +112,18 @@ class Transcriber:
             )
         return self._rules[options]
 
-    def features(self, audio: Tensor, full_window: bool) -> Tensor:
-        """Log-mel features of one window (<= 30 s), shape (n_mels, frames)."""
-        return window_features(audio.float(), self.model.dims.n_mels, full_window)
+    def features(self, audio: Tensor, options: TranscribeOptions) -> Tensor:
+        """Log-mel features of one window (<= 30 s), shape (n_mels, context frames)."""
+        context = N_FRAMES if options.full_window else context_frames_for(
+            audio.shape[-1], options.min_context_s, options.context_margin_s)
+        return window_features(audio.float(), self.model.dims.n_mels, context)
 
-    def prepare(self, audios: list[Tensor], full_window: bool) -> PreparedBatch:
+    def prepare(self, audios: list[Tensor], options: TranscribeOptions) -> PreparedBatch:
         """The input stage: log-mel of each window, zero-padded into one batch tensor and
         moved towards the model's device. Runs on the prefetch thread while the model works
         on the previous batch; on CUDA the copy is issued on a side stream from pinned memory
         and recorded with an event that the model stream waits for."""
-        mels = [self.features(a, full_window) for a in audios]
+        mels = [self.features(a, options) for a in audios]
         frames = torch.tensor([m.shape[-1] for m in mels])
         width = int(frames.max())
         cuda = self.device.type == "cuda"
@@ -130,7 +139,9 @@ class Transcriber:
                 ready.record(stream)
         else:
             batch = batch.to(dtype=self.plan.dtype)
-        return PreparedBatch(batch, frames, ready)
+        audio_positions = torch.tensor([-(-a.shape[-1] // (2 * HOP_LENGTH)) for a in audios])
+        return PreparedBatch(batch, frames, torch.minimum(audio_positions, (frames + 1) // 2),
+                             ready)
 
     def _copy_stream(self) -> torch.cuda.Stream:
         if self._stream is None:
@@ -148,15 +159,16 @@ class Transcriber:
         features = self.model.encoder(prepared.mel, frames_arg).to(self.plan.decoder_dtype)
         return features, (frames + 1) // 2
 
-    def decode(self, features: Tensor, positions: Tensor, prompts: list[list[int]],
-               options: TranscribeOptions, offsets: list[float]) -> list[Transcript]:
+    def decode(self, features: Tensor, positions: Tensor, audio_positions: Tensor,
+               prompts: list[list[int]], options: TranscribeOptions, offsets: list[float]
+               ) -> list[Transcript]:
+        """positions: encoder positions per item (context); audio_positions: the real audio."""
         decoding = options.decoding
-        if not options.full_window and not decoding.cap_timestamps_to_audio:
-            decoding = replace(decoding, cap_timestamps_to_audio=True)
         sequences = greedy_decode(self.model, self.tokenizer, self.rules(decoding), features,
                                   positions, prompts, decoding)
         return [
-            self._finish(seq, features[i : i + 1], int(positions[i]), options, offsets[i])
+            self._finish(seq, features[i : i + 1, : int(positions[i])], int(audio_positions[i]),
+                         options, offsets[i])
             for i, seq in enumerate(sequences)
         ]
 
@@ -165,7 +177,7 @@ class Transcriber:
                          offsets: list[float] | None = None) -> list[Transcript]:
         """Recognise several windows (each <= 30 s, 16 kHz mono) in one batched model call."""
         started = time.perf_counter()
-        prepared = self.prepare(audios, options.full_window)
+        prepared = self.prepare(audios, options)
         ready = time.perf_counter()
         return self.run(prepared, prompts or [[] for _ in audios], options,
                         offsets or [0.0] * len(audios), {"features_s": ready - started})
@@ -176,7 +188,8 @@ class Transcriber:
         started = time.perf_counter()
         features, positions = self.encode(prepared)
         encoded = time.perf_counter()
-        results = self.decode(features, positions, prompts, options, offsets)
+        results = self.decode(features, positions, prepared.audio_positions, prompts, options,
+                              offsets)
         timings = {**(timings or {}), "encode_s": encoded - started,
                    "decode_s": time.perf_counter() - encoded}
         for result in results:

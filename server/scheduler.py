@@ -197,8 +197,9 @@ class Scheduler:
 
     def _prepare(self, planned: _Planned) -> tuple[PreparedBatch, list[list[int]]]:
         planned.timing.prep_start = time.monotonic()
-        full = any(job.final for job in planned.jobs) and self.final_options.full_window
-        prepared = self.transcriber.prepare(planned.audios, full)
+        final = any(job.final for job in planned.jobs)
+        prepared = self.transcriber.prepare(planned.audios,
+                                            self.final_options if final else self.options)
         tokenizer = self.transcriber.tokenizer
         prompts = [tokenizer.encode(" " + p) if p else [] for p in planned.prompts]
         planned.timing.prep_end = time.monotonic()

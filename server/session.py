@@ -162,7 +162,8 @@ class StreamSession:
 
     def half_close(self, status: StatusEnd | None = None) -> None:
         """No more audio: finalise what is open, then end with OK (or `status`)."""
-        engine.close(self.state)
+        for event in engine.close(self.state):
+            self._speech_event(event)
         self.end_status = status
         self._maybe_finish()
         self._notify()

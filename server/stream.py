@@ -91,7 +91,8 @@ class StreamState:
     tentative: list[TimedWord] = field(default_factory=list)  # newest hypothesis tail
     history: str = ""  # text of earlier finals (prompt context)
     last_step: int = 0  # `received` at the last interim decode
-    endpoints: deque[int] = field(default_factory=deque)  # utterance ends awaiting a final
+    # (start, end) samples of ended utterances awaiting their final decode
+    endpoints: deque[tuple[int, int]] = field(default_factory=deque)
     closed: bool = False  # client half-closed: everything left gets finalised
     stopped: bool = False  # single_utterance done: ignore further audio
 
@@ -140,9 +141,14 @@ def _begin_utterance(state: StreamState, frame_start: int) -> None:
         state.last_step = state.received
 
 
+def _start(state: StreamState) -> int:
+    """First sample of the open utterance (or of the buffer when none is open)."""
+    return state.audio_start if state.utterance_start is None else state.utterance_start
+
+
 def _end_utterance(state: StreamState, end: int) -> None:
     state.in_speech, state.silence_run = False, 0
-    state.endpoints.append(end)
+    state.endpoints.append((_start(state), end))
     state.utterance_start = None
     if state.settings.single_utterance:
         state.stopped = True
@@ -152,19 +158,23 @@ def _force_long_utterance(state: StreamState) -> None:
     limit = state.settings.max_utterance_ms * SAMPLE_RATE // 1000
     if state.in_speech and state.utterance_start is not None and not state.endpoints:
         if state.received - state.utterance_start >= limit:
-            state.endpoints.append(state.received)
+            state.endpoints.append((state.utterance_start, state.received))
             if state.settings.single_utterance:
                 state.in_speech, state.stopped = False, True
             state.utterance_start = state.received
 
 
-def close(state: StreamState) -> None:
-    """The client half-closed: whatever speech is open becomes a final."""
+def close(state: StreamState) -> list[SpeechEvent]:
+    """The client half-closed: whatever speech is open becomes a final (and ends here)."""
     state.closed = True
+    events = []
+    if state.in_speech:
+        events.append(SpeechEvent(False, state.last_voiced))
     if state.in_speech or state.committed or state.tentative:
         state.in_speech = False
-        state.endpoints.append(state.received)
+        state.endpoints.append((_start(state), state.received))
         state.utterance_start = None
+    return events
 
 
 def _trim(state: StreamState, sample: int) -> None:
@@ -183,12 +193,15 @@ def _prompt(state: StreamState) -> str:
 def next_job(state: StreamState) -> Job | None:
     """The decode this stream needs now, if any (finals first)."""
     if state.endpoints:
-        end = state.endpoints[0]
-        return Job(True, state.audio_start, max(end, state.audio_start), _prompt(state))
+        start, end = state.endpoints[0]
+        start = min(max(start, state.audio_start), end)
+        if state.settled:  # the utterance's early words were trimmed away with their audio
+            start = state.audio_start
+        return Job(True, start, max(end, start), _prompt(state))
     if not (state.in_speech and state.settings.interim_results):
         return None
     step = state.settings.step_ms * SAMPLE_RATE // 1000
-    start = state.audio_start
+    start = max(state.audio_start, _start(state))
     if state.received - state.last_step < step or state.received - start < MIN_WINDOW:
         return None
     return Job(False, start, state.received, _prompt(state))

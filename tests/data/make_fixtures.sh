@@ -122,7 +122,7 @@ speech() {
 
 # ---------------------------------------------------------------- speech clips
 speech en_us_male flite rms 1 \
-    "She opened the window and let the cool morning air into the room. After breakfast, we walked down to the river."
+    "She opened the window and let the fresh air into the room. After breakfast, we walked down to the river."
 
 speech en_us_female flite slt 1 \
     "The children played in the garden until the sun went down. Then the whole family sat at the table and shared a warm dinner."

@@ -1,0 +1,248 @@
+"""The real server on a loopback port, real speech through the real model."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from conftest import DATA, load_clip, reference, utterance_times, wer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from streamstt.client.client import (
+    StreamInterrupted,
+    StreamingClient,
+    file_chunks,
+    pcm16,
+    streaming_config,
+)
+from streamstt.v1 import asr_pb2, asr_pb2_grpc
+
+CHUNK_MS = 100
+FAST_PACE = 0.02  # seconds between 100 ms chunks: 5x real time
+
+
+def run_stream(target: str, name: str, pace: float = FAST_PACE, **config_args):
+    rate, channels, chunks = file_chunks(DATA / f"{name}.wav", CHUNK_MS)
+    config = streaming_config(rate, channels=channels, **config_args)
+    with StreamingClient(target) as client:
+        return list(client.stream(config, chunks, pace_s=pace, timeout=120))
+
+
+def finals(responses) -> list:
+    return [r for resp in responses for r in resp.results if r.is_final]
+
+
+def interims(responses) -> list[str]:
+    return [" ".join(r.alternatives[0].transcript for r in resp.results)
+            for resp in responses if resp.results and not resp.results[0].is_final]
+
+
+def test_health_serving_and_list_models(server):
+    channel = grpc.insecure_channel(server.target)
+    health = health_pb2_grpc.HealthStub(channel)
+    status = health.Check(health_pb2.HealthCheckRequest(service="streamstt.v1.Recognizer"))
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
+    models = asr_pb2_grpc.RecognizerStub(channel).ListModels(asr_pb2.ListModelsRequest())
+    (model,) = models.models
+    assert model.name == "tiny.en" and model.is_default and model.device == "cpu"
+    assert model.precision
+    channel.close()
+
+
+def test_stream_interims_grow_and_final_matches_offline(server, transcriber):
+    responses = run_stream(server.target, "en_us_female", pace=0.05)
+    texts = interims(responses)
+    assert len(texts) >= 3, texts
+    assert max(len(t.split()) for t in texts) > len(texts[0].split())
+    results = finals(responses)
+    assert len(results) == 1
+    final = results[0].alternatives[0]
+    offline = transcriber.transcribe(torch.from_numpy(load_clip("en_us_female"))).text
+    assert wer([offline], [final.transcript]) <= 0.05, (offline, final.transcript)
+    assert wer([reference("en_us_female")], [final.transcript]) <= 0.10
+    assert final.words and 0 < final.confidence <= 1
+    last = responses[-1].processing
+    assert last.audio_received.ToTimedelta().total_seconds() > 6
+
+
+def test_two_utterances_two_finals_with_word_times(server):
+    responses = run_stream(server.target, "two_utterances")
+    results = finals(responses)
+    assert [r.utterance_index for r in results] == [0, 1]
+    times = utterance_times()["utterances"]
+    for result, expected in zip(results, times):
+        words = result.alternatives[0].words
+        assert wer([expected["text"]], [result.alternatives[0].transcript]) <= 0.2
+        assert abs(words[0].start_time.ToTimedelta().total_seconds() - expected["start_s"]) <= 0.3
+        assert abs(words[-1].end_time.ToTimedelta().total_seconds() - expected["end_s"]) <= 0.3
+    transcript = " ".join(r.alternatives[0].transcript for r in results)
+    assert wer([reference("two_utterances")], [transcript]) <= 0.08
+
+
+def test_audio_right_before_half_close_is_in_the_final(server):
+    """The clip ends right after the last word: no silence lets the VAD end it; half-close must."""
+    samples = load_clip("sample")
+    last = np.nonzero(np.abs(samples) > 0.01)[0][-1]
+    chunks = [pcm16(samples[i : i + 1600]) for i in range(0, last + 1, 1600)]
+    with StreamingClient(server.target) as client:
+        responses = list(client.stream(streaming_config(16000), chunks, timeout=60))
+    text = finals(responses)[-1].alternatives[0].transcript
+    assert "talking" in text.lower(), text
+
+
+@pytest.mark.parametrize("name", ["silence", "noise", "hum"])
+def test_non_speech_yields_no_text(server, name):
+    responses = run_stream(server.target, name)
+    assert not [r for resp in responses for r in resp.results], name
+
+
+def test_empty_stream_ends_ok_without_results(server):
+    with StreamingClient(server.target) as client:
+        assert list(client.stream(streaming_config(16000), [], timeout=30)) == []
+
+
+def test_streams_share_batched_model_calls(make_server):
+    running = make_server(max_batch_size=4, max_wait_ms=30)
+    before = running.scheduler.stats.multi_stream_batches
+    errors = []
+
+    def talk(name: str) -> None:
+        try:
+            run_stream(running.target, name, pace=0.05)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=talk, args=(n,)) for n in
+               ("en_us_male", "en_us_female", "en_hts_female")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors
+    assert running.scheduler.stats.multi_stream_batches > before
+    assert running.scheduler.stats.max_batch >= 2
+
+
+def test_prefetch_overlaps_the_model(make_server):
+    """With batches of one stream each, batch k+1's features are ready before k's model ends."""
+    running = make_server(max_batch_size=1, max_wait_ms=0)
+    threads = [threading.Thread(target=run_stream, args=(running.target, n, 0.05))
+               for n in ("en_us_male", "en_us_female")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    timeline = list(running.scheduler.stats.timeline)
+    overlapped = [b for a, b in zip(timeline, timeline[1:])
+                  if b.prep_end <= a.model_end and b.prep_start >= a.model_start]
+    assert overlapped, [(t.prep_start, t.prep_end, t.model_start, t.model_end) for t in timeline]
+
+
+def test_a_failing_batch_fails_only_its_streams(make_server):
+    running = make_server(max_batch_size=1, max_wait_ms=0)
+    victims: set[str] = set()
+
+    def hook(stream_ids: list[str]) -> None:
+        if not victims:
+            victims.update(stream_ids)
+        if victims & set(stream_ids):
+            raise RuntimeError("injected fault")
+
+    running.scheduler.fault_hook = hook
+    outcomes: dict[str, object] = {}
+
+    def talk(name: str) -> None:
+        try:
+            outcomes[name] = finals(run_stream(running.target, name, pace=0.05))
+        except StreamInterrupted as exc:
+            outcomes[name] = exc.code
+
+    first = threading.Thread(target=talk, args=("en_us_male",))
+    first.start()
+    time.sleep(1.0)
+    second = threading.Thread(target=talk, args=("en_us_female",))
+    second.start()
+    first.join(120)
+    second.join(120)
+    assert outcomes["en_us_male"] == grpc.StatusCode.INTERNAL
+    assert isinstance(outcomes["en_us_female"], list) and outcomes["en_us_female"]
+    running.scheduler.fault_hook = None
+    assert finals(run_stream(running.target, "sample"))
+
+
+def test_out_of_memory_in_a_batch_is_resource_exhausted(make_server):
+    running = make_server(max_batch_size=1, max_wait_ms=0)
+
+    def hook(stream_ids: list[str]) -> None:
+        raise MemoryError("simulated")
+
+    running.scheduler.fault_hook = hook
+    with pytest.raises(StreamInterrupted) as caught:
+        run_stream(running.target, "sample")
+    assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_recognize_whole_file(server):
+    with StreamingClient(server.target) as client:
+        response = client.recognize((DATA / "en_us_male_44k_stereo.flac").read_bytes())
+    text = " ".join(r.alternatives[0].transcript for r in response.results)
+    assert wer([reference("en_us_male")], [text]) <= 0.10, text
+    assert response.results[0].alternatives[0].words
+    assert response.total_audio.ToTimedelta().total_seconds() > 6
+
+
+def test_single_utterance_ends_after_the_first(server):
+    responses = run_stream(server.target, "two_utterances", single_utterance=True)
+    events = [r.speech_event_type for r in responses]
+    assert asr_pb2.StreamingRecognizeResponse.END_OF_SINGLE_UTTERANCE in events
+    results = finals(responses)
+    assert len(results) == 1 and results[0].utterance_index == 0
+
+
+def test_voice_activity_events(server):
+    responses = run_stream(server.target, "two_utterances", vad_events=True)
+    kinds = [r.speech_event_type for r in responses if r.speech_event_type]
+    begin = asr_pb2.StreamingRecognizeResponse.SPEECH_ACTIVITY_BEGIN
+    end = asr_pb2.StreamingRecognizeResponse.SPEECH_ACTIVITY_END
+    assert kinds == [begin, end, begin, end]
+
+
+def test_client_generated_from_the_proto_alone(server, tmp_path):
+    """Compile asr.proto into a fresh folder and talk to the server with that code only."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    protos = Path(__file__).resolve().parents[1] / "protos"
+    pytest.importorskip("grpc_tools")
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{protos}",
+                    f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
+                    str(protos / "streamstt/v1/asr.proto")], check=True)
+    script = f"""
+import sys, soundfile
+sys.path.insert(0, {str(tmp_path)!r})
+import grpc
+from streamstt.v1 import asr_pb2, asr_pb2_grpc
+assert asr_pb2.__file__.startswith({str(tmp_path)!r})
+samples, rate = soundfile.read({str(DATA / 'sample.wav')!r}, dtype='int16')
+def requests():
+    config = asr_pb2.RecognitionConfig(encoding=asr_pb2.LINEAR16, sample_rate_hertz=rate)
+    yield asr_pb2.StreamingRecognizeRequest(
+        streaming_config=asr_pb2.StreamingRecognitionConfig(config=config))
+    for i in range(0, len(samples), 1600):
+        yield asr_pb2.StreamingRecognizeRequest(audio_content=samples[i:i+1600].tobytes())
+stub = asr_pb2_grpc.RecognizerStub(grpc.insecure_channel({server.target!r}))
+for response in stub.StreamingRecognize(requests(), timeout=60):
+    for result in response.results:
+        if result.is_final:
+            print(result.alternatives[0].transcript)
+"""
+    # run outside the package's import path so only the generated code is used
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert wer([reference("sample")], [done.stdout]) <= 0.15, done.stdout

@@ -1,0 +1,167 @@
+"""One test per validation rule of the contract: the exact status code and a useful message."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+from conftest import DATA
+
+from streamstt.v1 import asr_pb2, asr_pb2_grpc
+
+Request = asr_pb2.StreamingRecognizeRequest
+
+
+def config(**fields) -> Request:
+    recognition = dict(encoding=asr_pb2.LINEAR16, sample_rate_hertz=16000)
+    recognition.update(fields.pop("recognition", {}))
+    return Request(streaming_config=asr_pb2.StreamingRecognitionConfig(
+        config=asr_pb2.RecognitionConfig(**recognition), **fields))
+
+
+def audio(data: bytes) -> Request:
+    return Request(audio_content=data)
+
+
+def speech_bytes(seconds: float = 1.0) -> bytes:
+    import soundfile
+
+    samples, _ = soundfile.read(DATA / "sample.wav", dtype="int16")
+    return samples[: int(seconds * 16000)].tobytes()
+
+
+def call(target: str, requests: list[Request], timeout: float = 60):
+    channel = grpc.insecure_channel(target, options=[
+        ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    stub = asr_pb2_grpc.RecognizerStub(channel)
+    try:
+        responses = list(stub.StreamingRecognize(iter(requests), timeout=timeout))
+        return grpc.StatusCode.OK, "", responses
+    except grpc.RpcError as error:
+        return error.code(), error.details(), []
+    finally:
+        channel.close()
+
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("requests, code, message", [
+    ([audio(b"\0\0" * 160)], INVALID, "first message must carry streaming_config"),
+    ([config(), config()], INVALID, "only be sent once"),
+    ([config(recognition={"encoding": asr_pb2.ENCODING_UNSPECIFIED})], INVALID,
+     "not a streaming encoding"),
+    ([config(recognition={"encoding": 42})], INVALID, "not a streaming encoding"),
+    ([config(recognition={"encoding": asr_pb2.MP3})], INVALID, "only for Recognize"),
+    ([config(recognition={"sample_rate_hertz": 7999})], INVALID, "outside 8000-48000"),
+    ([config(recognition={"sample_rate_hertz": 96000})], INVALID, "outside 8000-48000"),
+    ([config(), audio(b"\0\0\0")], INVALID, "odd byte count"),
+    ([config(recognition={"encoding": asr_pb2.FLOAT32}),
+      audio(np.array([0.0, np.nan], dtype="<f4").tobytes())], INVALID, "non-finite"),
+    ([config(recognition={"encoding": asr_pb2.FLOAT32}),
+      audio(np.array([np.inf], dtype="<f4").tobytes())], INVALID, "non-finite"),
+    ([config(recognition={"audio_channel_count": 9})], INVALID, "audio_channel_count"),
+    ([config(recognition={"audio_channel_count": -1})], INVALID, "audio_channel_count"),
+    ([config(recognition={"audio_channel_count": 2}), audio(b"\0\0" * 3)], INVALID,
+     "multiple of 4"),
+    ([config(recognition={"model": "large-v9"})], grpc.StatusCode.NOT_FOUND, "not loaded"),
+    ([config(recognition={"language_code": "de-DE"})], INVALID, "not supported"),
+    ([config(latency_budget_ms=5)], INVALID, "latency_budget_ms"),
+    ([config(endpointing=asr_pb2.EndpointingConfig(silence_ms=20))], INVALID, "silence_ms"),
+    ([Request(streaming_config=asr_pb2.StreamingRecognitionConfig())], INVALID,
+     "config is required"),
+])
+def test_invalid_requests(server, requests, code, message):
+    status, details, _ = call(server.target, requests)
+    assert status == code, details
+    assert message in details
+
+
+@pytest.mark.parametrize("encoding, width", [
+    (asr_pb2.LINEAR16, 2), (asr_pb2.FLOAT32, 4), (asr_pb2.MULAW, 1), (asr_pb2.ALAW, 1)])
+def test_garbage_bytes_in_every_encoding_are_handled(server, encoding, width):
+    """Random bytes of a valid length are just (loud) noise: the stream ends cleanly."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, 16000 * width, dtype=np.uint8).tobytes()
+    if encoding == asr_pb2.FLOAT32:  # random floats are mostly huge or NaN: a precise error
+        status, details, _ = call(server.target, [config(recognition={"encoding": encoding}),
+                                                  audio(data)])
+        assert status in (grpc.StatusCode.OK, INVALID), details
+        return
+    status, details, _ = call(server.target, [config(recognition={"encoding": encoding}),
+                                              audio(data[:8000]), audio(data[8000:])])
+    assert status == grpc.StatusCode.OK, details
+
+
+def test_zero_length_and_one_sample_chunks(server):
+    chunks = [audio(b""), audio(b"\0\0")] + [audio(b"\1\0") for _ in range(50)]
+    status, details, _ = call(server.target, [config(), *chunks])
+    assert status == grpc.StatusCode.OK, details
+
+
+def test_too_many_streams_is_resource_exhausted_at_once(make_server):
+    import threading
+    import time
+
+    running = make_server(max_streams=1)
+    channel = grpc.insecure_channel(running.target)
+    stub = asr_pb2_grpc.RecognizerStub(channel)
+    release = threading.Event()
+
+    def slow():
+        yield config()
+        release.wait(20)
+
+    holder = stub.StreamingRecognize(slow(), timeout=30)
+    time.sleep(0.5)  # the first stream is admitted
+    started = time.monotonic()
+    status, details, _ = call(running.target, [config()])
+    elapsed = time.monotonic() - started
+    release.set()
+    list(holder)
+    channel.close()
+    assert status == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_streams=1" in details
+    assert elapsed < 1.0
+
+
+def test_oversize_message_is_resource_exhausted(make_server):
+    running = make_server(max_message_bytes=64 * 1024)
+    status, _, _ = call(running.target, [config(), audio(b"\0\0" * 64 * 1024)])
+    assert status == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_stream_over_max_duration_is_out_of_range_after_finals(make_server):
+    running = make_server(max_stream_seconds=3.0)
+    chunk = speech_bytes(4.6)
+    requests = [config()] + [audio(chunk[i : i + 3200]) for i in range(0, len(chunk), 3200)]
+    status, details, responses = call(running.target, requests)
+    assert status == grpc.StatusCode.OUT_OF_RANGE and "max_stream_seconds" in details
+    assert any(r.is_final for resp in responses for r in resp.results)
+
+
+def test_idle_stream_is_closed_with_a_status(make_server):
+    import threading
+
+    running = make_server(idle_timeout_s=1.0)
+    stop = threading.Event()
+
+    def idle():
+        yield config()
+        stop.wait(10)
+
+    status, details, _ = call(running.target, idle(), timeout=8)
+    stop.set()
+    assert status == grpc.StatusCode.DEADLINE_EXCEEDED and "idle_timeout_s" in details
+
+
+def test_client_deadline_shorter_than_audio(server):
+    import time
+
+    def paced():
+        yield config()
+        for _ in range(100):
+            time.sleep(0.1)
+            yield audio(b"\0\0" * 1600)
+
+    status, _, _ = call(server.target, paced(), timeout=1.5)
+    assert status == grpc.StatusCode.DEADLINE_EXCEEDED
