@@ -19,13 +19,19 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + field.name.replace("_", "-")
         kind = {"int": int, "float": float, "bool": None}.get(str(field.type), str)
         if field.type in (bool, "bool"):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"(env STREAMSTT_{field.name.upper()}, default "
-                                     f"{field.default})")
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"(env STREAMSTT_{field.name.upper()}, default {field.default})",
+            )
         else:
-            parser.add_argument(flag, type=kind, default=None,
-                                help=f"(env STREAMSTT_{field.name.upper()}, default "
-                                     f"{field.default!r})")
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=None,
+                help=f"(env STREAMSTT_{field.name.upper()}, default {field.default!r})",
+            )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -66,8 +72,11 @@ class _Display:
             if result.is_final:
                 self._clear()
                 print(result.alternatives[0].transcript, flush=True)
-        interim = " ".join(r.alternatives[0].transcript for r in response.results
-                           if not r.is_final and r.alternatives)
+        interim = " ".join(
+            r.alternatives[0].transcript
+            for r in response.results
+            if not r.is_final and r.alternatives
+        )
         if interim and self.tty:
             self._clear()
             self.partial = interim
@@ -90,13 +99,18 @@ def cmd_stream(args: argparse.Namespace) -> int:
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"streamstt stream: {exc}", file=sys.stderr)
         return 2
-    config = streaming_config(rate, channels=channels, interim_results=not args.no_interim,
-                              latency_budget_ms=args.latency_budget_ms)
+    config = streaming_config(
+        rate,
+        channels=channels,
+        interim_results=not args.no_interim,
+        latency_budget_ms=args.latency_budget_ms,
+    )
     display = _Display(args.json)
     with _client(args) as client:
         try:
-            for response in client.stream(config, chunks,
-                                          pace_s=args.chunk_ms / 1000 if args.realtime else 0):
+            for response in client.stream(
+                config, chunks, pace_s=args.chunk_ms / 1000 if args.realtime else 0
+            ):
                 display.show(response)
         except StreamInterrupted as exc:
             display._clear()
@@ -140,12 +154,23 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 def _transcript_json(path: str, transcript) -> dict:
     return {
-        "file": str(path), "text": transcript.text, "confidence": round(transcript.confidence, 4),
+        "file": str(path),
+        "text": transcript.text,
+        "confidence": round(transcript.confidence, 4),
         "no_speech_prob": round(transcript.no_speech_prob, 4),
-        "segments": [{"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text}
-                     for s in transcript.segments],
-        "words": [{"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3),
-                   "confidence": round(w.probability, 4)} for w in transcript.words],
+        "segments": [
+            {"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text}
+            for s in transcript.segments
+        ],
+        "words": [
+            {
+                "word": w.word.strip(),
+                "start": round(w.start, 3),
+                "end": round(w.end, 3),
+                "confidence": round(w.probability, 4),
+            }
+            for w in transcript.words
+        ],
     }
 
 
@@ -167,6 +192,39 @@ def _transcribe_remote(args: argparse.Namespace) -> int:
             else:
                 print(" ".join(r.alternatives[0].transcript for r in response.results))
     return status
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job end to end: start a server on a free port with the bundled model, stream
+    a file into it at real time over gRPC, print partials and finals, shut down."""
+    from streamstt.server.app import setup_logging, start_server
+    from streamstt.server.settings import config_from_env
+
+    from .client import AsyncStreamingClient, file_chunks, streaming_config
+
+    setup_logging(json_logs=False, level=30)
+    rate, channels, chunks = file_chunks(args.file, args.chunk_ms)
+    display = _Display(json_lines=False)
+
+    async def run() -> None:
+        running = await start_server(config_from_env(port=0, log_json=False))
+        print(
+            f"server up on 127.0.0.1:{running.port} ({running.servicer.transcriber.name}, "
+            f"{running.servicer.transcriber.plan.describe()}); streaming {args.file}",
+            flush=True,
+        )
+        try:
+            async with AsyncStreamingClient(f"127.0.0.1:{running.port}") as client:
+                async for response in client.stream(
+                    streaming_config(rate, channels=channels), chunks, pace_s=args.chunk_ms / 1000
+                ):
+                    display.show(response)
+        finally:
+            display._clear()
+            await running.drain_and_stop()
+
+    asyncio.run(run())
+    return 0
 
 
 def cmd_mic(args: argparse.Namespace) -> int:
@@ -206,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_flags(stream)
     stream.set_defaults(func=cmd_stream)
 
+    demo = sub.add_parser("demo", help="start a server and stream a file into it (real time)")
+    demo.add_argument("file", nargs="?", default="tests/data/sample.wav")
+    demo.add_argument("--chunk-ms", type=int, default=100)
+    demo.set_defaults(func=cmd_demo)
+
     mic = sub.add_parser("mic", help="stream the microphone to a server")
     mic.add_argument("--list-devices", action="store_true")
     mic.add_argument("--device", help="input device index or name")
@@ -220,11 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--json", action="store_true", help="segments and words as JSON")
     transcribe.add_argument("--model", default=None, help="tiny.en (bundled) or a path")
     transcribe.add_argument("--device", default="auto")
-    transcribe.add_argument("--precision", default="auto",
-                            choices=["auto", "fp32", "fp16", "bf16", "int8"])
+    transcribe.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"]
+    )
     transcribe.add_argument("--threads", type=int, default=0)
-    transcribe.add_argument("--truncated", action="store_true",
-                            help="encode only the real audio length (faster, see docs)")
+    transcribe.add_argument(
+        "--truncated",
+        action="store_true",
+        help="encode only the real audio length (faster, see docs)",
+    )
     transcribe.add_argument("--server", default=None, help="use a server (host:port) instead")
     transcribe.add_argument("--tls", action="store_true")
     transcribe.add_argument("--ca")

@@ -22,14 +22,25 @@ import soundfile
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
 # gRPC retry policy for the idempotent unary methods only.
-_SERVICE_CONFIG = json.dumps({
-    "methodConfig": [{
-        "name": [{"service": "streamstt.v1.Recognizer", "method": "Recognize"},
-                 {"service": "streamstt.v1.Recognizer", "method": "ListModels"}],
-        "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.2s", "maxBackoff": "2s",
-                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-    }]
-})
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": "streamstt.v1.Recognizer", "method": "Recognize"},
+                    {"service": "streamstt.v1.Recognizer", "method": "ListModels"},
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # what the client accepts (the server has its own limit)
 
 
@@ -65,24 +76,40 @@ def _channel_options(options: ClientOptions) -> list[tuple[str, object]]:
 
 
 def _credentials(options: ClientOptions) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(options.root_certificates, options.client_key,
-                                        options.client_certificate)
+    return grpc.ssl_channel_credentials(
+        options.root_certificates, options.client_key, options.client_certificate
+    )
 
 
-def streaming_config(sample_rate: int, *, encoding: int = asr_pb2.LINEAR16, channels: int = 1,
-                     interim_results: bool = True, word_times: bool = True,
-                     latency_budget_ms: int = 0, silence_ms: int = 0,
-                     single_utterance: bool = False, vad_events: bool = False,
-                     model: str = "") -> asr_pb2.StreamingRecognitionConfig:
+def streaming_config(
+    sample_rate: int,
+    *,
+    encoding: int = asr_pb2.LINEAR16,
+    channels: int = 1,
+    interim_results: bool = True,
+    word_times: bool = True,
+    latency_budget_ms: int = 0,
+    silence_ms: int = 0,
+    single_utterance: bool = False,
+    vad_events: bool = False,
+    model: str = "",
+) -> asr_pb2.StreamingRecognitionConfig:
     return asr_pb2.StreamingRecognitionConfig(
         config=asr_pb2.RecognitionConfig(
-            encoding=encoding, sample_rate_hertz=sample_rate, audio_channel_count=channels,
-            language_code="en-US", model=model, enable_word_time_offsets=word_times,
-            enable_word_confidence=word_times),
-        interim_results=interim_results, single_utterance=single_utterance,
+            encoding=encoding,
+            sample_rate_hertz=sample_rate,
+            audio_channel_count=channels,
+            language_code="en-US",
+            model=model,
+            enable_word_time_offsets=word_times,
+            enable_word_confidence=word_times,
+        ),
+        interim_results=interim_results,
+        single_utterance=single_utterance,
         latency_budget_ms=latency_budget_ms,
         endpointing=asr_pb2.EndpointingConfig(silence_ms=silence_ms),
-        enable_voice_activity_events=vad_events)
+        enable_voice_activity_events=vad_events,
+    )
 
 
 def file_chunks(path: str | Path, chunk_ms: int = 100) -> tuple[int, int, list[bytes]]:
@@ -133,14 +160,19 @@ class StreamingClient:
     def wait_ready(self, timeout: float = 30.0) -> None:
         grpc.channel_ready_future(self.channel).result(timeout=timeout)
 
-    def stream(self, config: asr_pb2.StreamingRecognitionConfig, chunks: Iterable[bytes],
-               pace_s: float = 0.0, timeout: float | None = None
-               ) -> Iterator[asr_pb2.StreamingRecognizeResponse]:
+    def stream(
+        self,
+        config: asr_pb2.StreamingRecognitionConfig,
+        chunks: Iterable[bytes],
+        pace_s: float = 0.0,
+        timeout: float | None = None,
+    ) -> Iterator[asr_pb2.StreamingRecognizeResponse]:
         """Send the config then the chunks (optionally one every `pace_s` seconds); yield
         responses as they arrive. Raises StreamInterrupted on a non-OK end."""
         finals = []
-        call = self.stub.StreamingRecognize(_requests(config, chunks, pace_s), timeout=timeout,
-                                            metadata=self._metadata)
+        call = self.stub.StreamingRecognize(
+            _requests(config, chunks, pace_s), timeout=timeout, metadata=self._metadata
+        )
         try:
             for response in call:
                 finals.extend(r for r in response.results if r.is_final)
@@ -148,10 +180,19 @@ class StreamingClient:
         except grpc.RpcError as error:
             raise StreamInterrupted(error, finals) from error
 
-    def recognize(self, audio: bytes, config: asr_pb2.RecognitionConfig | None = None,
-                  timeout: float | None = None) -> asr_pb2.RecognizeResponse:
-        request = asr_pb2.RecognizeRequest(config=config or asr_pb2.RecognitionConfig(
-            enable_word_time_offsets=True, enable_word_confidence=True), audio_content=audio)
+    def recognize(
+        self,
+        audio: bytes,
+        config: asr_pb2.RecognitionConfig | None = None,
+        timeout: float | None = None,
+    ) -> asr_pb2.RecognizeResponse:
+        request = asr_pb2.RecognizeRequest(
+            config=config
+            or asr_pb2.RecognitionConfig(
+                enable_word_time_offsets=True, enable_word_confidence=True
+            ),
+            audio_content=audio,
+        )
         return self.stub.Recognize(request, timeout=timeout, metadata=self._metadata)
 
     def list_models(self) -> asr_pb2.ListModelsResponse:
@@ -179,10 +220,13 @@ class AsyncStreamingClient:
     async def close(self) -> None:
         await self.channel.close()
 
-    async def stream(self, config: asr_pb2.StreamingRecognitionConfig,
-                     chunks: Iterable[bytes] | AsyncIterable[bytes], pace_s: float = 0.0,
-                     timeout: float | None = None
-                     ) -> AsyncIterator[asr_pb2.StreamingRecognizeResponse]:
+    async def stream(
+        self,
+        config: asr_pb2.StreamingRecognitionConfig,
+        chunks: Iterable[bytes] | AsyncIterable[bytes],
+        pace_s: float = 0.0,
+        timeout: float | None = None,
+    ) -> AsyncIterator[asr_pb2.StreamingRecognizeResponse]:
         async def requests():
             yield asr_pb2.StreamingRecognizeRequest(streaming_config=config)
             start = time.monotonic()
@@ -194,8 +238,7 @@ class AsyncStreamingClient:
                 yield asr_pb2.StreamingRecognizeRequest(audio_content=chunk)
 
         finals = []
-        call = self.stub.StreamingRecognize(requests(), timeout=timeout,
-                                            metadata=self._metadata)
+        call = self.stub.StreamingRecognize(requests(), timeout=timeout, metadata=self._metadata)
         try:
             async for response in call:
                 finals.extend(r for r in response.results if r.is_final)
@@ -203,10 +246,19 @@ class AsyncStreamingClient:
         except grpc.RpcError as error:
             raise StreamInterrupted(error, finals) from error
 
-    async def recognize(self, audio: bytes, config: asr_pb2.RecognitionConfig | None = None,
-                        timeout: float | None = None) -> asr_pb2.RecognizeResponse:
-        request = asr_pb2.RecognizeRequest(config=config or asr_pb2.RecognitionConfig(
-            enable_word_time_offsets=True, enable_word_confidence=True), audio_content=audio)
+    async def recognize(
+        self,
+        audio: bytes,
+        config: asr_pb2.RecognitionConfig | None = None,
+        timeout: float | None = None,
+    ) -> asr_pb2.RecognizeResponse:
+        request = asr_pb2.RecognizeRequest(
+            config=config
+            or asr_pb2.RecognitionConfig(
+                enable_word_time_offsets=True, enable_word_confidence=True
+            ),
+            audio_content=audio,
+        )
         return await self.stub.Recognize(request, timeout=timeout, metadata=self._metadata)
 
     async def list_models(self) -> asr_pb2.ListModelsResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import queue
 import sys
 
@@ -15,9 +16,11 @@ def _sounddevice():
     try:
         import sounddevice
     except (ImportError, OSError) as exc:  # OSError: PortAudio library missing
-        raise RuntimeError(f"microphone input needs sounddevice and PortAudio ({exc}); "
-                           "install with: pip install sounddevice && apt-get install "
-                           "libportaudio2") from exc
+        raise RuntimeError(
+            f"microphone input needs sounddevice and PortAudio ({exc}); "
+            "install with: pip install sounddevice && apt-get install "
+            "libportaudio2"
+        ) from exc
     return sounddevice
 
 
@@ -35,10 +38,9 @@ def run_mic(args: argparse.Namespace, make_client, display) -> int:
     chunks: queue.Queue[bytes | None] = queue.Queue(BLOCK_QUEUE_CHUNKS)
 
     def callback(indata, frames, time_info, status) -> None:
-        try:
+        # When the network is behind, drop audio here: PortAudio's callback must never block.
+        with contextlib.suppress(queue.Full):
             chunks.put_nowait(bytes(indata))
-        except queue.Full:
-            pass  # the network is behind; PortAudio must never block
 
     def audio():
         while (chunk := chunks.get()) is not None:
@@ -46,10 +48,17 @@ def run_mic(args: argparse.Namespace, make_client, display) -> int:
 
     config = streaming_config(args.rate)
     blocksize = args.rate * args.chunk_ms // 1000
-    with make_client(args) as client, sd.RawInputStream(
-        samplerate=args.rate, blocksize=blocksize, device=device, channels=1, dtype="int16",
-        callback=callback,
-    ) as stream:
+    with (
+        make_client(args) as client,
+        sd.RawInputStream(
+            samplerate=args.rate,
+            blocksize=blocksize,
+            device=device,
+            channels=1,
+            dtype="int16",
+            callback=callback,
+        ) as stream,
+    ):
         print("listening; Ctrl-C to finish", file=sys.stderr)
         responses = client.stream(config, audio())
         try:

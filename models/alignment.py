@@ -94,8 +94,9 @@ def align_words(
         return []
     special = tokenizer.special
     sot = tokenizer.sot_sequence
-    tokens = torch.tensor([[*sot, special.no_timestamps, *text_tokens, special.eot]],
-                          device=audio_features.device)
+    tokens = torch.tensor(
+        [[*sot, special.no_timestamps, *text_tokens, special.eot]], device=audio_features.device
+    )
     layers = model.decoder.cross_attention_weights(tokens, audio_features, None)
     weights = torch.stack([layers[layer][0, head, :, :positions] for layer, head in heads])
     std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
@@ -117,17 +118,24 @@ def align_words(
     return _clamp_long_edges(result)
 
 
+SENTENCE_END = ".!?。！？"
+
+
 def _clamp_long_edges(words: list[Word]) -> list[Word]:
-    """DTW stretches the first and last word over leading/trailing silence; cut them to twice
-    the median word length, as Whisper's own heuristic does."""
+    """DTW stretches words over silence: the first word over leading silence, the word before
+    a pause over the pause. Cut such words to twice the median word length, as Whisper's own
+    heuristic does: at the start, at the end, and around sentence ends."""
     durations = sorted(w.end - w.start for w in words if w.end > w.start)
     if not durations:
         return words
     longest = 2 * min(0.7, durations[len(durations) // 2])
-    first, last = words[0], words[-1]
-    if first.end - first.start > longest:
-        words[0] = Word(first.word, first.end - longest, first.end, first.probability)
-    last = words[-1]
-    if last.end - last.start > longest:
-        words[-1] = Word(last.word, last.start, last.start + longest, last.probability)
+    for i, word in enumerate(words):
+        if word.end - word.start <= longest:
+            continue
+        before_pause = i == len(words) - 1 or word.word.rstrip()[-1:] in SENTENCE_END
+        after_pause = i == 0 or words[i - 1].word.rstrip()[-1:] in SENTENCE_END
+        if before_pause:
+            words[i] = Word(word.word, word.start, word.start + longest, word.probability)
+        elif after_pause:
+            words[i] = Word(word.word, word.end - longest, word.end, word.probability)
     return words

@@ -97,9 +97,7 @@ def log_mel_spectrogram(audio: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
     squeeze = audio.dim() == 1
     batch = audio.unsqueeze(0) if squeeze else audio
     device = str(batch.device)
-    stft = torch.stft(
-        batch, N_FFT, HOP_LENGTH, window=_hann_window(device), return_complex=True
-    )
+    stft = torch.stft(batch, N_FFT, HOP_LENGTH, window=_hann_window(device), return_complex=True)
     power = stft[..., :-1].abs() ** 2  # drop the last frame, as Whisper does
     mel = mel_filters(n_mels, device) @ power
     log_spec = torch.clamp(mel, min=1e-10).log10()
@@ -119,8 +117,9 @@ def pad_or_trim(audio: torch.Tensor, length: int = N_SAMPLES) -> torch.Tensor:
     return audio
 
 
-def window_features(audio: torch.Tensor, n_mels: int = 80, context_frames: int = N_FRAMES
-                    ) -> torch.Tensor:
+def window_features(
+    audio: torch.Tensor, n_mels: int = 80, context_frames: int = N_FRAMES
+) -> torch.Tensor:
     """Features for one model window of at most 30 s of audio, shape (n_mels, context_frames).
 
     The log-mel is taken over the real audio only (plus one hop of zeros, so the last samples

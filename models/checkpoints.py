@@ -60,7 +60,9 @@ def _ct2_tensor(raw: bytes, dtype_id: int, shape: tuple[int, ...], path: Path, n
         return torch.from_numpy(words).view(torch.bfloat16).float().reshape(shape)
     array = np.frombuffer(raw, dtype=kind)
     if array.size != int(np.prod(shape, dtype=np.int64)):
-        raise ModelLoadError(f"{path}: variable {name!r} holds {array.size} values for shape {shape}")
+        raise ModelLoadError(
+            f"{path}: variable {name!r} holds {array.size} values for shape {shape}"
+        )
     return torch.from_numpy(array.copy()).reshape(shape)
 
 

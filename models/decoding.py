@@ -55,15 +55,23 @@ def find_repetition_loop(tokens: list[int], options: DecodingOptions) -> int | N
             break
         gram = tokens[size - n :]
         if all(tokens[size - n * (k + 1) : size - n * k] == gram for k in range(1, repeats)):
-            return size - n * (repeats - 1)
+            copies = repeats
+            while tokens[size - n * (copies + 1) : size - n * copies] == gram:
+                copies += 1
+            return size - n * (copies - 1)
     return None
 
 
 class LogitRules:
     """Whisper's suppression and timestamp rules, applied to a batch of logits in place."""
 
-    def __init__(self, tokenizer: WhisperTokenizer, suppress: list[int], suppress_begin: list[int],
-                 options: DecodingOptions) -> None:
+    def __init__(
+        self,
+        tokenizer: WhisperTokenizer,
+        suppress: list[int],
+        suppress_begin: list[int],
+        options: DecodingOptions,
+    ) -> None:
         self.special = tokenizer.special
         self.options = options
         self.suppress = torch.tensor(sorted(set(suppress)), dtype=torch.long)
@@ -78,8 +86,9 @@ class LogitRules:
         if self.options.timestamps:
             self._timestamps(logits, sampled, first_step, max_ts)
 
-    def _timestamps(self, logits: Tensor, sampled: list[list[int]], first_step: bool,
-                    max_ts: list[int] | None) -> None:
+    def _timestamps(
+        self, logits: Tensor, sampled: list[list[int]], first_step: bool, max_ts: list[int] | None
+    ) -> None:
         ts_begin, eot = self.special.timestamp_begin, self.special.eot
         logits[:, self.special.no_timestamps] = NEG_INF
         for k, seq in enumerate(sampled):
@@ -108,7 +117,9 @@ class LogitRules:
             logits[force, :ts_begin] = NEG_INF
 
 
-def initial_tokens(tokenizer: WhisperTokenizer, prompt: list[int], options: DecodingOptions) -> list[int]:
+def initial_tokens(
+    tokenizer: WhisperTokenizer, prompt: list[int], options: DecodingOptions
+) -> list[int]:
     """[<|startofprev|> prompt...] <|startoftranscript|> ... [<|notimestamps|>]"""
     tokens: list[int] = []
     if prompt:

@@ -59,8 +59,9 @@ def resolve(model: str | Path | None) -> ModelFiles:
     if (path / "model.bin").is_file():
         return _ct2_files(path, path.name)
     if (path / "model.safetensors").is_file():
-        return ModelFiles(path.name, path / "model.safetensors", "huggingface",
-                          path / "tokenizer.json", None)
+        return ModelFiles(
+            path.name, path / "model.safetensors", "huggingface", path / "tokenizer.json", None
+        )
     raise ModelLoadError(
         f"{path}: not a model (expected model.bin + tokenizer.json, model.safetensors + "
         "config.json, or an openai-whisper .pt file)"
@@ -72,8 +73,13 @@ def _ct2_files(directory: Path, name: str) -> ModelFiles:
         if not (directory / required).is_file():
             raise ModelLoadError(f"{directory}: {required} is missing")
     config = directory / "config.json"
-    return ModelFiles(name, directory / "model.bin", "ct2", directory / "tokenizer.json",
-                      config if config.is_file() else None)
+    return ModelFiles(
+        name,
+        directory / "model.bin",
+        "ct2",
+        directory / "tokenizer.json",
+        config if config.is_file() else None,
+    )
 
 
 @dataclass
@@ -103,14 +109,25 @@ def load(model: str | Path | None = None) -> LoadedModel:
     special = tokenizer.special
     if not suppress:
         suppress = tokenizer.non_speech_tokens()
-    suppress = sorted(set(suppress) | {special.transcribe, special.translate, special.sot,
-                                       special.sot_prev, special.sot_lm, special.no_speech})
+    suppress = sorted(
+        set(suppress)
+        | {
+            special.transcribe,
+            special.translate,
+            special.sot,
+            special.sot_prev,
+            special.sot_lm,
+            special.no_speech,
+        }
+    )
     if not begin:
         begin = [*tokenizer.encode(" "), special.eot]
     if not heads:
-        heads = [(layer, head) for layer in range(dims.n_text_layer // _FALLBACK_HEADS_LAYERS,
-                                                  dims.n_text_layer)
-                 for head in range(dims.n_text_head)]
+        heads = [
+            (layer, head)
+            for layer in range(dims.n_text_layer // _FALLBACK_HEADS_LAYERS, dims.n_text_layer)
+            for head in range(dims.n_text_head)
+        ]
     return LoadedModel(files, whisper, tokenizer, suppress, begin, heads)
 
 

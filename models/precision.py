@@ -204,10 +204,9 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> None:
 
 def apply_precision(model: Whisper, plan: PrecisionPlan) -> None:
     """Convert `model` in place to the plan's device and precisions."""
-    if plan.device == "cpu":
-        # "x86" picks fbgemm or oneDNN per shape; measured fastest for the decoder here.
-        if "x86" in torch.backends.quantized.supported_engines:
-            torch.backends.quantized.engine = "x86"
+    # "x86" picks fbgemm or oneDNN per shape; measured fastest for the decoder here.
+    if plan.device == "cpu" and "x86" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "x86"
     _convert_encoder(model.encoder, plan.encoder, plan.device)
     _convert_decoder(model.decoder, plan.decoder, plan.device)
     model.to(plan.device)

@@ -97,7 +97,28 @@ class WhisperTokenizer:
     def non_speech_tokens(self) -> list[int]:
         """Tokens for speaker tags and sound-event marks, which Whisper suppresses by default."""
         symbols = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』')
-        symbols += ["<<", ">>", "<<<", ">>>", "--", "---", "-(", "-[", "('", '("', "((", "))", "(((", ")))", "[[", "]]", "{{", "}}", "♪♪", "♪♪♪"]
+        symbols += [
+            "<<",
+            ">>",
+            "<<<",
+            ">>>",
+            "--",
+            "---",
+            "-(",
+            "-[",
+            "('",
+            '("',
+            "((",
+            "))",
+            "(((",
+            ")))",
+            "[[",
+            "]]",
+            "{{",
+            "}}",
+            "♪♪",
+            "♪♪♪",
+        ]
         miscellaneous = set("♩♪♫♬♭♮♯")
         result = {self.encode(" -")[0], self.encode(" '")[0]}
         for symbol in symbols + list(miscellaneous):

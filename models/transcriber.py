@@ -94,8 +94,9 @@ class Transcriber:
         self._stream: torch.cuda.Stream | None = None
 
     @classmethod
-    def load(cls, model: str | Path | None = None, device: str = "auto",
-             precision: str = "auto") -> Transcriber:
+    def load(
+        cls, model: str | Path | None = None, device: str = "auto", precision: str = "auto"
+    ) -> Transcriber:
         loaded = loading.load(model)
         plan = choose_precision(loaded.model, device, precision)
         apply_precision(loaded.model, plan)
@@ -114,8 +115,13 @@ class Transcriber:
 
     def features(self, audio: Tensor, options: TranscribeOptions) -> Tensor:
         """Log-mel features of one window (<= 30 s), shape (n_mels, context frames)."""
-        context = N_FRAMES if options.full_window else context_frames_for(
-            audio.shape[-1], options.min_context_s, options.context_margin_s)
+        context = (
+            N_FRAMES
+            if options.full_window
+            else context_frames_for(
+                audio.shape[-1], options.min_context_s, options.context_margin_s
+            )
+        )
         return window_features(audio.float(), self.model.dims.n_mels, context)
 
     def prepare(self, audios: list[Tensor], options: TranscribeOptions) -> PreparedBatch:
@@ -140,8 +146,9 @@ class Transcriber:
         else:
             batch = batch.to(dtype=self.plan.dtype)
         audio_positions = torch.tensor([-(-a.shape[-1] // (2 * HOP_LENGTH)) for a in audios])
-        return PreparedBatch(batch, frames, torch.minimum(audio_positions, (frames + 1) // 2),
-                             ready)
+        return PreparedBatch(
+            batch, frames, torch.minimum(audio_positions, (frames + 1) // 2), ready
+        )
 
     def _copy_stream(self) -> torch.cuda.Stream:
         if self._stream is None:
@@ -159,53 +166,95 @@ class Transcriber:
         features = self.model.encoder(prepared.mel, frames_arg).to(self.plan.decoder_dtype)
         return features, (frames + 1) // 2
 
-    def decode(self, features: Tensor, positions: Tensor, audio_positions: Tensor,
-               prompts: list[list[int]], options: TranscribeOptions, offsets: list[float]
-               ) -> list[Transcript]:
+    def decode(
+        self,
+        features: Tensor,
+        positions: Tensor,
+        audio_positions: Tensor,
+        prompts: list[list[int]],
+        options: TranscribeOptions,
+        offsets: list[float],
+    ) -> list[Transcript]:
         """positions: encoder positions per item (context); audio_positions: the real audio."""
         decoding = options.decoding
-        sequences = greedy_decode(self.model, self.tokenizer, self.rules(decoding), features,
-                                  positions, prompts, decoding)
+        sequences = greedy_decode(
+            self.model, self.tokenizer, self.rules(decoding), features, positions, prompts, decoding
+        )
         return [
-            self._finish(seq, features[i : i + 1, : int(positions[i])], int(audio_positions[i]),
-                         options, offsets[i])
+            self._finish(
+                seq,
+                features[i : i + 1, : int(positions[i])],
+                int(audio_positions[i]),
+                options,
+                offsets[i],
+            )
             for i, seq in enumerate(sequences)
         ]
 
-    def transcribe_batch(self, audios: list[Tensor], prompts: list[list[int]] | None = None,
-                         options: TranscribeOptions = TranscribeOptions(),
-                         offsets: list[float] | None = None) -> list[Transcript]:
+    def transcribe_batch(
+        self,
+        audios: list[Tensor],
+        prompts: list[list[int]] | None = None,
+        options: TranscribeOptions = TranscribeOptions(),
+        offsets: list[float] | None = None,
+    ) -> list[Transcript]:
         """Recognise several windows (each <= 30 s, 16 kHz mono) in one batched model call."""
         started = time.perf_counter()
         prepared = self.prepare(audios, options)
         ready = time.perf_counter()
-        return self.run(prepared, prompts or [[] for _ in audios], options,
-                        offsets or [0.0] * len(audios), {"features_s": ready - started})
+        return self.run(
+            prepared,
+            prompts or [[] for _ in audios],
+            options,
+            offsets or [0.0] * len(audios),
+            {"features_s": ready - started},
+        )
 
-    def run(self, prepared: PreparedBatch, prompts: list[list[int]], options: TranscribeOptions,
-            offsets: list[float], timings: dict[str, float] | None = None) -> list[Transcript]:
+    def run(
+        self,
+        prepared: PreparedBatch,
+        prompts: list[list[int]],
+        options: TranscribeOptions,
+        offsets: list[float],
+        timings: dict[str, float] | None = None,
+    ) -> list[Transcript]:
         """The model stage: encoder, batched decoding and word alignment for a prepared batch."""
         started = time.perf_counter()
         features, positions = self.encode(prepared)
         encoded = time.perf_counter()
-        results = self.decode(features, positions, prepared.audio_positions, prompts, options,
-                              offsets)
-        timings = {**(timings or {}), "encode_s": encoded - started,
-                   "decode_s": time.perf_counter() - encoded}
+        results = self.decode(
+            features, positions, prepared.audio_positions, prompts, options, offsets
+        )
+        timings = {
+            **(timings or {}),
+            "encode_s": encoded - started,
+            "decode_s": time.perf_counter() - encoded,
+        }
         for result in results:
             result.timings = timings
         return results
 
-    def _finish(self, seq: DecodedSequence, features: Tensor, positions: int,
-                options: TranscribeOptions, offset: float) -> Transcript:
+    def _finish(
+        self,
+        seq: DecodedSequence,
+        features: Tensor,
+        positions: int,
+        options: TranscribeOptions,
+        offset: float,
+    ) -> Transcript:
         tok = self.tokenizer
         text_tokens = [t for t in seq.tokens if t < tok.special.eot]
-        probs = [float(torch.tensor(lp).exp()) for t, lp in zip(seq.tokens, seq.token_logprobs)
-                 if t < tok.special.eot]
+        probs = [
+            float(torch.tensor(lp).exp())
+            for t, lp in zip(seq.tokens, seq.token_logprobs)
+            if t < tok.special.eot
+        ]
         text = tok.decode(text_tokens)
         dropped = ""
-        if (seq.no_speech_prob > options.no_speech_threshold
-                and seq.avg_logprob < options.logprob_threshold):
+        if (
+            seq.no_speech_prob > options.no_speech_threshold
+            and seq.avg_logprob < options.logprob_threshold
+        ):
             dropped = "no_speech"
         elif compression_ratio(text) > options.compression_ratio_threshold:
             dropped = "compression_ratio"
@@ -213,9 +262,18 @@ class Transcriber:
             text_tokens, probs, text = [], [], ""
         words: list[Word] = []
         if options.word_timestamps and text_tokens:
-            words = [replace(w, start=w.start + offset, end=w.end + offset)
-                     for w in align_words(self.model, tok, self.loaded.alignment_heads,
-                                          features, positions, text_tokens, probs)]
+            words = [
+                replace(w, start=w.start + offset, end=w.end + offset)
+                for w in align_words(
+                    self.model,
+                    tok,
+                    self.loaded.alignment_heads,
+                    features,
+                    positions,
+                    text_tokens,
+                    probs,
+                )
+            ]
         segments = [] if dropped else self._segments(seq.tokens, offset, positions)
         return Transcript(
             text=text.strip(),
@@ -238,19 +296,32 @@ class Transcriber:
             if tok.is_timestamp(token):
                 stamp = tok.timestamp_seconds(token)
                 if current:
-                    segments.append(Segment(offset + start, offset + min(stamp, end_of_audio),
-                                            tok.decode(current).strip(), tuple(current)))
+                    segments.append(
+                        Segment(
+                            offset + start,
+                            offset + min(stamp, end_of_audio),
+                            tok.decode(current).strip(),
+                            tuple(current),
+                        )
+                    )
                     current = []
                 start = stamp
             else:
                 current.append(token)
         if current:
-            segments.append(Segment(offset + start, offset + end_of_audio,
-                                    tok.decode(current).strip(), tuple(current)))
+            segments.append(
+                Segment(
+                    offset + start,
+                    offset + end_of_audio,
+                    tok.decode(current).strip(),
+                    tuple(current),
+                )
+            )
         return [s for s in segments if s.text]
 
-    def transcribe(self, audio: Tensor, options: TranscribeOptions = TranscribeOptions(),
-                   prompt: str = "") -> Transcript:
+    def transcribe(
+        self, audio: Tensor, options: TranscribeOptions = TranscribeOptions(), prompt: str = ""
+    ) -> Transcript:
         """A whole recording of any length: 30 s windows, each continuing where the last
         complete segment ended and prompted with the text so far."""
         total = audio.shape[-1]
@@ -260,12 +331,14 @@ class Transcriber:
             window = audio[seek : seek + N_SAMPLES]
             if window.shape[-1] < HOP_LENGTH * 2:
                 break
-            (result,) = self.transcribe_batch([window], [prompt_tokens], options,
-                                              [seek / SAMPLE_RATE])
+            (result,) = self.transcribe_batch(
+                [window], [prompt_tokens], options, [seek / SAMPLE_RATE]
+            )
             pieces.append(result)
             seek += self._advance(result, window.shape[-1], seek)
-            prompt_tokens = (prompt_tokens + [t for t in result.tokens
-                                              if t < self.tokenizer.special.eot])
+            prompt_tokens = prompt_tokens + [
+                t for t in result.tokens if t < self.tokenizer.special.eot
+            ]
         return _merge(pieces)
 
     def _advance(self, result: Transcript, window: int, seek: int) -> int:

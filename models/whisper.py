@@ -93,7 +93,9 @@ class ResidualAttentionBlock(nn.Module):
         self.attn_ln = nn.LayerNorm(n_state)
         self.cross_attn = MultiHeadAttention(n_state, n_head) if cross_attention else None
         self.cross_attn_ln = nn.LayerNorm(n_state) if cross_attention else None
-        self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state))
+        self.mlp = nn.Sequential(
+            nn.Linear(n_state, 4 * n_state), nn.GELU(), nn.Linear(4 * n_state, n_state)
+        )
         self.mlp_ln = nn.LayerNorm(n_state)
 
     def encode(self, x: Tensor, mask: Tensor | None) -> Tensor:

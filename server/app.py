@@ -41,10 +41,19 @@ class JsonFormatter(logging.Formatter):
     _STANDARD = set(vars(logging.makeLogRecord({})))
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": round(record.created, 3), "level": record.levelname,
-                 "logger": record.name, "message": record.getMessage()}
-        entry.update({k: v for k, v in vars(record).items()
-                      if k not in self._STANDARD and not k.startswith("_")})
+        entry = {
+            "time": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(
+            {
+                k: v
+                for k, v in vars(record).items()
+                if k not in self._STANDARD and not k.startswith("_")
+            }
+        )
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -52,8 +61,11 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(json_logs: bool, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if json_logs
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -66,15 +78,18 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", config.max_message_bytes),
         # Pings closer together than this are "bad"; after a few the client gets GOAWAY.
         ("grpc.http2.min_ping_interval_without_data_ms", int(config.keepalive_min_ping_s * 1000)),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms",
-         int(config.keepalive_min_ping_s * 1000)),
+        (
+            "grpc.http2.min_recv_ping_interval_without_data_ms",
+            int(config.keepalive_min_ping_s * 1000),
+        ),
         ("grpc.http2.max_ping_strikes", 2),
         ("grpc.keepalive_permit_without_calls", 0),
     ]
     if config.max_connection_age_s > 0:
-        options += [("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)),
-                    ("grpc.max_connection_age_grace_ms",
-                     int(config.max_connection_age_grace_s * 1000))]
+        options += [
+            ("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(config.max_connection_age_grace_s * 1000)),
+        ]
     return options
 
 
@@ -118,37 +133,54 @@ def streaming_options() -> tuple[TranscribeOptions, TranscribeOptions]:
     return TranscribeOptions(full_window=False), TranscribeOptions(full_window=False)
 
 
-async def start_server(config: ServerConfig, transcriber: Transcriber | None = None,
-                       metrics=None) -> RunningServer:
+async def start_server(
+    config: ServerConfig, transcriber: Transcriber | None = None, metrics=None
+) -> RunningServer:
     """Load (unless given), warm up, bind and start; health turns SERVING at the end."""
     health_servicer = health.aio.HealthServicer()
     transcriber = transcriber or await asyncio.to_thread(load_transcriber, config)
     interim, final = streaming_options()
-    scheduler = Scheduler(transcriber, max_batch_size=config.max_batch_size,
-                          max_wait_ms=config.max_wait_ms,
-                          admission_utilization=config.admission_utilization,
-                          options=interim, final_options=final)
+    scheduler = Scheduler(
+        transcriber,
+        max_batch_size=config.max_batch_size,
+        max_wait_ms=config.max_wait_ms,
+        admission_utilization=config.admission_utilization,
+        options=interim,
+        final_options=final,
+    )
     vad = SileroVad()
     servicer = RecognizerServicer(config, transcriber, scheduler, vad, metrics)
-    server = grpc.aio.server(options=grpc_options(config),
-                             interceptors=_interceptors(config))
+    server = grpc.aio.server(options=grpc_options(config), interceptors=_interceptors(config))
     asr_pb2_grpc.add_RecognizerServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME), server)
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     port = _bind(server, config)
     await server.start()
-    warm = await asyncio.get_running_loop().run_in_executor(scheduler.model_thread, warm_up,
-                                                            transcriber)
+    warm = await asyncio.get_running_loop().run_in_executor(
+        scheduler.model_thread, warm_up, transcriber
+    )
     scheduler.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    _LOGGER.info("serving", extra={"port": port, "model": transcriber.name,
-                                   "precision": transcriber.plan.describe(),
-                                   "device": transcriber.plan.device, "warmup_s": round(warm, 3)})
+    _LOGGER.info(
+        "serving",
+        extra={
+            "port": port,
+            "model": transcriber.name,
+            "precision": transcriber.plan.describe(),
+            "device": transcriber.plan.device,
+            "warmup_s": round(warm, 3),
+        },
+    )
     return RunningServer(server, port, servicer, scheduler, health_servicer, config, metrics)
 
 
@@ -192,8 +224,10 @@ async def serve(config: ServerConfig) -> int:
     waiter = asyncio.create_task(running.server.wait_for_termination())
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    _LOGGER.info("draining", extra={"grace_s": config.grace_s,
-                                    "active_streams": len(running.servicer.active)})
+    _LOGGER.info(
+        "draining",
+        extra={"grace_s": config.grace_s, "active_streams": len(running.servicer.active)},
+    )
     await running.drain_and_stop()
     with contextlib.suppress(asyncio.CancelledError):
         waiter.cancel()

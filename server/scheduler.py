@@ -87,9 +87,16 @@ class _Planned:
 
 
 class Scheduler:
-    def __init__(self, transcriber: Transcriber, *, max_batch_size: int, max_wait_ms: float,
-                 admission_utilization: float, options: TranscribeOptions,
-                 final_options: TranscribeOptions) -> None:
+    def __init__(
+        self,
+        transcriber: Transcriber,
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        admission_utilization: float,
+        options: TranscribeOptions,
+        final_options: TranscribeOptions,
+    ) -> None:
         self.transcriber = transcriber
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
@@ -181,10 +188,14 @@ class Scheduler:
             sessions = [s for _, s, _ in chosen]
             for session in sessions:
                 self._in_flight.add(session.stream_id)
-            planned = _Planned(sessions, [j for _, _, j in chosen],
-                               [torch.from_numpy(s.window(j)) for _, s, j in chosen],
-                               [j.prompt for _, _, j in chosen], BatchTiming(len(chosen)),
-                               time.monotonic())
+            planned = _Planned(
+                sessions,
+                [j for _, _, j in chosen],
+                [torch.from_numpy(s.window(j)) for _, s, j in chosen],
+                [j.prompt for _, _, j in chosen],
+                BatchTiming(len(chosen)),
+                time.monotonic(),
+            )
             try:
                 prepared = await loop.run_in_executor(self.prefetch, self._prepare, planned)
             except Exception as exc:  # noqa: BLE001 - a bad batch must not stop the loop
@@ -198,8 +209,9 @@ class Scheduler:
     def _prepare(self, planned: _Planned) -> tuple[PreparedBatch, list[list[int]]]:
         planned.timing.prep_start = time.monotonic()
         final = any(job.final for job in planned.jobs)
-        prepared = self.transcriber.prepare(planned.audios,
-                                            self.final_options if final else self.options)
+        prepared = self.transcriber.prepare(
+            planned.audios, self.final_options if final else self.options
+        )
         tokenizer = self.transcriber.tokenizer
         prompts = [tokenizer.encode(" " + p) if p else [] for p in planned.prompts]
         planned.timing.prep_end = time.monotonic()
@@ -227,8 +239,10 @@ class Scheduler:
         else:
             self._record(planned)
             timing = planned.timing
-            info = {"queue_ms": (timing.model_start - planned.enqueued) * 1000,
-                    "compute_ms": (timing.model_end - timing.model_start) * 1000}
+            info = {
+                "queue_ms": (timing.model_start - planned.enqueued) * 1000,
+                "compute_ms": (timing.model_end - timing.model_start) * 1000,
+            }
             for session, job, result in zip(planned.sessions, planned.jobs, results):
                 if session.stream_id in self.sessions:
                     session.deliver(job, result, info)
@@ -252,8 +266,12 @@ class Scheduler:
         out_of_memory = isinstance(exc, (MemoryError, torch.OutOfMemoryError))
         code = "RESOURCE_EXHAUSTED" if out_of_memory else "INTERNAL"
         what = "out of memory" if out_of_memory else "internal error"
-        _LOGGER.error("batch of %d failed: %r", len(planned.sessions), exc,
-                      extra={"streams": [s.stream_id for s in planned.sessions]})
+        _LOGGER.error(
+            "batch of %d failed: %r",
+            len(planned.sessions),
+            exc,
+            extra={"streams": [s.stream_id for s in planned.sessions]},
+        )
         for session in planned.sessions:
             self._in_flight.discard(session.stream_id)
             session.fail(code, f"recognition failed ({what} in a model batch); retry the stream")

@@ -29,8 +29,9 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
     cert = _read(config.tls_cert, "TLS certificate (tls_cert)")
     if config.tls_client_ca:
         ca = _read(config.tls_client_ca, "client CA (tls_client_ca)")
-        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
-                                           require_client_auth=True)
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=True
+        )
     return grpc.ssl_server_credentials([(key, cert)])
 
 
@@ -50,7 +51,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         header = dict(metadata or ()).get("authorization", "")
         if not header.startswith("Bearer "):
             return False
-        offered = header[len("Bearer "):].encode()
+        offered = header[len("Bearer ") :].encode()
         # compare against every token, in constant time, without an early exit
         matches = [hmac.compare_digest(offered, token) for token in self._tokens]
         return any(matches)
@@ -79,15 +80,19 @@ def _deny(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(unary)
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(
-            streaming, handler.request_deserializer, handler.response_serializer)
+            streaming, handler.request_deserializer, handler.response_serializer
+        )
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            streaming, handler.request_deserializer, handler.response_serializer)
+            streaming, handler.request_deserializer, handler.response_serializer
+        )
     if handler.request_streaming:
         return grpc.stream_unary_rpc_method_handler(
-            unary, handler.request_deserializer, handler.response_serializer)
+            unary, handler.request_deserializer, handler.response_serializer
+        )
     return grpc.unary_unary_rpc_method_handler(
-        unary, handler.request_deserializer, handler.response_serializer)
+        unary, handler.request_deserializer, handler.response_serializer
+    )
 
 
 def auth_interceptor(config: ServerConfig) -> BearerTokenInterceptor | None:

@@ -33,8 +33,14 @@ _LOGGER = logging.getLogger("streamstt.server")
 
 
 class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
-    def __init__(self, config: ServerConfig, transcriber: Transcriber, scheduler: Scheduler,
-                 vad: SileroVad, metrics=None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        transcriber: Transcriber,
+        scheduler: Scheduler,
+        vad: SileroVad,
+        metrics=None,
+    ) -> None:
         self.config = config
         self.transcriber = transcriber
         self.scheduler = scheduler
@@ -47,40 +53,59 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     # ---- StreamingRecognize ------------------------------------------------------------
     async def StreamingRecognize(self, request_iterator, context) -> AsyncIterator:  # noqa: N802
         if self.draining:
-            await self._reject(context, grpc.StatusCode.UNAVAILABLE,
-                               "server is shutting down; retry on another replica", "draining")
+            await self._reject(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "server is shutting down; retry on another replica",
+                "draining",
+            )
         requests = request_iterator.__aiter__()
         first = await self._next(requests, context)
         if first is None:
             return  # an empty stream ends OK with no results
         if first.WhichOneof("streaming_request") != "streaming_config":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "the first message must carry streaming_config; audio came first")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the first message must carry streaming_config; audio came first",
+            )
         try:
-            settings = validation.streaming_settings(first.streaming_config, self.config,
-                                                     self.model_names)
+            settings = validation.streaming_settings(
+                first.streaming_config, self.config, self.model_names
+            )
         except validation.InvalidRequest as exc:
             await context.abort(exc.code, exc.message)
         if len(self.active) >= self.config.max_streams:
-            await self._reject(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"too many concurrent streams (max_streams={self.config.max_streams})",
-                               "max_streams")
+            await self._reject(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many concurrent streams (max_streams={self.config.max_streams})",
+                "max_streams",
+            )
         try:
             self.scheduler.admit(settings.step_ms / 1000)
         except AdmissionError as exc:
             await self._reject(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "capacity")
         session = StreamSession(
-            settings, Outbox(self.config.outbox_size, self.config.outbox_timeout_s),
-            self.scheduler.notify, int(self.config.max_stream_seconds * SAMPLE_RATE),
-            on_metrics=self.metrics.on_step if self.metrics else None)
+            settings,
+            Outbox(self.config.outbox_size, self.config.outbox_timeout_s),
+            self.scheduler.notify,
+            int(self.config.max_stream_seconds * SAMPLE_RATE),
+            on_metrics=self.metrics.on_step if self.metrics else None,
+        )
         phrases = [p for c in first.streaming_config.config.speech_contexts for p in c.phrases]
         session.state.history = ", ".join(phrases)
         self.active[session.stream_id] = session
         self.scheduler.register(session)
         if self.metrics:
             self.metrics.stream_started()
-        _LOGGER.info("stream started", extra={"stream": session.stream_id,
-                                              "peer": context.peer(), "rate": settings.sample_rate})
+        _LOGGER.info(
+            "stream started",
+            extra={
+                "stream": session.stream_id,
+                "peer": context.peer(),
+                "rate": settings.sample_rate,
+            },
+        )
         reader = asyncio.create_task(self._read(session, requests, context))
         code = grpc.StatusCode.OK
         try:
@@ -100,11 +125,17 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             self.scheduler.unregister(session)
             self.active.pop(session.stream_id, None)
             if self.metrics:
-                self.metrics.stream_ended(code.name if code else "CANCELLED",
-                                          session.state.received / SAMPLE_RATE)
-            _LOGGER.info("stream ended", extra={"stream": session.stream_id,
-                                                "audio_s": session.state.received / SAMPLE_RATE,
-                                                "utterances": session.state.utterance_index})
+                self.metrics.stream_ended(
+                    code.name if code else "CANCELLED", session.state.received / SAMPLE_RATE
+                )
+            _LOGGER.info(
+                "stream ended",
+                extra={
+                    "stream": session.stream_id,
+                    "audio_s": session.state.received / SAMPLE_RATE,
+                    "utterances": session.state.utterance_index,
+                },
+            )
 
     async def _reject(self, context, code: grpc.StatusCode, message: str, reason: str) -> None:
         if self.metrics:
@@ -118,9 +149,10 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         except StopAsyncIteration:
             return None
         except asyncio.TimeoutError:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                f"no request for {self.config.idle_timeout_s:g} s "
-                                "(idle_timeout_s); stream closed")
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no request for {self.config.idle_timeout_s:g} s (idle_timeout_s); stream closed",
+            )
 
     async def _read(self, session: StreamSession, requests, context) -> None:
         try:
@@ -130,9 +162,10 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         except AudioFormatError as exc:
             session.fail("INVALID_ARGUMENT", str(exc))
         except asyncio.TimeoutError:
-            session.fail("DEADLINE_EXCEEDED",
-                         f"no audio for {self.config.idle_timeout_s:g} s (idle_timeout_s); "
-                         "stream closed")
+            session.fail(
+                "DEADLINE_EXCEEDED",
+                f"no audio for {self.config.idle_timeout_s:g} s (idle_timeout_s); stream closed",
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the client went away or broke the stream
@@ -142,35 +175,38 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     async def _read_loop(self, session: StreamSession, requests) -> None:
         while True:
             try:
-                request = await asyncio.wait_for(requests.__anext__(),
-                                                 self.config.idle_timeout_s)
+                request = await asyncio.wait_for(requests.__anext__(), self.config.idle_timeout_s)
             except StopAsyncIteration:
                 break
             if request.WhichOneof("streaming_request") == "streaming_config":
                 raise validation.InvalidRequest(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    "streaming_config may only be sent once, in the first message")
+                    "streaming_config may only be sent once, in the first message",
+                )
             if session.ended or session.state.stopped:
                 continue  # single_utterance ended: later audio is ignored, as documented
             data = request.audio_content
             if not data:
                 continue
-            result = await self.scheduler.run_prefetch(ingest, session.ingest_state, self.vad,
-                                                       data)
+            result = await self.scheduler.run_prefetch(ingest, session.ingest_state, self.vad, data)
             session.accept(result)
             if session.over_length():
                 await self._flush(session)
-                session.half_close(StatusEnd(
-                    grpc.StatusCode.OUT_OF_RANGE,
-                    f"stream exceeded max_stream_seconds={self.config.max_stream_seconds:g}; "
-                    "finals so far were delivered"))
+                session.half_close(
+                    StatusEnd(
+                        grpc.StatusCode.OUT_OF_RANGE,
+                        f"stream exceeded max_stream_seconds={self.config.max_stream_seconds:g}; "
+                        "finals so far were delivered",
+                    )
+                )
                 return
         await self._flush(session)
         session.half_close()
 
     async def _flush(self, session: StreamSession) -> None:
-        result = await self.scheduler.run_prefetch(ingest, session.ingest_state, self.vad, b"",
-                                                   True)
+        result = await self.scheduler.run_prefetch(
+            ingest, session.ingest_state, self.vad, b"", True
+        )
         session.accept(result)
 
     # ---- Recognize ---------------------------------------------------------------------
@@ -187,23 +223,29 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         seconds = audio.shape[-1] / SAMPLE_RATE
         if seconds > self.config.max_recognize_seconds:
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE,
-                                f"audio is {seconds:.0f} s; Recognize takes at most "
-                                f"{self.config.max_recognize_seconds:g} s "
-                                "(use StreamingRecognize)")
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"audio is {seconds:.0f} s; Recognize takes at most "
+                f"{self.config.max_recognize_seconds:g} s "
+                "(use StreamingRecognize)",
+            )
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         transcript = await loop.run_in_executor(
-            self.scheduler.model_thread, self.transcriber.transcribe, audio, TranscribeOptions())
-        _LOGGER.info("recognize done", extra={"audio_s": seconds,
-                                              "compute_s": time.monotonic() - started})
+            self.scheduler.model_thread, self.transcriber.transcribe, audio, TranscribeOptions()
+        )
+        _LOGGER.info(
+            "recognize done", extra={"audio_s": seconds, "compute_s": time.monotonic() - started}
+        )
         response = asr_pb2.RecognizeResponse(total_audio=duration(seconds))
         for index, segment in enumerate(transcript.segments):
-            words = [w for w in transcript.words
-                     if segment.start - 0.05 <= w.start < segment.end + 0.05]
+            words = [
+                w for w in transcript.words if segment.start - 0.05 <= w.start < segment.end + 0.05
+            ]
             alternative = asr_pb2.SpeechRecognitionAlternative(
                 transcript=segment.text,
-                confidence=float(np.mean([w.probability for w in words])) if words else 0.0)
+                confidence=float(np.mean([w.probability for w in words])) if words else 0.0,
+            )
             if config.enable_word_time_offsets or config.enable_word_confidence:
                 for w in words:
                     info = asr_pb2.WordInfo(word=w.word.strip())
@@ -213,9 +255,14 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                     if config.enable_word_confidence:
                         info.confidence = w.probability
                     alternative.words.append(info)
-            response.results.append(asr_pb2.SpeechRecognitionResult(
-                alternatives=[alternative], result_start_time=duration(segment.start),
-                result_end_time=duration(segment.end), utterance_index=index))
+            response.results.append(
+                asr_pb2.SpeechRecognitionResult(
+                    alternatives=[alternative],
+                    result_start_time=duration(segment.start),
+                    result_end_time=duration(segment.end),
+                    utterance_index=index,
+                )
+            )
         return response
 
     def _decode_file(self, data: bytes, config, channels: int) -> torch.Tensor:
@@ -224,14 +271,23 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             samples = decode_chunk(data, config.encoding, channels)
             return resample(samples, config.sample_rate_hertz)
         if not data:
-            raise validation.InvalidRequest(grpc.StatusCode.INVALID_ARGUMENT,
-                                            "audio_content is empty")
+            raise validation.InvalidRequest(
+                grpc.StatusCode.INVALID_ARGUMENT, "audio_content is empty"
+            )
         return decode_audio(bytes(data))
 
     # ---- ListModels --------------------------------------------------------------------
     async def ListModels(self, request, context):  # noqa: N802
         plan = self.transcriber.plan
-        return asr_pb2.ListModelsResponse(models=[asr_pb2.ModelInfo(
-            name=self.transcriber.name, language_codes=["en", "en-US"],
-            precision=plan.describe(), device=plan.device, is_default=True,
-            sample_rate_hertz=SAMPLE_RATE)])
+        return asr_pb2.ListModelsResponse(
+            models=[
+                asr_pb2.ModelInfo(
+                    name=self.transcriber.name,
+                    language_codes=["en", "en-US"],
+                    precision=plan.describe(),
+                    device=plan.device,
+                    is_default=True,
+                    sample_rate_hertz=SAMPLE_RATE,
+                )
+            ]
+        )

@@ -54,8 +54,11 @@ def word_info(word: engine.TimedWord, settings: StreamSettings) -> asr_pb2.WordI
 
 
 def timed_words(transcript: Transcript) -> list[engine.TimedWord]:
-    return [engine.TimedWord(w.word.strip(), w.start, w.end, w.probability)
-            for w in transcript.words if w.word.strip()]
+    return [
+        engine.TimedWord(w.word.strip(), w.start, w.end, w.probability)
+        for w in transcript.words
+        if w.word.strip()
+    ]
 
 
 class Outbox:
@@ -95,13 +98,15 @@ class Outbox:
 
 
 class StreamSession:
-    def __init__(self, settings: StreamSettings, outbox: Outbox, notify, max_samples: int,
-                 on_metrics=None) -> None:
+    def __init__(
+        self, settings: StreamSettings, outbox: Outbox, notify, max_samples: int, on_metrics=None
+    ) -> None:
         self.stream_id = f"s{next(_IDS)}"
         self.settings = settings
         self.state = engine.StreamState(settings)
-        self.ingest_state = IngestState(settings.encoding, settings.channels,
-                                        StreamingResampler(settings.sample_rate))
+        self.ingest_state = IngestState(
+            settings.encoding, settings.channels, StreamingResampler(settings.sample_rate)
+        )
         self.outbox = outbox
         self._notify = notify
         self.max_samples = max_samples
@@ -132,7 +137,9 @@ class StreamSession:
         if self.ended:
             return
         words = timed_words(transcript)
-        self.pending_since = None if self.state.processed >= self.state.received else time.monotonic()
+        self.pending_since = (
+            None if self.state.processed >= self.state.received else time.monotonic()
+        )
         if job.final:
             result = engine.apply_final(self.state, job, words)
             if result is not None:
@@ -185,12 +192,21 @@ class StreamSession:
         seconds = event.sample / SAMPLE_RATE
         kind = Response.SPEECH_ACTIVITY_BEGIN if event.begin else Response.SPEECH_ACTIVITY_END
         if self.settings.vad_events:
-            self._send(Response(speech_event_type=kind, speech_event_time=duration(seconds),
-                                processing=self._processing(None)))
+            self._send(
+                Response(
+                    speech_event_type=kind,
+                    speech_event_time=duration(seconds),
+                    processing=self._processing(None),
+                )
+            )
         if not event.begin and self.settings.single_utterance:
-            self._send(Response(speech_event_type=Response.END_OF_SINGLE_UTTERANCE,
-                                speech_event_time=duration(seconds),
-                                processing=self._processing(None)))
+            self._send(
+                Response(
+                    speech_event_type=Response.END_OF_SINGLE_UTTERANCE,
+                    speech_event_time=duration(seconds),
+                    processing=self._processing(None),
+                )
+            )
 
     def _interim_response(self, job: engine.Job, info: dict[str, float]) -> Response:
         committed, tentative = engine.interim_view(self.state)
@@ -202,32 +218,49 @@ class StreamSession:
             alternative = asr_pb2.SpeechRecognitionAlternative(
                 transcript=" ".join(w.word for w in words),
                 words=[word_info(w, self.settings) for w in words]
-                if self.settings.word_times or self.settings.word_confidence else [],
+                if self.settings.word_times or self.settings.word_confidence
+                else [],
             )
-            response.results.append(asr_pb2.StreamingRecognitionResult(
-                alternatives=[alternative], is_final=False, stability=stability,
-                result_start_time=duration(words[0].start), result_end_time=end,
-                utterance_index=self.state.utterance_index))
+            response.results.append(
+                asr_pb2.StreamingRecognitionResult(
+                    alternatives=[alternative],
+                    is_final=False,
+                    stability=stability,
+                    result_start_time=duration(words[0].start),
+                    result_end_time=end,
+                    utterance_index=self.state.utterance_index,
+                )
+            )
         return response
 
     def _final_response(self, result: engine.FinalResult, info: dict[str, float]) -> Response:
         alternative = asr_pb2.SpeechRecognitionAlternative(
-            transcript=result.transcript, confidence=result.confidence,
+            transcript=result.transcript,
+            confidence=result.confidence,
             words=[word_info(w, self.settings) for w in result.words]
-            if self.settings.word_times or self.settings.word_confidence else [],
+            if self.settings.word_times or self.settings.word_confidence
+            else [],
         )
         final = asr_pb2.StreamingRecognitionResult(
-            alternatives=[alternative], is_final=True, stability=0.0,
-            result_start_time=duration(result.start), result_end_time=duration(result.end),
-            utterance_index=result.utterance_index)
+            alternatives=[alternative],
+            is_final=True,
+            stability=0.0,
+            result_start_time=duration(result.start),
+            result_end_time=duration(result.end),
+            utterance_index=result.utterance_index,
+        )
         return Response(results=[final], processing=self._processing(info))
 
     def _send(self, response: Response, droppable: bool = False) -> None:
         if not self.outbox.put(response, droppable):
-            self._end(StatusEnd(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"the client stopped reading responses for more than "
-                                f"{self.outbox.timeout_s:g} s (outbox_timeout_s); stream aborted"),
-                      force=True)
+            self._end(
+                StatusEnd(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the client stopped reading responses for more than "
+                    f"{self.outbox.timeout_s:g} s (outbox_timeout_s); stream aborted",
+                ),
+                force=True,
+            )
 
     def _maybe_finish(self) -> None:
         idle = not self.state.endpoints and not self.state.in_speech

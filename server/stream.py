@@ -156,12 +156,12 @@ def _end_utterance(state: StreamState, end: int) -> None:
 
 def _force_long_utterance(state: StreamState) -> None:
     limit = state.settings.max_utterance_ms * SAMPLE_RATE // 1000
-    if state.in_speech and state.utterance_start is not None and not state.endpoints:
-        if state.received - state.utterance_start >= limit:
-            state.endpoints.append((state.utterance_start, state.received))
-            if state.settings.single_utterance:
-                state.in_speech, state.stopped = False, True
-            state.utterance_start = state.received
+    start = state.utterance_start
+    if state.in_speech and start is not None and state.received - start >= limit:
+        state.endpoints.append((start, state.received))
+        if state.settings.single_utterance:
+            state.in_speech, state.stopped = False, True
+        state.utterance_start = state.received
 
 
 def close(state: StreamState) -> list[SpeechEvent]:
@@ -255,8 +255,9 @@ def apply_final(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> Fi
     state.last_step = state.received
     if not words:
         return None  # no words: a false VAD trigger, not an utterance
-    result = FinalResult(state.utterance_index, tuple(words), job.start / SAMPLE_RATE,
-                         job.end / SAMPLE_RATE)
+    result = FinalResult(
+        state.utterance_index, tuple(words), job.start / SAMPLE_RATE, job.end / SAMPLE_RATE
+    )
     state.utterance_index += 1
     state.history = (state.history + " " + result.transcript).strip()[-2000:]
     return result

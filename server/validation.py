@@ -36,21 +36,26 @@ def encoding_name(value: int) -> str:
         return str(value)
 
 
-def check_common(config: asr_pb2.RecognitionConfig, server: ServerConfig,
-                 model_names: set[str]) -> int:
+def check_common(
+    config: asr_pb2.RecognitionConfig, server: ServerConfig, model_names: set[str]
+) -> int:
     """Rules shared by streaming and unary calls; returns the channel count."""
     if config.model and config.model not in model_names:
-        raise InvalidRequest(grpc.StatusCode.NOT_FOUND,
-                             f"model {config.model!r} is not loaded; ListModels shows "
-                             f"{sorted(model_names)}")
+        raise InvalidRequest(
+            grpc.StatusCode.NOT_FOUND,
+            f"model {config.model!r} is not loaded; ListModels shows {sorted(model_names)}",
+        )
     language = config.language_code.lower()
     if language and not (language == "en" or language.startswith("en-")):
-        raise _invalid(f"language_code {config.language_code!r} is not supported: the model "
-                       "recognises English (en, en-US, ...)")
+        raise _invalid(
+            f"language_code {config.language_code!r} is not supported: the model "
+            "recognises English (en, en-US, ...)"
+        )
     channels = config.audio_channel_count or 1
     if not 1 <= channels <= server.max_channels:
-        raise _invalid(f"audio_channel_count {config.audio_channel_count} is outside "
-                       f"1-{server.max_channels}")
+        raise _invalid(
+            f"audio_channel_count {config.audio_channel_count} is outside 1-{server.max_channels}"
+        )
     for context in config.speech_contexts:
         if context.boost < 0:
             raise _invalid(f"speech_contexts boost {context.boost} is negative")
@@ -64,30 +69,35 @@ def check_rate(rate: int) -> None:
         raise _invalid(f"sample_rate_hertz {rate} is outside {MIN_RATE}-{MAX_RATE} Hz")
 
 
-def streaming_settings(request: asr_pb2.StreamingRecognitionConfig, server: ServerConfig,
-                       model_names: set[str]) -> StreamSettings:
+def streaming_settings(
+    request: asr_pb2.StreamingRecognitionConfig, server: ServerConfig, model_names: set[str]
+) -> StreamSettings:
     config = request.config
     if not request.HasField("config"):
         raise _invalid("streaming_config.config is required (encoding, sample_rate_hertz)")
     channels = check_common(config, server, model_names)
     if config.encoding not in RAW_ENCODINGS:
         if config.encoding in CONTAINER_ENCODINGS:
-            raise _invalid(f"encoding {encoding_name(config.encoding)} is a file format, only "
-                           "for Recognize; stream raw LINEAR16, FLOAT32, MULAW or ALAW")
-        raise _invalid(f"encoding {encoding_name(config.encoding)} is not a streaming encoding;"
-                       " use LINEAR16, FLOAT32, MULAW or ALAW")
+            raise _invalid(
+                f"encoding {encoding_name(config.encoding)} is a file format, only "
+                "for Recognize; stream raw LINEAR16, FLOAT32, MULAW or ALAW"
+            )
+        raise _invalid(
+            f"encoding {encoding_name(config.encoding)} is not a streaming encoding;"
+            " use LINEAR16, FLOAT32, MULAW or ALAW"
+        )
     check_rate(config.sample_rate_hertz)
     budget = request.latency_budget_ms or server.latency_budget_ms
     if not MIN_BUDGET_MS <= budget <= MAX_BUDGET_MS:
         raise _invalid(f"latency_budget_ms {budget} is outside {MIN_BUDGET_MS}-{MAX_BUDGET_MS}")
     silence = request.endpointing.silence_ms or server.silence_ms
     if not MIN_SILENCE_MS <= silence <= MAX_SILENCE_MS:
-        raise _invalid(f"endpointing.silence_ms {silence} is outside "
-                       f"{MIN_SILENCE_MS}-{MAX_SILENCE_MS}")
+        raise _invalid(
+            f"endpointing.silence_ms {silence} is outside {MIN_SILENCE_MS}-{MAX_SILENCE_MS}"
+        )
     max_utterance = request.endpointing.max_utterance_ms or server.max_utterance_ms
     if max_utterance < MIN_UTTERANCE_MS:
-        raise _invalid(f"endpointing.max_utterance_ms {max_utterance} is below "
-                       f"{MIN_UTTERANCE_MS}")
+        raise _invalid(f"endpointing.max_utterance_ms {max_utterance} is below {MIN_UTTERANCE_MS}")
     return StreamSettings(
         encoding=config.encoding,
         sample_rate=config.sample_rate_hertz,

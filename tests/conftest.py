@@ -87,8 +87,7 @@ class ServerThread:
 
         asyncio.set_event_loop(self.loop)
         try:
-            self.running = self.loop.run_until_complete(
-                start_server(self.config, self.transcriber))
+            self.running = self.loop.run_until_complete(start_server(self.config, self.transcriber))
         except BaseException as exc:  # noqa: BLE001 - reported to the test thread
             self._error = exc
         self._ready.set()

@@ -22,11 +22,16 @@ def test_tokens_equal_faster_whisper(transcriber_fp32):
     """Same weights, fp32, greedy, 30 s window: our tokens are faster-whisper's tokens."""
     faster_whisper = pytest.importorskip("faster_whisper")
     reference_model = faster_whisper.WhisperModel(
-        str(loading.bundled_model_dir()), device="cpu", compute_type="float32", cpu_threads=2)
+        str(loading.bundled_model_dir()), device="cpu", compute_type="float32", cpu_threads=2
+    )
     for name in SPEECH_CLIPS:
         segments, _ = reference_model.transcribe(
-            str(DATA / f"{name}.wav"), beam_size=1, temperature=0.0, vad_filter=False,
-            condition_on_previous_text=False)
+            str(DATA / f"{name}.wav"),
+            beam_size=1,
+            temperature=0.0,
+            vad_filter=False,
+            condition_on_previous_text=False,
+        )
         theirs = [t for s in segments for t in s.tokens]
         ours = transcriber_fp32.transcribe(torch.from_numpy(load_clip(name)), FULL).tokens
         # faster-whisper repeats a segment's closing timestamp as the next one's opening
@@ -36,8 +41,7 @@ def test_tokens_equal_faster_whisper(transcriber_fp32):
 
 
 def test_wer_on_real_speech(transcriber):
-    hypotheses = [transcriber.transcribe(torch.from_numpy(load_clip(n))).text
-                  for n in SPEECH_CLIPS]
+    hypotheses = [transcriber.transcribe(torch.from_numpy(load_clip(n))).text for n in SPEECH_CLIPS]
     assert wer([reference(n) for n in SPEECH_CLIPS], hypotheses) <= 0.10, hypotheses
 
 
@@ -47,8 +51,9 @@ def test_long_audio_windows(transcriber):
     assert wer([reference("long_read")], [text]) <= 0.10, text
 
 
-@pytest.mark.parametrize("name", ["en_us_male_44k_stereo.flac", "en_us_male_8k.wav",
-                                  "en_us_male.ogg", "en_us_male.mp3"])
+@pytest.mark.parametrize(
+    "name", ["en_us_male_44k_stereo.flac", "en_us_male_8k.wav", "en_us_male.ogg", "en_us_male.mp3"]
+)
 def test_file_formats_rates_and_channels(transcriber, name):
     audio = decode_audio(DATA / name)
     assert abs(audio.shape[-1] / 16000 - len(load_clip("en_us_male")) / 16000) < 0.1
@@ -131,8 +136,13 @@ def test_openai_and_huggingface_checkpoints_load(tmp_path, transcriber_fp32):
     loaded = loading.load()
     state = loaded.model.state_dict()
     dims = loaded.model.dims
-    torch.save({"dims": vars(dims) if hasattr(dims, "__dict__") else dims.__dict__,
-                "model_state_dict": state}, tmp_path / "tiny.en.pt")
+    torch.save(
+        {
+            "dims": vars(dims) if hasattr(dims, "__dict__") else dims.__dict__,
+            "model_state_dict": state,
+        },
+        tmp_path / "tiny.en.pt",
+    )
     hf_dir = tmp_path / "hf"
     hf_dir.mkdir()
     safetensors.save_file(_to_huggingface(state), str(hf_dir / "model.safetensors"))
@@ -146,19 +156,27 @@ def test_openai_and_huggingface_checkpoints_load(tmp_path, transcriber_fp32):
 
 
 def _to_huggingface(state: dict) -> dict:
-    renames = [("encoder.positional_embedding", "model.encoder.embed_positions.weight"),
-               ("decoder.positional_embedding", "model.decoder.embed_positions.weight"),
-               ("decoder.token_embedding.weight", "model.decoder.embed_tokens.weight"),
-               ("encoder.ln_post.", "model.encoder.layer_norm."),
-               ("decoder.ln.", "model.decoder.layer_norm."),
-               ("encoder.blocks.", "model.encoder.layers."),
-               ("decoder.blocks.", "model.decoder.layers."),
-               ("encoder.conv", "model.encoder.conv"),
-               (".attn_ln.", ".self_attn_layer_norm."), (".cross_attn_ln.", ".encoder_attn_layer_norm."),
-               (".mlp_ln.", ".final_layer_norm."), (".cross_attn.", ".encoder_attn."),
-               (".attn.", ".self_attn."), (".query.", ".q_proj."), (".key.", ".k_proj."),
-               (".value.", ".v_proj."), (".out.", ".out_proj."), (".mlp.0.", ".fc1."),
-               (".mlp.2.", ".fc2.")]
+    renames = [
+        ("encoder.positional_embedding", "model.encoder.embed_positions.weight"),
+        ("decoder.positional_embedding", "model.decoder.embed_positions.weight"),
+        ("decoder.token_embedding.weight", "model.decoder.embed_tokens.weight"),
+        ("encoder.ln_post.", "model.encoder.layer_norm."),
+        ("decoder.ln.", "model.decoder.layer_norm."),
+        ("encoder.blocks.", "model.encoder.layers."),
+        ("decoder.blocks.", "model.decoder.layers."),
+        ("encoder.conv", "model.encoder.conv"),
+        (".attn_ln.", ".self_attn_layer_norm."),
+        (".cross_attn_ln.", ".encoder_attn_layer_norm."),
+        (".mlp_ln.", ".final_layer_norm."),
+        (".cross_attn.", ".encoder_attn."),
+        (".attn.", ".self_attn."),
+        (".query.", ".q_proj."),
+        (".key.", ".k_proj."),
+        (".value.", ".v_proj."),
+        (".out.", ".out_proj."),
+        (".mlp.0.", ".fc1."),
+        (".mlp.2.", ".fc2."),
+    ]
     out = {}
     for name, tensor in state.items():
         for old, new in renames:
@@ -170,12 +188,19 @@ def _to_huggingface(state: dict) -> dict:
 def _hf_config(dims) -> str:
     import json
 
-    return json.dumps({"num_mel_bins": dims.n_mels, "max_source_positions": dims.n_audio_ctx,
-                       "d_model": dims.n_audio_state, "encoder_attention_heads": dims.n_audio_head,
-                       "encoder_layers": dims.n_audio_layer, "vocab_size": dims.n_vocab,
-                       "max_target_positions": dims.n_text_ctx,
-                       "decoder_attention_heads": dims.n_text_head,
-                       "decoder_layers": dims.n_text_layer})
+    return json.dumps(
+        {
+            "num_mel_bins": dims.n_mels,
+            "max_source_positions": dims.n_audio_ctx,
+            "d_model": dims.n_audio_state,
+            "encoder_attention_heads": dims.n_audio_head,
+            "encoder_layers": dims.n_audio_layer,
+            "vocab_size": dims.n_vocab,
+            "max_target_positions": dims.n_text_ctx,
+            "decoder_attention_heads": dims.n_text_head,
+            "decoder_layers": dims.n_text_layer,
+        }
+    )
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -191,7 +216,8 @@ def test_auto_precision_is_measured(transcriber):
         measured = dict(plan.calibration_ms)
         assert {"encoder_fp32", "encoder_int8", "decoder_fp32", "decoder_int8"} <= set(measured)
         assert measured[f"decoder_{plan.decoder}"] == min(
-            measured["decoder_fp32"], measured["decoder_int8"])
+            measured["decoder_fp32"], measured["decoder_int8"]
+        )
 
 
 @pytest.mark.cuda

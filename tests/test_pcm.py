@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from streamstt.server import pcm
 from streamstt.server.pcm import AudioFormatError, bytes_per_frame, decode_chunk
 from streamstt.v1 import asr_pb2

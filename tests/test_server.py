@@ -13,8 +13,8 @@ from conftest import DATA, load_clip, reference, utterance_times, wer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from streamstt.client.client import (
-    StreamInterrupted,
     StreamingClient,
+    StreamInterrupted,
     file_chunks,
     pcm16,
     streaming_config,
@@ -37,8 +37,11 @@ def finals(responses) -> list:
 
 
 def interims(responses) -> list[str]:
-    return [" ".join(r.alternatives[0].transcript for r in resp.results)
-            for resp in responses if resp.results and not resp.results[0].is_final]
+    return [
+        " ".join(r.alternatives[0].transcript for r in resp.results)
+        for resp in responses
+        if resp.results and not resp.results[0].is_final
+    ]
 
 
 def test_health_serving_and_list_models(server):
@@ -116,8 +119,10 @@ def test_streams_share_batched_model_calls(make_server):
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=talk, args=(n,)) for n in
-               ("en_us_male", "en_us_female", "en_hts_female")]
+    threads = [
+        threading.Thread(target=talk, args=(n,))
+        for n in ("en_us_male", "en_us_female", "en_hts_female")
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -130,15 +135,20 @@ def test_streams_share_batched_model_calls(make_server):
 def test_prefetch_overlaps_the_model(make_server):
     """With batches of one stream each, batch k+1's features are ready before k's model ends."""
     running = make_server(max_batch_size=1, max_wait_ms=0)
-    threads = [threading.Thread(target=run_stream, args=(running.target, n, 0.05))
-               for n in ("en_us_male", "en_us_female")]
+    threads = [
+        threading.Thread(target=run_stream, args=(running.target, n, 0.05))
+        for n in ("en_us_male", "en_us_female")
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
     timeline = list(running.scheduler.stats.timeline)
-    overlapped = [b for a, b in zip(timeline, timeline[1:])
-                  if b.prep_end <= a.model_end and b.prep_start >= a.model_start]
+    overlapped = [
+        b
+        for a, b in zip(timeline, timeline[1:])
+        if b.prep_end <= a.model_end and b.prep_start >= a.model_start
+    ]
     assert overlapped, [(t.prep_start, t.prep_end, t.model_start, t.model_end) for t in timeline]
 
 
@@ -219,16 +229,25 @@ def test_client_generated_from_the_proto_alone(server, tmp_path):
 
     protos = Path(__file__).resolve().parents[1] / "protos"
     pytest.importorskip("grpc_tools")
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{protos}",
-                    f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
-                    str(protos / "streamstt/v1/asr.proto")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{protos}",
+            f"--python_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            str(protos / "streamstt/v1/asr.proto"),
+        ],
+        check=True,
+    )
     script = f"""
 import sys, soundfile
 sys.path.insert(0, {str(tmp_path)!r})
 import grpc
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 assert asr_pb2.__file__.startswith({str(tmp_path)!r})
-samples, rate = soundfile.read({str(DATA / 'sample.wav')!r}, dtype='int16')
+samples, rate = soundfile.read({str(DATA / "sample.wav")!r}, dtype='int16')
 def requests():
     config = asr_pb2.RecognitionConfig(encoding=asr_pb2.LINEAR16, sample_rate_hertz=rate)
     yield asr_pb2.StreamingRecognizeRequest(
@@ -242,7 +261,13 @@ for response in stub.StreamingRecognize(requests(), timeout=60):
             print(result.alternatives[0].transcript)
 """
     # run outside the package's import path so only the generated code is used
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr
     assert wer([reference("sample")], [done.stdout]) <= 0.15, done.stdout

@@ -13,13 +13,16 @@ from streamstt.server.settings import StreamSettings
 from streamstt.server.vad import VAD_FRAME
 from streamstt.v1 import asr_pb2
 
-SETTINGS = StreamSettings(asr_pb2.LINEAR16, 16000, 1, True, False, 1000, 500, 20000, True,
-                          True, True)
+SETTINGS = StreamSettings(
+    asr_pb2.LINEAR16, 16000, 1, True, False, 1000, 500, 20000, True, True, True
+)
 
 
 def words(text: str, start: float = 0.0) -> list[engine.TimedWord]:
-    return [engine.TimedWord(w, start + i * 0.3, start + i * 0.3 + 0.25, 0.9)
-            for i, w in enumerate(text.split())]
+    return [
+        engine.TimedWord(w, start + i * 0.3, start + i * 0.3 + 0.25, 0.9)
+        for i, w in enumerate(text.split())
+    ]
 
 
 def feed(state: engine.StreamState, probs: list[float]) -> list[engine.SpeechEvent]:
@@ -67,8 +70,9 @@ def test_speech_begin_and_endpoint_after_the_silence_limit():
 
 
 def test_max_utterance_forces_a_final():
-    settings = StreamSettings(asr_pb2.LINEAR16, 16000, 1, True, False, 1000, 500, 2000, False,
-                              False, False)
+    settings = StreamSettings(
+        asr_pb2.LINEAR16, 16000, 1, True, False, 1000, 500, 2000, False, False, False
+    )
     state = engine.StreamState(settings)
     feed(state, [0.9] * (3 * 16000 // VAD_FRAME))
     job = engine.next_job(state)

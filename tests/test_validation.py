@@ -15,8 +15,11 @@ Request = asr_pb2.StreamingRecognizeRequest
 def config(**fields) -> Request:
     recognition = dict(encoding=asr_pb2.LINEAR16, sample_rate_hertz=16000)
     recognition.update(fields.pop("recognition", {}))
-    return Request(streaming_config=asr_pb2.StreamingRecognitionConfig(
-        config=asr_pb2.RecognitionConfig(**recognition), **fields))
+    return Request(
+        streaming_config=asr_pb2.StreamingRecognitionConfig(
+            config=asr_pb2.RecognitionConfig(**recognition), **fields
+        )
+    )
 
 
 def audio(data: bytes) -> Request:
@@ -31,14 +34,17 @@ def speech_bytes(seconds: float = 1.0) -> bytes:
 
 
 def call(target: str, requests: list[Request], timeout: float = 60):
-    channel = grpc.insecure_channel(target, options=[
-        ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    channel = grpc.insecure_channel(
+        target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    )
     stub = asr_pb2_grpc.RecognizerStub(channel)
+    responses = []
     try:
-        responses = list(stub.StreamingRecognize(iter(requests), timeout=timeout))
+        for response in stub.StreamingRecognize(iter(requests), timeout=timeout):
+            responses.append(response)
         return grpc.StatusCode.OK, "", responses
     except grpc.RpcError as error:
-        return error.code(), error.details(), []
+        return error.code(), error.details(), responses
     finally:
         channel.close()
 
@@ -46,50 +52,79 @@ def call(target: str, requests: list[Request], timeout: float = 60):
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
-@pytest.mark.parametrize("requests, code, message", [
-    ([audio(b"\0\0" * 160)], INVALID, "first message must carry streaming_config"),
-    ([config(), config()], INVALID, "only be sent once"),
-    ([config(recognition={"encoding": asr_pb2.ENCODING_UNSPECIFIED})], INVALID,
-     "not a streaming encoding"),
-    ([config(recognition={"encoding": 42})], INVALID, "not a streaming encoding"),
-    ([config(recognition={"encoding": asr_pb2.MP3})], INVALID, "only for Recognize"),
-    ([config(recognition={"sample_rate_hertz": 7999})], INVALID, "outside 8000-48000"),
-    ([config(recognition={"sample_rate_hertz": 96000})], INVALID, "outside 8000-48000"),
-    ([config(), audio(b"\0\0\0")], INVALID, "odd byte count"),
-    ([config(recognition={"encoding": asr_pb2.FLOAT32}),
-      audio(np.array([0.0, np.nan], dtype="<f4").tobytes())], INVALID, "non-finite"),
-    ([config(recognition={"encoding": asr_pb2.FLOAT32}),
-      audio(np.array([np.inf], dtype="<f4").tobytes())], INVALID, "non-finite"),
-    ([config(recognition={"audio_channel_count": 9})], INVALID, "audio_channel_count"),
-    ([config(recognition={"audio_channel_count": -1})], INVALID, "audio_channel_count"),
-    ([config(recognition={"audio_channel_count": 2}), audio(b"\0\0" * 3)], INVALID,
-     "multiple of 4"),
-    ([config(recognition={"model": "large-v9"})], grpc.StatusCode.NOT_FOUND, "not loaded"),
-    ([config(recognition={"language_code": "de-DE"})], INVALID, "not supported"),
-    ([config(latency_budget_ms=5)], INVALID, "latency_budget_ms"),
-    ([config(endpointing=asr_pb2.EndpointingConfig(silence_ms=20))], INVALID, "silence_ms"),
-    ([Request(streaming_config=asr_pb2.StreamingRecognitionConfig())], INVALID,
-     "config is required"),
-])
+@pytest.mark.parametrize(
+    "requests, code, message",
+    [
+        ([audio(b"\0\0" * 160)], INVALID, "first message must carry streaming_config"),
+        ([config(), config()], INVALID, "only be sent once"),
+        (
+            [config(recognition={"encoding": asr_pb2.ENCODING_UNSPECIFIED})],
+            INVALID,
+            "not a streaming encoding",
+        ),
+        ([config(recognition={"encoding": 42})], INVALID, "not a streaming encoding"),
+        ([config(recognition={"encoding": asr_pb2.MP3})], INVALID, "only for Recognize"),
+        ([config(recognition={"sample_rate_hertz": 7999})], INVALID, "outside 8000-48000"),
+        ([config(recognition={"sample_rate_hertz": 96000})], INVALID, "outside 8000-48000"),
+        ([config(), audio(b"\0\0\0")], INVALID, "odd byte count"),
+        (
+            [
+                config(recognition={"encoding": asr_pb2.FLOAT32}),
+                audio(np.array([0.0, np.nan], dtype="<f4").tobytes()),
+            ],
+            INVALID,
+            "non-finite",
+        ),
+        (
+            [
+                config(recognition={"encoding": asr_pb2.FLOAT32}),
+                audio(np.array([np.inf], dtype="<f4").tobytes()),
+            ],
+            INVALID,
+            "non-finite",
+        ),
+        ([config(recognition={"audio_channel_count": 9})], INVALID, "audio_channel_count"),
+        ([config(recognition={"audio_channel_count": -1})], INVALID, "audio_channel_count"),
+        (
+            [config(recognition={"audio_channel_count": 2}), audio(b"\0\0" * 3)],
+            INVALID,
+            "multiple of 4",
+        ),
+        ([config(recognition={"model": "large-v9"})], grpc.StatusCode.NOT_FOUND, "not loaded"),
+        ([config(recognition={"language_code": "de-DE"})], INVALID, "not supported"),
+        ([config(latency_budget_ms=5)], INVALID, "latency_budget_ms"),
+        ([config(endpointing=asr_pb2.EndpointingConfig(silence_ms=20))], INVALID, "silence_ms"),
+        (
+            [Request(streaming_config=asr_pb2.StreamingRecognitionConfig())],
+            INVALID,
+            "config is required",
+        ),
+    ],
+)
 def test_invalid_requests(server, requests, code, message):
     status, details, _ = call(server.target, requests)
     assert status == code, details
     assert message in details
 
 
-@pytest.mark.parametrize("encoding, width", [
-    (asr_pb2.LINEAR16, 2), (asr_pb2.FLOAT32, 4), (asr_pb2.MULAW, 1), (asr_pb2.ALAW, 1)])
+@pytest.mark.parametrize(
+    "encoding, width",
+    [(asr_pb2.LINEAR16, 2), (asr_pb2.FLOAT32, 4), (asr_pb2.MULAW, 1), (asr_pb2.ALAW, 1)],
+)
 def test_garbage_bytes_in_every_encoding_are_handled(server, encoding, width):
     """Random bytes of a valid length are just (loud) noise: the stream ends cleanly."""
     rng = np.random.default_rng(1)
     data = rng.integers(0, 256, 16000 * width, dtype=np.uint8).tobytes()
     if encoding == asr_pb2.FLOAT32:  # random floats are mostly huge or NaN: a precise error
-        status, details, _ = call(server.target, [config(recognition={"encoding": encoding}),
-                                                  audio(data)])
+        status, details, _ = call(
+            server.target, [config(recognition={"encoding": encoding}), audio(data)]
+        )
         assert status in (grpc.StatusCode.OK, INVALID), details
         return
-    status, details, _ = call(server.target, [config(recognition={"encoding": encoding}),
-                                              audio(data[:8000]), audio(data[8000:])])
+    status, details, _ = call(
+        server.target,
+        [config(recognition={"encoding": encoding}), audio(data[:8000]), audio(data[8000:])],
+    )
     assert status == grpc.StatusCode.OK, details
 
 
