@@ -28,7 +28,7 @@ from .whisper import TextDecoder, Whisper
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-CALIBRATION_FRAMES = 1000  # mel frames (10 s) of synthetic input for the start-up timing
+CALIBRATION_FRAMES = 600  # mel frames (6 s) of synthetic input for the start-up timing
 CALIBRATION_REPEATS = 3
 _LOGGER = logging.getLogger(__name__)
 

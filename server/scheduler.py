@@ -108,6 +108,7 @@ class Scheduler:
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         # Test and chaos seam: called on the model thread with the batch's stream ids.
         self.fault_hook: Callable[[list[str]], None] | None = None
+        self.on_batch: Callable[[int], None] | None = None  # metrics: streams per batch
         self._wake = asyncio.Event()
         self._in_flight: set[str] = set()
         self._model_free = asyncio.Semaphore(1)
@@ -255,6 +256,8 @@ class Scheduler:
         stats.max_batch = max(stats.max_batch, timing.size)
         stats.multi_stream_batches += timing.size >= 2
         stats.timeline.append(timing)
+        if self.on_batch is not None:
+            self.on_batch(timing.size)
         per_step = (timing.model_end - timing.model_start) / timing.size
         if stats.cost_per_step_s == 0:
             stats.cost_per_step_s = per_step

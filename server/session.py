@@ -111,6 +111,7 @@ class StreamSession:
         self._notify = notify
         self.max_samples = max_samples
         self.pending_since: float | None = None  # arrival of the oldest undecoded audio
+        self.last_arrival = time.monotonic()  # arrival of the newest audio
         self.ended = False
         self.end_status: StatusEnd | None = None  # sent once all finals are out
         self.on_metrics = on_metrics
@@ -160,8 +161,10 @@ class StreamSession:
         """Fold ingested audio into the state; emit speech events."""
         if self.ended:
             return
-        if len(result.audio) and self.pending_since is None:
-            self.pending_since = time.monotonic()
+        if len(result.audio):
+            self.last_arrival = time.monotonic()
+            if self.pending_since is None:
+                self.pending_since = self.last_arrival
         events = engine.on_audio(self.state, result.audio, result.speech_probs)
         for event in events:
             self._speech_event(event)

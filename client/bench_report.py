@@ -1,0 +1,218 @@
+"""`streamstt bench` results: per-level summaries, the JSON report (schema in docs/latency.md)
+and the terminal table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import latency
+
+if TYPE_CHECKING:
+    from .bench import BenchConfig, BenchInput, LevelRun, StreamRun
+
+SCHEMA = "streamstt-bench/1"
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 1)
+
+
+def stream_report(run: StreamRun, offline: dict[Path, str]) -> dict:
+    timeline = run.timeline
+    emissions = latency.word_emissions(timeline)
+    lags = latency.partial_lags(timeline)
+    growth = latency.lag_growth(lags, timeline.audio_s)
+    transcript = latency.final_transcript(timeline)
+    scored = not run.input.truncated  # a cut stream cannot be scored against the whole text
+    reference = run.input.reference if scored else None
+    offline_text = offline.get(run.input.path)
+    return {
+        "index": run.index,
+        "file": str(run.input.path),
+        "start_offset_s": round(run.start_offset_s, 3),
+        "audio_s": round(timeline.audio_s, 3),
+        "truncated": run.input.truncated,
+        "error": timeline.error,
+        "responses": len(timeline.responses),
+        "transcript": transcript,
+        "wer_reference": _wer(reference, transcript),
+        "wer_offline": _wer(offline_text, transcript),
+        "first_result_ms": _ms(latency.time_to_first_result(timeline)),
+        "emission_ms": latency.summary_ms([e.emission_s for e in emissions]),
+        "final_ms": latency.summary_ms(latency.final_latencies(timeline)),
+        "partial_lag_ms": latency.summary_ms([p.lag_s for p in lags]),
+        "lag_first_third_ms": _ms(growth.first_s),
+        "lag_last_third_ms": _ms(growth.last_s),
+        "lag_growth": growth.grew,
+        "words": [
+            {
+                "word": e.text,
+                "utterance": e.utterance,
+                "end_s": round(e.end_s, 3),
+                "emission_ms": _ms(e.emission_s),
+                "final_ms": _ms(e.emission_s + e.final_t - e.first_seen_t),
+            }
+            for e in emissions
+        ],
+    }
+
+
+def _wer(reference: str | None, hypothesis: str) -> float | None:
+    if reference is None:
+        return None
+    value = latency.word_error_rate([reference], [hypothesis])
+    return None if value is None else round(value, 4)
+
+
+def level_report(level: LevelRun, budget_ms: float, offline: dict[Path, str]) -> dict:
+    timelines = [run.timeline for run in level.runs]
+    emissions = [e.emission_s for t in timelines for e in latency.word_emissions(t)]
+    finals = [v for t in timelines for v in latency.final_latencies(t)]
+    lags = [p.lag_s for t in timelines for p in latency.partial_lags(t)]
+    first = [v for t in timelines if (v := latency.time_to_first_result(t)) is not None]
+    errors = Counter(t.error for t in timelines if t.error)
+    streams = [stream_report(run, offline) for run in level.runs]
+    scored = [run for run in level.runs if not run.input.truncated]
+    transcripts = [latency.final_transcript(run.timeline) for run in scored]
+    wer_ref = latency.word_error_rate([r.input.reference or "" for r in scored], transcripts)
+    wer_off = latency.word_error_rate([offline.get(r.input.path, "") for r in scored], transcripts)
+    audio_s = sum(t.audio_s for t in timelines)
+    grew = any(s["lag_growth"] for s in streams)
+    emission = latency.summary_ms(emissions)
+    verdict = latency.level_verdict(emission["p95"], sum(errors.values()), grew, budget_ms)
+    return {
+        "system": level.system,
+        "streams": level.streams,
+        "ok": len(timelines) - sum(errors.values()),
+        "errors": dict(sorted(errors.items())),
+        "wall_s": round(level.wall_s, 3),
+        "audio_s": round(audio_s, 3),
+        "rtfx": round(audio_s / level.wall_s, 3) if level.wall_s > 0 else None,
+        "emission_ms": emission,
+        "final_ms": latency.summary_ms(finals),
+        "partial_lag_ms": latency.summary_ms(lags),
+        "first_result_ms": latency.summary_ms(first),
+        "wer_reference": None if wer_ref is None else round(wer_ref, 4),
+        "wer_offline": None if wer_off is None else round(wer_off, 4),
+        "lag_growth": grew,
+        "within_budget": verdict.within_budget,
+        "verdict": verdict.reason or "within budget",
+        "process": level.usage.as_dict() if level.usage else None,
+        "per_stream": streams,
+    }
+
+
+def build_report(
+    config: BenchConfig,
+    inputs: list[BenchInput],
+    levels: list[LevelRun],
+    offline: dict[Path, str],
+    server: dict,
+    baseline: dict | None = None,
+) -> dict:
+    systems: dict[str, dict] = {}
+    for level in levels:
+        entry = systems.setdefault(level.system, {"levels": []})
+        entry["levels"].append(level_report(level, config.budget_ms, offline))
+    for name, entry in systems.items():
+        verdicts = {
+            lv["streams"]: latency.Verdict(lv["within_budget"], lv["verdict"])
+            for lv in entry["levels"]
+        }
+        entry["max_streams_within_budget"] = latency.max_streams_within_budget(verdicts)
+        if name == "streamstt":
+            entry["server"] = server
+        elif name == "baseline":
+            entry["baseline"] = baseline or {}
+    return {
+        "schema": SCHEMA,
+        "created_unix": round(time.time(), 3),
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+        },
+        "config": {**asdict(config), "model_threads": config.model_threads},
+        "files": [
+            {
+                "path": str(item.path),
+                "audio_s": round(item.audio_s, 3),
+                "truncated": item.truncated,
+                "reference": item.reference,
+                "offline_transcript": offline.get(item.path),
+            }
+            for item in inputs
+        ],
+        "systems": systems,
+    }
+
+
+def write_json(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+# ---- terminal table -------------------------------------------------------------------------
+_COLUMNS = (
+    # header, width, getter
+    ("system", 9, lambda lv: lv["system"]),
+    ("N", 3, lambda lv: lv["streams"]),
+    ("ok", 3, lambda lv: lv["ok"]),
+    ("err", 4, lambda lv: sum(lv["errors"].values())),
+    ("emit p50", 8, lambda lv: lv["emission_ms"]["p50"]),
+    ("p90", 6, lambda lv: lv["emission_ms"]["p90"]),
+    ("p95", 6, lambda lv: lv["emission_ms"]["p95"]),
+    ("p99", 6, lambda lv: lv["emission_ms"]["p99"]),
+    ("final p50", 9, lambda lv: lv["final_ms"]["p50"]),
+    ("p95", 6, lambda lv: lv["final_ms"]["p95"]),
+    ("lag p50", 7, lambda lv: lv["partial_lag_ms"]["p50"]),
+    ("p95", 6, lambda lv: lv["partial_lag_ms"]["p95"]),
+    ("ttfr p50", 8, lambda lv: lv["first_result_ms"]["p50"]),
+    ("WER", 6, lambda lv: lv["wer_reference"]),
+    ("WERoff", 6, lambda lv: lv["wer_offline"]),
+    ("RTFx", 5, lambda lv: lv["rtfx"]),
+    ("CPU%", 5, lambda lv: (lv["process"] or {}).get("cpu_percent")),
+    ("RSS MB", 6, lambda lv: (lv["process"] or {}).get("rss_mb_peak")),
+    ("growth", 6, lambda lv: "yes" if lv["lag_growth"] else "no"),
+    ("budget", 6, lambda lv: "ok" if lv["within_budget"] else "over"),
+)
+
+
+def _cell(value: object, width: int) -> str:
+    if value is None:
+        text = "-"
+    elif isinstance(value, float):
+        text = f"{value:.3f}" if abs(value) < 10 and width <= 6 else f"{value:.0f}"
+    else:
+        text = str(value)
+    return text.rjust(width)
+
+
+def format_table(report: dict) -> str:
+    """One row per (N, system), the systems side by side for each N; latencies in ms."""
+    rows = [lv for entry in report["systems"].values() for lv in entry["levels"]]
+    rows.sort(key=lambda lv: (lv["streams"], lv["system"] != "streamstt"))
+    lines = [" ".join(h.rjust(w) for h, w, _ in _COLUMNS)]
+    for level in rows:
+        lines.append(" ".join(_cell(get(level), w) for _, w, get in _COLUMNS))
+    budget = report["config"]["budget_ms"]
+    lines.append("latencies in ms; WER vs reference (WERoff vs offline); CPU% and RSS: server")
+    lines.append("process when spawned, harness process for the baseline")
+    for name, entry in report["systems"].items():
+        best = entry["max_streams_within_budget"]
+        lines.append(
+            f"{name}: max streams within budget (p95 emission < {budget:.0f} ms, no errors, "
+            f"no lag growth): {best if best is not None else 'none'}"
+        )
+    for level in rows:
+        if not level["within_budget"]:
+            lines.append(f"  {level['system']} N={level['streams']}: {level['verdict']}")
+    return "\n".join(lines)
