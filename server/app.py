@@ -32,6 +32,8 @@ from .vad import SileroVad
 
 SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["Recognizer"].full_name
 _LOGGER = logging.getLogger("streamstt.server")
+DRAIN_POLL_S = 0.05  # how often the drain checks for running streams
+STOP_GRACE_S = 1.0  # after the drain: time grpc gives in-flight calls to complete
 WARMUP_SECONDS = 2.0  # audio decoded once at start-up so the first caller pays no warm-up
 
 
@@ -104,10 +106,16 @@ class RunningServer:
     metrics: object | None = None
 
     async def drain_and_stop(self) -> None:
-        """NOT_SERVING now, refuse new calls, let running streams finish within the grace."""
+        """NOT_SERVING now, refuse new calls, let running streams finish within the grace.
+
+        The server keeps answering during the drain (health says NOT_SERVING, new streams get
+        UNAVAILABLE from the servicer) so balancers see the state instead of a dead port."""
         self.servicer.draining = True
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.config.grace_s)
+        deadline = time.monotonic() + self.config.grace_s
+        while self.servicer.active and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        await self.server.stop(max(0.0, min(STOP_GRACE_S, deadline - time.monotonic())))
         await self.scheduler.stop()
 
 

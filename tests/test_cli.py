@@ -1,0 +1,155 @@
+"""The command line as a user runs it: serve, stream, transcribe, and a SIGTERM drain."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import DATA, reference, wer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from streamstt.client.client import (
+    StreamingClient,
+    StreamInterrupted,
+    file_chunks,
+    streaming_config,
+)
+
+STREAMSTT = [sys.executable, "-m", "streamstt.client.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def spawn_server(*flags: str) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "STREAMSTT_THREADS": "2"}
+    process = subprocess.Popen(
+        [*STREAMSTT, "serve", "--port", "0", "--no-log-json", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        match = re.search(r"listening on (\S+)", line)
+        if match:
+            return process, match.group(1)
+        if process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError("server did not start")
+
+
+@pytest.fixture
+def served():
+    process, target = spawn_server("--grace-s", "8")
+    yield process, target
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def test_transcribe_command_text_and_json():
+    done = subprocess.run(
+        [*STREAMSTT, "transcribe", str(DATA / "sample.wav")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert wer([reference("sample")], [done.stdout]) <= 0.10
+    done = subprocess.run(
+        [*STREAMSTT, "transcribe", "--json", str(DATA / "sample.wav")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    report = json.loads(done.stdout)
+    assert report["words"] and all(
+        {"word", "start", "end", "confidence"} <= set(w) for w in report["words"]
+    )
+
+
+def test_transcribe_errors_are_messages_not_tracebacks(tmp_path):
+    done = subprocess.run(
+        [*STREAMSTT, "transcribe", "--model", str(tmp_path / "missing"), str(DATA / "sample.wav")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2 and "no such model" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_then_stream_realtime_shows_partials_and_final(served):
+    process, target = served
+    done = subprocess.run(
+        [*STREAMSTT, "stream", str(DATA / "sample.wav"), "--realtime", "--server", target],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    partials = [line for line in lines if line.startswith("... ")]
+    finals = [line for line in lines if not line.startswith("... ")]
+    assert len(partials) >= 3, lines
+    assert len(finals) == 1 and wer([reference("sample")], finals) <= 0.10, lines
+    remote = subprocess.run(
+        [*STREAMSTT, "transcribe", "--server", target, str(DATA / "en_us_male.ogg")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert wer([reference("en_us_male")], [remote.stdout]) <= 0.10, remote.stdout
+
+
+def test_sigterm_drains_streams_and_exits_zero(served):
+    process, target = served
+    rate, channels, chunks = file_chunks(DATA / "en_us_female.wav", 100)
+    outcome: dict[str, object] = {}
+
+    def talk() -> None:
+        with StreamingClient(target) as client:
+            responses = list(
+                client.stream(
+                    streaming_config(rate, channels=channels), chunks, pace_s=0.1, timeout=60
+                )
+            )
+            outcome["finals"] = [r for resp in responses for r in resp.results if r.is_final]
+
+    stream = threading.Thread(target=talk)
+    stream.start()
+    time.sleep(2.0)
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    channel = grpc.insecure_channel(target)
+    health = health_pb2_grpc.HealthStub(channel)
+    time.sleep(0.3)
+    status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+    assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+    with pytest.raises(StreamInterrupted) as refused, StreamingClient(target) as late:
+        list(late.stream(streaming_config(16000), [b"\0\0" * 1600], timeout=10))
+    assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+    channel.close()
+    stream.join(30)
+    assert outcome.get("finals"), outcome
+    text = outcome["finals"][0].alternatives[0].transcript
+    assert wer([reference("en_us_female")], [text]) <= 0.15
+    assert process.wait(20) == 0
+    assert time.monotonic() - signalled < 8 + 2

@@ -1,0 +1,138 @@
+"""TLS, mTLS and bearer tokens on the bidirectional method, with real certificates."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import DATA, reference, wer
+
+from streamstt.client.client import (
+    ClientOptions,
+    StreamingClient,
+    StreamInterrupted,
+    file_chunks,
+    streaming_config,
+)
+
+x509 = pytest.importorskip("cryptography.x509")
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import NameOID  # noqa: E402
+
+
+def _certificate(subject: str, issuer_key=None, issuer_name=None, ca: bool = False):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+        )
+    certificate = builder.sign(issuer_key or key, hashes.SHA256())
+    return key, certificate
+
+
+def _pem(key, certificate) -> tuple[bytes, bytes]:
+    return (
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        certificate.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("pki")
+    ca_key, ca_cert = _certificate("streamstt test CA", ca=True)
+    server_key, server_cert = _certificate("localhost", ca_key, ca_cert.subject)
+    client_key, client_cert = _certificate("client", ca_key, ca_cert.subject)
+    files = {}
+    for name, (key, cert) in {
+        "ca": (ca_key, ca_cert),
+        "server": (server_key, server_cert),
+        "client": (client_key, client_cert),
+    }.items():
+        key_pem, cert_pem = _pem(key, cert)
+        (folder / f"{name}.key").write_bytes(key_pem)
+        (folder / f"{name}.crt").write_bytes(cert_pem)
+        files[f"{name}.key"], files[f"{name}.crt"] = folder / f"{name}.key", folder / f"{name}.crt"
+    return files
+
+
+def _stream(target: str, options: ClientOptions) -> str:
+    rate, channels, chunks = file_chunks(DATA / "sample.wav", 100)
+    with StreamingClient(target, options) as client:
+        responses = list(
+            client.stream(streaming_config(rate, channels=channels), chunks, timeout=60)
+        )
+    return " ".join(
+        r.alternatives[0].transcript for resp in responses for r in resp.results if r.is_final
+    )
+
+
+def _localhost(running) -> str:
+    return f"localhost:{running.running.port}"
+
+
+def test_tls_works_and_plaintext_fails(make_server, pki):
+    running = make_server(tls_cert=str(pki["server.crt"]), tls_key=str(pki["server.key"]))
+    secure = ClientOptions(tls=True, root_certificates=pki["ca.crt"].read_bytes())
+    assert wer([reference("sample")], [_stream(_localhost(running), secure)]) <= 0.10
+    with pytest.raises(StreamInterrupted) as failed:
+        _stream(_localhost(running), ClientOptions())
+    assert failed.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_mtls_requires_a_client_certificate(make_server, pki):
+    running = make_server(
+        tls_cert=str(pki["server.crt"]),
+        tls_key=str(pki["server.key"]),
+        tls_client_ca=str(pki["ca.crt"]),
+    )
+    root = pki["ca.crt"].read_bytes()
+    with pytest.raises(StreamInterrupted) as failed:
+        _stream(_localhost(running), ClientOptions(tls=True, root_certificates=root))
+    assert failed.value.code == grpc.StatusCode.UNAVAILABLE
+    with_cert = ClientOptions(
+        tls=True,
+        root_certificates=root,
+        client_certificate=pki["client.crt"].read_bytes(),
+        client_key=pki["client.key"].read_bytes(),
+    )
+    assert wer([reference("sample")], [_stream(_localhost(running), with_cert)]) <= 0.10
+
+
+def test_bearer_token_on_the_bidi_method(make_server, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("first-token\nsecond-token\n")
+    running = make_server(auth_tokens_file=str(tokens))
+    before = running.scheduler.stats.steps
+    for token in (None, "wrong", "second-token-but-longer"):
+        with pytest.raises(StreamInterrupted) as failed:
+            _stream(running.target, ClientOptions(token=token))
+        assert failed.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert running.scheduler.stats.steps == before  # nothing reached the model
+    text = _stream(running.target, ClientOptions(token="second-token"))
+    assert wer([reference("sample")], [text]) <= 0.10
+    with (
+        StreamingClient(running.target, ClientOptions()) as client,
+        pytest.raises(grpc.RpcError) as unary,
+    ):
+        client.list_models()
+    assert unary.value.code() == grpc.StatusCode.UNAUTHENTICATED
