@@ -227,7 +227,7 @@ def run_stream(
     chunks: list[latency.ChunkSend] = []
     responses: list[latency.Response] = []
     taken, covered, utterance = 0, 0.0, 0
-    error = None
+    error, detail = None, ""
     try:
         while taken < len(bounds):
             want = min(covered + config.min_chunk_s, ends[-1])
@@ -252,8 +252,9 @@ def run_stream(
             final = latency.Result(True, utterance, rest[-1].end, _words(rest))
             responses.append(latency.Response(time.monotonic(), (final,)))
     except Exception as exc:  # noqa: BLE001 - recorded as this stream's error, like a status
-        error = type(exc).__name__
-    return latency.StreamTimeline(tuple(chunks), tuple(responses), ends[-1] if ends else 0, error)
+        error, detail = type(exc).__name__, str(exc)
+    audio_s = ends[-1] if ends else 0.0
+    return latency.StreamTimeline(tuple(chunks), tuple(responses), audio_s, error, detail)
 
 
 def run_level(

@@ -277,7 +277,12 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(
-                total=round(total_s, 1), desc=label, unit="s audio", file=sys.stderr, leave=False
+                total=total_s,
+                desc=label,
+                file=sys.stderr,
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio sent "
+                "[{elapsed}<{remaining}]",
             )
         except ImportError:
             self.bar = None
@@ -386,15 +391,15 @@ async def _stream_one(
         item.rate, channels=item.channels, latency_budget_ms=config.latency_budget_ms
     )
     timeout = item.audio_s / config.pace + STREAM_TIMEOUT_SLACK_S
-    error = None
+    error, detail = None, ""
     # One connection per stream, as independent callers would have.
     async with AsyncStreamingClient(target) as client:
         try:
             async for response in client.stream(stream_config, audio(), timeout=timeout):
                 received.append(response_record(time.monotonic(), response))
         except StreamInterrupted as exc:
-            error = exc.code.name
-    return latency.StreamTimeline(tuple(sent), tuple(received), item.audio_s, error)
+            error, detail = exc.code.name, exc.error.details() or ""
+    return latency.StreamTimeline(tuple(sent), tuple(received), item.audio_s, error, detail)
 
 
 def _seconds(duration) -> float:

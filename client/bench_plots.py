@@ -42,7 +42,10 @@ def _cdf(ax, values_s: list[float], label: str, style: str) -> None:
     if not values_s:
         return
     values = np.sort(np.asarray(values_s) * 1000.0)
-    ax.step(values, np.arange(1, len(values) + 1) / len(values), style, where="post", label=label)
+    # Start at (first value, 0) so that a single value still draws a visible step.
+    xs = np.concatenate([values[:1], values])
+    ys = np.concatenate([[0.0], np.arange(1, len(values) + 1) / len(values)])
+    ax.step(xs, ys, style, where="post", label=label)
 
 
 def latency_cdfs(plt, levels: list[LevelRun], path: Path, budget_ms: float) -> Path:

@@ -31,9 +31,11 @@ def stream_report(run: StreamRun, offline: dict[Path, str]) -> dict:
     lags = latency.partial_lags(timeline)
     growth = latency.lag_growth(lags, timeline.audio_s)
     transcript = latency.final_transcript(timeline)
-    scored = not run.input.truncated  # a cut stream cannot be scored against the whole text
-    reference = run.input.reference if scored else None
-    offline_text = offline.get(run.input.path)
+    # A failed stream is counted as an error, not as deletions; a cut stream cannot be scored
+    # against the whole file's reference (its offline transcript is of the same cut audio).
+    ok = timeline.error is None
+    reference = run.input.reference if ok and not run.input.truncated else None
+    offline_text = offline.get(run.input.path) if ok else None
     return {
         "index": run.index,
         "file": str(run.input.path),
@@ -41,6 +43,7 @@ def stream_report(run: StreamRun, offline: dict[Path, str]) -> dict:
         "audio_s": round(timeline.audio_s, 3),
         "truncated": run.input.truncated,
         "error": timeline.error,
+        "error_detail": timeline.error_detail or None,
         "responses": len(timeline.responses),
         "transcript": transcript,
         "wer_reference": _wer(reference, transcript),
@@ -80,10 +83,16 @@ def level_report(level: LevelRun, budget_ms: float, offline: dict[Path, str]) ->
     first = [v for t in timelines if (v := latency.time_to_first_result(t)) is not None]
     errors = Counter(t.error for t in timelines if t.error)
     streams = [stream_report(run, offline) for run in level.runs]
-    scored = [run for run in level.runs if not run.input.truncated]
-    transcripts = [latency.final_transcript(run.timeline) for run in scored]
-    wer_ref = latency.word_error_rate([r.input.reference or "" for r in scored], transcripts)
-    wer_off = latency.word_error_rate([offline.get(r.input.path, "") for r in scored], transcripts)
+    done = [r for r in level.runs if r.timeline.error is None]
+    whole = [r for r in done if not r.input.truncated]
+    wer_ref = latency.word_error_rate(
+        [r.input.reference or "" for r in whole],
+        [latency.final_transcript(r.timeline) for r in whole],
+    )
+    wer_off = latency.word_error_rate(
+        [offline.get(r.input.path, "") for r in done],
+        [latency.final_transcript(r.timeline) for r in done],
+    )
     audio_s = sum(t.audio_s for t in timelines)
     grew = any(s["lag_growth"] for s in streams)
     emission = latency.summary_ms(emissions)
@@ -215,4 +224,9 @@ def format_table(report: dict) -> str:
     for level in rows:
         if not level["within_budget"]:
             lines.append(f"  {level['system']} N={level['streams']}: {level['verdict']}")
+        for stream in level["per_stream"]:
+            if stream["error"]:
+                lines.append(
+                    f"    stream {stream['index']}: {stream['error']}: {stream['error_detail']}"
+                )
     return "\n".join(lines)

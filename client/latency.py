@@ -67,6 +67,7 @@ class StreamTimeline:
     responses: tuple[Response, ...]
     audio_s: float  # audio sent on this stream
     error: str | None = None  # status code name when the stream did not end OK
+    error_detail: str = ""  # the status message
 
 
 # ---- text -----------------------------------------------------------------------------------

@@ -44,8 +44,7 @@ class Session(Protocol):
     def next_job(self) -> Job | None: ...
     def window(self, job: Job) -> np.ndarray: ...
     def deadline(self) -> float: ...
-    def step_interval_s(self) -> float: ...
-    def is_active(self) -> bool: ...
+    def budget_s(self) -> float: ...
     def deliver(self, job: Job, transcript, timing: dict[str, float]) -> None: ...
     def fail(self, code: str, message: str) -> None: ...
 
@@ -128,18 +127,26 @@ class Scheduler:
         self.model_thread.shutdown(wait=False, cancel_futures=True)
 
     # ---- streams ---------------------------------------------------------------------------
-    def load(self) -> float:
-        """Measured model utilisation if every active stream keeps talking (1.0 = saturated)."""
-        cost = self.stats.cost_per_step_s
-        return sum(cost / s.step_interval_s() for s in self.sessions.values() if s.is_active())
+    def admit(self, budget_s: float) -> None:
+        """Refuse a new stream when the measured cost says budgets would break.
 
-    def admit(self, step_interval_s: float) -> None:
+        All streams share one batched decode cycle, whose length is projected as the smoothed
+        model time per stream-step times the number of streams (conservative: batching makes
+        the real cost per stream lower). A word waits for the next cycle and then for its
+        compute, so the cycle must fit in half of the tightest latency budget, scaled by
+        `admission_utilization`."""
         cost = self.stats.cost_per_step_s
-        projected = self.load() + cost / step_interval_s
-        if cost and self.sessions and projected > self.admission_utilization:
+        if not cost or not self.sessions:
+            return
+        streams = len(self.sessions) + 1
+        cycle = cost * streams
+        tightest = min([budget_s] + [s.budget_s() for s in self.sessions.values()])
+        allowed = self.admission_utilization * tightest / 2
+        if cycle > allowed:
             raise AdmissionError(
-                f"server at capacity: measured model load would reach {projected:.0%} "
-                f"(limit {self.admission_utilization:.0%}); retry later or on another replica"
+                f"server at capacity: {streams} streams would need a {cycle * 1000:.0f} ms "
+                f"decode cycle, the tightest latency budget allows {allowed * 1000:.0f} ms; "
+                "retry later or on another replica"
             )
 
     def register(self, session: Session) -> None:

@@ -82,7 +82,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 "max_streams",
             )
         try:
-            self.scheduler.admit(settings.step_ms / 1000)
+            self.scheduler.admit(settings.latency_budget_ms / 1000)
         except AdmissionError as exc:
             await self._reject(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "capacity")
         session = StreamSession(

@@ -128,11 +128,8 @@ class StreamSession:
         arrived = self.pending_since or time.monotonic()
         return arrived + self.settings.latency_budget_ms / 1000
 
-    def step_interval_s(self) -> float:
-        return self.settings.step_ms / 1000
-
-    def is_active(self) -> bool:
-        return not self.ended
+    def budget_s(self) -> float:
+        return self.settings.latency_budget_ms / 1000
 
     def deliver(self, job: engine.Job, transcript: Transcript, info: dict[str, float]) -> None:
         if self.ended:

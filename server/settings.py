@@ -34,7 +34,9 @@ class ServerConfig:
     # --- scheduling ---------------------------------------------------------------------
     max_batch_size: int = 8  # streams in one model call
     max_wait_ms: float = 5.0  # how long a batch waits for more streams to join
-    admission_utilization: float = 0.9  # refuse new streams past this measured model load
+    # Refuse a new stream when the projected decode cycle (measured cost per stream-step x
+    # streams) exceeds this fraction of half the tightest latency budget.
+    admission_utilization: float = 0.9
     # --- per-stream defaults (a request's own values win) ------------------------------
     latency_budget_ms: int = 1000  # target audio-to-interim delay
     silence_ms: int = 500  # trailing silence that ends an utterance

@@ -27,8 +27,8 @@ PRE_ROLL = int(0.3 * SAMPLE_RATE)  # samples kept before detected speech (soft o
 END_PAD = int(0.2 * SAMPLE_RATE)  # samples kept after the last voiced frame in a final
 TRIM_AFTER = int(12.0 * SAMPLE_RATE)  # window length past which committed audio is dropped
 MIN_WINDOW = int(0.3 * SAMPLE_RATE)  # no decode of less audio than this
-COMMIT_TOLERANCE = 0.1  # seconds: hypothesis words starting this much before the last
-# committed word's end still count as new (alignment jitter)
+COMMIT_TOLERANCE = 0.02  # seconds: hypothesis words ending before the last committed word's
+# end (minus this jitter) were committed already; repeats that survive are removed as n-grams
 STABLE, TENTATIVE = 0.9, 0.1  # stability reported for committed and tentative words
 PROMPT_WORDS = 40  # words of earlier text given to the model as context
 
@@ -227,7 +227,8 @@ def apply_interim(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> 
     state.processed = max(state.processed, job.end)
     done = state.committed or state.settled
     last_end = done[-1].end if done else job.start / SAMPLE_RATE
-    new = [w for w in hypothesis if w.start > last_end - COMMIT_TOLERANCE]
+    # Alignment stretches words, so judge "already committed" by where a word ends.
+    new = [w for w in hypothesis if w.end > last_end - COMMIT_TOLERANCE]
     if done and new:  # the model often repeats the last committed words: drop the overlap
         for n in range(min(5, len(done), len(new)), 0, -1):
             if [_normal(w.word) for w in done[-n:]] == [_normal(w.word) for w in new[:n]]:

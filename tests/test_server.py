@@ -57,10 +57,19 @@ def test_health_serving_and_list_models(server):
 
 
 def test_stream_interims_grow_and_final_matches_offline(server, transcriber):
-    responses = run_stream(server.target, "en_us_female", pace=0.05)
+    responses = run_stream(server.target, "en_us_female", pace=0.1)
     texts = interims(responses)
     assert len(texts) >= 3, texts
     assert max(len(t.split()) for t in texts) > len(texts[0].split())
+    stable = [
+        r.alternatives[0].transcript.split()
+        for resp in responses
+        for r in resp.results
+        if not r.is_final and r.stability > 0.85
+    ]
+    assert stable, "nothing was committed before the final"
+    for earlier, later in zip(stable, stable[1:]):  # committed words only ever grow
+        assert later[: len(earlier)] == earlier
     results = finals(responses)
     assert len(results) == 1
     final = results[0].alternatives[0]
@@ -271,3 +280,30 @@ for response in stub.StreamingRecognize(requests(), timeout=60):
     )
     assert done.returncode == 0, done.stderr
     assert wer([reference("sample")], [done.stdout]) <= 0.15, done.stdout
+
+
+def test_admission_control_refuses_streams_past_measured_capacity(make_server):
+    """With a tiny utilisation limit, a second stream does not fit once costs are measured."""
+    running = make_server(admission_utilization=0.01)
+    assert finals(run_stream(running.target, "sample"))  # measures the cost of a step
+    assert running.scheduler.stats.cost_per_step_s > 0
+    rate, channels, chunks = file_chunks(DATA / "en_us_female.wav", CHUNK_MS)
+    holder_done = threading.Event()
+
+    def hold() -> None:
+        with StreamingClient(running.target) as client:
+            list(
+                client.stream(
+                    streaming_config(rate, channels=channels), chunks, pace_s=0.05, timeout=60
+                )
+            )
+        holder_done.set()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.5)
+    with pytest.raises(StreamInterrupted) as refused:
+        run_stream(running.target, "sample")
+    holder.join(60)
+    assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "capacity" in str(refused.value)
