@@ -344,10 +344,7 @@ def run_streamstt_level(
             wall = time.monotonic() - started
     finally:
         progress.close()
-    runs = tuple(
-        StreamRun(i, item, i * config.stagger_ms / 1000, timeline)
-        for i, (item, timeline) in enumerate(zip(items, timelines))
-    )
+    runs = _stream_runs(items, timelines, config.stagger_ms)
     return LevelRun("streamstt", n, runs, wall, sampler.usage if sampler else None)
 
 
@@ -479,9 +476,14 @@ def run_baseline_levels(
                 wall = time.monotonic() - started
         finally:
             progress.close()
-        runs = tuple(
-            StreamRun(i, item, i * config.stagger_ms / 1000, timeline)
-            for i, (item, timeline) in enumerate(zip(items, timelines))
-        )
+        runs = _stream_runs(items, timelines, config.stagger_ms)
         levels.append(LevelRun("baseline", n, runs, wall, sampler.usage))
     return levels
+
+
+def _stream_runs(items, timelines, stagger_ms: float) -> tuple[StreamRun, ...]:
+    """Pair each stream's input with its recorded timeline and start offset."""
+    return tuple(
+        StreamRun(i, item, i * stagger_ms / 1000, timeline)
+        for i, (item, timeline) in enumerate(zip(items, timelines))
+    )

@@ -124,6 +124,16 @@ def file_chunks(path: str | Path, chunk_ms: int = 100) -> tuple[int, int, list[b
     return rate, samples.shape[1], chunks
 
 
+def recognize_request(
+    audio: bytes, config: asr_pb2.RecognitionConfig | None = None
+) -> asr_pb2.RecognizeRequest:
+    """A whole file for Recognize; by default with word times and confidences."""
+    config = config or asr_pb2.RecognitionConfig(
+        enable_word_time_offsets=True, enable_word_confidence=True
+    )
+    return asr_pb2.RecognizeRequest(config=config, audio_content=audio)
+
+
 def _requests(config, chunks: Iterable[bytes], pace_s: float = 0.0) -> Iterator:
     yield asr_pb2.StreamingRecognizeRequest(streaming_config=config)
     start = time.monotonic()
@@ -186,13 +196,7 @@ class StreamingClient:
         config: asr_pb2.RecognitionConfig | None = None,
         timeout: float | None = None,
     ) -> asr_pb2.RecognizeResponse:
-        request = asr_pb2.RecognizeRequest(
-            config=config
-            or asr_pb2.RecognitionConfig(
-                enable_word_time_offsets=True, enable_word_confidence=True
-            ),
-            audio_content=audio,
-        )
+        request = recognize_request(audio, config)
         return self.stub.Recognize(request, timeout=timeout, metadata=self._metadata)
 
     def list_models(self) -> asr_pb2.ListModelsResponse:
@@ -252,13 +256,7 @@ class AsyncStreamingClient:
         config: asr_pb2.RecognitionConfig | None = None,
         timeout: float | None = None,
     ) -> asr_pb2.RecognizeResponse:
-        request = asr_pb2.RecognizeRequest(
-            config=config
-            or asr_pb2.RecognitionConfig(
-                enable_word_time_offsets=True, enable_word_confidence=True
-            ),
-            audio_content=audio,
-        )
+        request = recognize_request(audio, config)
         return await self.stub.Recognize(request, timeout=timeout, metadata=self._metadata)
 
     async def list_models(self) -> asr_pb2.ListModelsResponse:

@@ -80,14 +80,16 @@ class LogitRules:
 
     def apply(self, logits: Tensor, sampled: list[list[int]], max_ts: list[int] | None) -> None:
         logits[:, self.suppress.to(logits.device)] = NEG_INF
-        first_step = not sampled[0]
-        if first_step and self.options.suppress_blank:
-            logits[:, self.suppress_begin.to(logits.device)] = NEG_INF
+        # rows that have not produced (or been given) a token yet
+        first = [k for k, seq in enumerate(sampled) if not seq]
+        if first and self.options.suppress_blank:
+            rows = torch.tensor(first, device=logits.device)[:, None]
+            logits[rows, self.suppress_begin.to(logits.device)[None, :]] = NEG_INF
         if self.options.timestamps:
-            self._timestamps(logits, sampled, first_step, max_ts)
+            self._timestamps(logits, sampled, first, max_ts)
 
     def _timestamps(
-        self, logits: Tensor, sampled: list[list[int]], first_step: bool, max_ts: list[int] | None
+        self, logits: Tensor, sampled: list[list[int]], first: list[int], max_ts: list[int] | None
     ) -> None:
         ts_begin, eot = self.special.timestamp_begin, self.special.eot
         logits[:, self.special.no_timestamps] = NEG_INF
@@ -105,9 +107,9 @@ class LogitRules:
                 logits[k, ts_begin:floor] = NEG_INF
             if max_ts is not None:
                 logits[k, ts_begin + max_ts[k] + 1 :] = NEG_INF
-        if first_step:
-            logits[:, :ts_begin] = NEG_INF
-            logits[:, ts_begin + self.max_initial + 1 :] = NEG_INF
+        for k in first:  # a transcript opens with a timestamp, no later than max_initial
+            logits[k, :ts_begin] = NEG_INF
+            logits[k, ts_begin + self.max_initial + 1 :] = NEG_INF
         # Take a timestamp whenever all timestamps together outweigh the best text token.
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         ts_mass = logprobs[:, ts_begin:].logsumexp(dim=-1)
@@ -146,11 +148,17 @@ def greedy_decode(
     audio_positions: Tensor | None,
     prompts: list[list[int]],
     options: DecodingOptions,
+    prefixes: list[list[int]] | None = None,
 ) -> list[DecodedSequence]:
     """Decode a batch. audio_features: (batch, positions, state) from the encoder;
-    audio_positions: real encoder positions per item (None = all are real)."""
+    audio_positions: real encoder positions per item (None = all are real).
+
+    prompts: earlier text per item (context, not part of the transcript). prefixes: the start
+    of each transcript, already known (a stream's committed words): it is fed in one forward
+    pass instead of being decoded token by token, and only the rest is decoded."""
     device = audio_features.device
-    starts = [initial_tokens(tokenizer, p, options) for p in prompts]
+    prefixes = prefixes or [[] for _ in prompts]
+    starts = [initial_tokens(tokenizer, p, options) + f for p, f in zip(prompts, prefixes)]
     tokens, pads = _left_pad(starts, tokenizer.special.eot)
     tokens, pads = tokens.to(device), pads.to(device)
     batch, width = tokens.shape
@@ -167,15 +175,21 @@ def greedy_decode(
     cache = KVCache([], model.decoder.cross_cache(audio_features))
     hidden, cache = model.decoder(tokens, positions, cache, first_mask, cross_mask)
 
-    sot_index = width - len(tokenizer.sot_sequence) - (0 if options.timestamps else 1)
-    sot_logits = model.decoder.logits(hidden[:, sot_index])
+    opening = len(tokenizer.sot_sequence) + (0 if options.timestamps else 1)
+    rows = torch.arange(batch, device=device)
+    sot_index = torch.tensor([width - len(f) - opening for f in prefixes], device=device)
+    sot_logits = model.decoder.logits(hidden[rows, sot_index])
     no_speech = sot_logits.softmax(dim=-1)[:, tokenizer.special.no_speech].tolist()
     logits = model.decoder.logits(hidden[:, -1])
+    prefix_logprobs = _prefix_logprobs(model, hidden, prefixes, width)
 
     max_ts = None
     if options.cap_timestamps_to_audio and audio_positions is not None:
         max_ts = audio_positions.tolist()
-    results = [DecodedSequence([], [], no_speech[i], False, False) for i in range(batch)]
+    results = [
+        DecodedSequence(list(prefixes[i]), prefix_logprobs[i], no_speech[i], False, False)
+        for i in range(batch)
+    ]
     active = list(range(batch))  # original index of each row still decoding
     step_positions = positions[:, -1] + 1
     limit = min(options.max_new_tokens, model.dims.n_text_ctx - width)
@@ -215,6 +229,22 @@ def greedy_decode(
         step_positions = step_positions + 1
         logits = model.decoder.logits(hidden[:, -1])
     return results
+
+
+def _prefix_logprobs(
+    model: Whisper, hidden: Tensor, prefixes: list[list[int]], width: int
+) -> list[list[float]]:
+    """Log-probability of each given prefix token, from the position before it."""
+    out: list[list[float]] = []
+    for i, prefix in enumerate(prefixes):
+        if not prefix:
+            out.append([])
+            continue
+        start = width - len(prefix)
+        logprobs = torch.log_softmax(model.decoder.logits(hidden[i, start - 1 : width - 1]), -1)
+        ids = torch.tensor(prefix, device=hidden.device)[:, None]
+        out.append(logprobs.gather(1, ids)[:, 0].tolist())
+    return out
 
 
 def _pad_mask(pads: Tensor, total: int, dtype: torch.dtype) -> Tensor:

@@ -52,6 +52,7 @@ class PreparedBatch:
     frames: Tensor  # mel frames per item, audio + context padding (CPU)
     audio_positions: Tensor  # encoder positions that hold real audio, per item
     ready: torch.cuda.Event | None  # CUDA: set when the host-to-device copy has finished
+    copy_started: torch.cuda.Event | None = None  # CUDA: when the copy began (profiling)
 
 
 @dataclass(frozen=True)
@@ -136,12 +137,14 @@ class Transcriber:
         batch = torch.zeros(len(mels), mels[0].shape[0], width, pin_memory=cuda)
         for i, mel in enumerate(mels):
             batch[i, :, : mel.shape[-1]] = mel
-        ready = None
+        ready = copy_started = None
         if cuda:
             stream = self._copy_stream()
             with torch.cuda.stream(stream):
+                copy_started = torch.cuda.Event(enable_timing=True)
+                copy_started.record(stream)
                 batch = batch.to(self.device, dtype=self.plan.dtype, non_blocking=True)
-                ready = torch.cuda.Event()
+                ready = torch.cuda.Event(enable_timing=True)
                 ready.record(stream)
         else:
             batch = batch.to(dtype=self.plan.dtype)
@@ -160,7 +163,10 @@ class Transcriber:
         """Run the encoder once on a prepared batch.
         Returns (features (batch, positions, state), real positions per item)."""
         if prepared.ready is not None:
-            torch.cuda.current_stream(self.device).wait_event(prepared.ready)
+            compute = torch.cuda.current_stream(self.device)
+            compute.wait_event(prepared.ready)
+            # allocated on the copy stream, read on this one: keep it from early reuse
+            prepared.mel.record_stream(compute)
         frames, width = prepared.frames, prepared.mel.shape[-1]
         frames_arg = frames.to(self.device) if bool((frames < width).any()) else None
         features = self.model.encoder(prepared.mel, frames_arg).to(self.plan.decoder_dtype)
@@ -174,11 +180,20 @@ class Transcriber:
         prompts: list[list[int]],
         options: TranscribeOptions,
         offsets: list[float],
+        prefixes: list[list[int]] | None = None,
     ) -> list[Transcript]:
-        """positions: encoder positions per item (context); audio_positions: the real audio."""
+        """positions: encoder positions per item (context); audio_positions: the real audio;
+        prefixes: known transcript starts (see decoding.greedy_decode)."""
         decoding = options.decoding
         sequences = greedy_decode(
-            self.model, self.tokenizer, self.rules(decoding), features, positions, prompts, decoding
+            self.model,
+            self.tokenizer,
+            self.rules(decoding),
+            features,
+            positions,
+            prompts,
+            decoding,
+            prefixes,
         )
         return [
             self._finish(
@@ -217,13 +232,14 @@ class Transcriber:
         options: TranscribeOptions,
         offsets: list[float],
         timings: dict[str, float] | None = None,
+        prefixes: list[list[int]] | None = None,
     ) -> list[Transcript]:
         """The model stage: encoder, batched decoding and word alignment for a prepared batch."""
         started = time.perf_counter()
         features, positions = self.encode(prepared)
         encoded = time.perf_counter()
         results = self.decode(
-            features, positions, prepared.audio_positions, prompts, options, offsets
+            features, positions, prepared.audio_positions, prompts, options, offsets, prefixes
         )
         timings = {
             **(timings or {}),

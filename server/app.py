@@ -22,6 +22,7 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from streamstt.models.decoding import DecodingOptions
 from streamstt.models.transcriber import TranscribeOptions, Transcriber
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
@@ -104,6 +105,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     config: ServerConfig
     metrics: object | None = None
+    metrics_port: int = 0  # where /metrics is served (0 = not served)
 
     async def drain_and_stop(self) -> None:
         """NOT_SERVING now, refuse new calls, let running streams finish within the grace.
@@ -138,8 +140,12 @@ def warm_up(transcriber: Transcriber) -> float:
 def streaming_options() -> tuple[TranscribeOptions, TranscribeOptions]:
     """(interim, final) decoding options, chosen by measurement (docs/benchmarks.md):
     interims re-decode often, so they use the shorter encoder context (>= 15 s); a final is
-    decoded once per utterance, so it uses the full 30 s window and matches offline output."""
-    return TranscribeOptions(full_window=False), TranscribeOptions(full_window=True)
+    decoded once per utterance with the full 30 s window. Both decode without timestamp
+    tokens (word times come from the alignment heads) and start from the committed words as
+    a given prefix, so only the words after them are decoded token by token."""
+    no_timestamps = DecodingOptions(timestamps=False)
+    interim = TranscribeOptions(full_window=False, decoding=no_timestamps)
+    return interim, TranscribeOptions(full_window=True, decoding=no_timestamps)
 
 
 async def start_server(
@@ -147,6 +153,10 @@ async def start_server(
 ) -> RunningServer:
     """Load (unless given), warm up, bind and start; health turns SERVING at the end."""
     health_servicer = health.aio.HealthServicer()
+    if metrics is None and config.metrics_port >= 0:
+        from .metrics import Metrics
+
+        metrics = Metrics()
     transcriber = transcriber or await asyncio.to_thread(load_transcriber, config)
     interim, final = streaming_options()
     scheduler = Scheduler(
@@ -190,7 +200,10 @@ async def start_server(
             "warmup_s": round(warm, 3),
         },
     )
-    return RunningServer(server, port, servicer, scheduler, health_servicer, config, metrics)
+    running = RunningServer(server, port, servicer, scheduler, health_servicer, config, metrics)
+    if metrics is not None:
+        running.metrics_port = metrics.serve(config.host, config.metrics_port, running)
+    return running
 
 
 def _interceptors(config: ServerConfig) -> list:
@@ -216,15 +229,9 @@ def _bind(server: grpc.aio.Server, config: ServerConfig) -> int:
 async def serve(config: ServerConfig) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     setup_logging(config.log_json)
-    metrics = None
-    if config.metrics_port >= 0:
-        from .metrics import Metrics
-
-        metrics = Metrics()
-    running = await start_server(config, metrics=metrics)
-    if metrics is not None:
-        metrics_port = metrics.serve(config.host, config.metrics_port, running)
-        print(f"metrics on http://{config.host}:{metrics_port}/metrics", flush=True)
+    running = await start_server(config)
+    if running.metrics is not None:
+        print(f"metrics on http://{config.host}:{running.metrics_port}/metrics", flush=True)
     print(f"streamstt listening on {config.host}:{running.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

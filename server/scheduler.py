@@ -85,6 +85,10 @@ class _Planned:
     enqueued: float
 
 
+# A prepared batch with its prompt and prefix tokens, per item.
+_Inputs = tuple[PreparedBatch, list[list[int]], list[list[int]]]
+
+
 class Scheduler:
     def __init__(
         self,
@@ -214,7 +218,7 @@ class Scheduler:
             self._pending_model.add(future)
             future.add_done_callback(lambda f, p=planned: self._finished(f, p))
 
-    def _prepare(self, planned: _Planned) -> tuple[PreparedBatch, list[list[int]]]:
+    def _prepare(self, planned: _Planned) -> _Inputs:
         planned.timing.prep_start = time.monotonic()
         final = any(job.final for job in planned.jobs)
         prepared = self.transcriber.prepare(
@@ -222,16 +226,20 @@ class Scheduler:
         )
         tokenizer = self.transcriber.tokenizer
         prompts = [tokenizer.encode(" " + p) if p else [] for p in planned.prompts]
+        prefixes = [tokenizer.encode(" " + j.prefix) if j.prefix else [] for j in planned.jobs]
         planned.timing.prep_end = time.monotonic()
-        return prepared, prompts
+        return prepared, prompts, prefixes
 
-    def _run(self, planned: _Planned, prepared: tuple[PreparedBatch, list[list[int]]]):
+    def _run(self, planned: _Planned, prepared: _Inputs):
         planned.timing.model_start = time.monotonic()
         if self.fault_hook is not None:
             self.fault_hook([s.stream_id for s in planned.sessions])
         options = self.final_options if any(j.final for j in planned.jobs) else self.options
         offsets = [job.start / SAMPLE_RATE for job in planned.jobs]
-        results = self.transcriber.run(prepared[0], prepared[1], options, offsets)
+        prefixes = prepared[2]
+        results = self.transcriber.run(
+            prepared[0], prepared[1], options, offsets, prefixes=prefixes
+        )
         planned.timing.model_end = time.monotonic()
         return results
 

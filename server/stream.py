@@ -49,6 +49,7 @@ class Job:
     start: int  # first sample of the window (stream time)
     end: int  # one past the last sample
     prompt: str  # earlier text, given to the model as context
+    prefix: str = ""  # committed words in the window: the known start of the transcript
 
 
 @dataclass(frozen=True)
@@ -197,14 +198,16 @@ def next_job(state: StreamState) -> Job | None:
         start = min(max(start, state.audio_start), end)
         if state.settled:  # the utterance's early words were trimmed away with their audio
             start = state.audio_start
-        return Job(True, start, max(end, start), _prompt(state))
+        prefix = " ".join(w.word for w in state.committed)
+        return Job(True, start, max(end, start), _prompt(state), prefix)
     if not (state.in_speech and state.settings.interim_results):
         return None
     step = state.settings.step_ms * SAMPLE_RATE // 1000
     start = max(state.audio_start, _start(state))
     if state.received - state.last_step < step or state.received - start < MIN_WINDOW:
         return None
-    return Job(False, start, state.received, _prompt(state))
+    prefix = " ".join(w.word for w in state.committed)
+    return Job(False, start, state.received, _prompt(state), prefix)
 
 
 def window_audio(state: StreamState, job: Job) -> np.ndarray:

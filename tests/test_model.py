@@ -226,3 +226,24 @@ def test_cuda_tokens_match_cpu(transcriber_fp32):
     for name in SPEECH_CLIPS:
         clip = torch.from_numpy(load_clip(name))
         assert gpu.transcribe(clip, FULL).text == transcriber_fp32.transcribe(clip, FULL).text
+
+
+@pytest.mark.cuda
+def test_cuda_copy_overlaps_compute():
+    """Batch k+1's host-to-device copy (side stream) starts before batch k's encoder ends."""
+    gpu = Transcriber.load(device="cuda", precision="fp16")
+    clips = [torch.from_numpy(load_clip(n)) for n in SPEECH_CLIPS] * 16
+    options = TranscribeOptions(full_window=True)
+    current = gpu.prepare(clips, options)
+    gpu.encode(current)  # warm-up
+    torch.cuda.synchronize()
+    compute_started = torch.cuda.Event(enable_timing=True)
+    compute_ended = torch.cuda.Event(enable_timing=True)
+    compute_started.record()
+    gpu.encode(current)  # queued on the compute stream, runs asynchronously
+    upcoming = gpu.prepare(clips, options)  # its copy is queued on the copy stream
+    compute_ended.record()
+    torch.cuda.synchronize()
+    # the copy began while the encoder was still running: concurrent, not serialised after it
+    assert upcoming.copy_started.elapsed_time(compute_ended) > 0
+    assert compute_started.elapsed_time(upcoming.ready) > 0

@@ -307,3 +307,16 @@ def test_admission_control_refuses_streams_past_measured_capacity(make_server):
     holder.join(60)
     assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "capacity" in str(refused.value)
+
+
+def test_prometheus_metrics(make_server):
+    import urllib.request
+
+    running = make_server(metrics_port=0)
+    assert finals(run_stream(running.target, "sample"))
+    port = running.running.metrics_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'streamstt_streams_total{code="OK"} 1.0' in text
+    assert "streamstt_active_streams 0.0" in text
+    assert "streamstt_batch_size_count" in text and "streamstt_compute_seconds_count" in text
+    assert "streamstt_audio_seconds_total 5.3" in text
