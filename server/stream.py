@@ -159,10 +159,14 @@ def _force_long_utterance(state: StreamState) -> None:
     limit = state.settings.max_utterance_ms * SAMPLE_RATE // 1000
     start = state.utterance_start
     if state.in_speech and start is not None and state.received - start >= limit:
-        state.endpoints.append((start, state.received))
+        # Cut after the last committed word, not mid-word: the rest opens the next utterance.
+        cut = state.received
+        if state.committed:
+            cut = min(cut, max(start + 1, int(state.committed[-1].end * SAMPLE_RATE)))
+        state.endpoints.append((start, cut))
         if state.settings.single_utterance:
             state.in_speech, state.stopped = False, True
-        state.utterance_start = state.received
+        state.utterance_start = cut
 
 
 def close(state: StreamState) -> list[SpeechEvent]:

@@ -320,3 +320,30 @@ def test_prometheus_metrics(make_server):
     assert "streamstt_active_streams 0.0" in text
     assert "streamstt_batch_size_count" in text and "streamstt_compute_seconds_count" in text
     assert "streamstt_audio_seconds_total 5.3" in text
+
+
+def test_reflection_lists_the_services(server):
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    channel = grpc.insecure_channel(server.target)
+    services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    channel.close()
+    assert {"streamstt.v1.Recognizer", "grpc.health.v1.Health"} <= services
+
+
+def test_microphone_without_a_device_is_a_clear_message():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "streamstt.client.cli", "mic"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode == 0:
+        pytest.skip("this machine has a usable microphone")
+    assert done.returncode == 2 and "no usable input device" in done.stderr
+    assert "Traceback" not in done.stderr
