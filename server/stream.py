@@ -159,14 +159,27 @@ def _force_long_utterance(state: StreamState) -> None:
     limit = state.settings.max_utterance_ms * SAMPLE_RATE // 1000
     start = state.utterance_start
     if state.in_speech and start is not None and state.received - start >= limit:
-        # Cut after the last committed word, not mid-word: the rest opens the next utterance.
+        # Cut at a committed sentence end in the second half of the utterance if there is
+        # one, else after the last committed word; never mid-word. The rest opens the next
+        # utterance.
         cut = state.received
         if state.committed:
-            cut = min(cut, max(start + 1, int(state.committed[-1].end * SAMPLE_RATE)))
+            cut = min(cut, max(start + 1, _cut_point(state.committed, start + limit // 2)))
         state.endpoints.append((start, cut))
         if state.settings.single_utterance:
             state.in_speech, state.stopped = False, True
         state.utterance_start = cut
+
+
+def _cut_point(committed: list[TimedWord], earliest: int) -> int:
+    """Sample after the last committed sentence end past `earliest`, else the last word."""
+    for word in reversed(committed):
+        end = int(word.end * SAMPLE_RATE)
+        if end < earliest:
+            break
+        if word.word[-1:] in ".?!":
+            return end
+    return int(committed[-1].end * SAMPLE_RATE)
 
 
 def close(state: StreamState) -> list[SpeechEvent]:
