@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np
@@ -30,6 +29,9 @@ from .settings import ServerConfig
 from .vad import SileroVad
 
 _LOGGER = logging.getLogger("streamstt.server")
+_SLOW_READER = (
+    "the client stopped reading responses for more than {:g} s (outbox_timeout_s); stream aborted"
+)
 
 
 class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
@@ -51,7 +53,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         self.model_names = {transcriber.name, "default", ""}
 
     # ---- StreamingRecognize ------------------------------------------------------------
-    async def StreamingRecognize(self, request_iterator, context) -> AsyncIterator:  # noqa: N802
+    async def StreamingRecognize(self, request_iterator, context) -> None:  # noqa: N802
         if self.draining:
             await self._reject(
                 context,
@@ -116,7 +118,13 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                     if item.code != grpc.StatusCode.OK:
                         await context.abort(item.code, item.message)
                     break
-                yield item
+                try:
+                    # A client that stops reading blocks this write (HTTP/2 flow control);
+                    # past the outbox timeout its stream is aborted, others are unaffected.
+                    await asyncio.wait_for(context.write(item), self.config.outbox_timeout_s)
+                except asyncio.TimeoutError:
+                    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+                    await context.abort(code, _SLOW_READER.format(self.config.outbox_timeout_s))
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -200,3 +200,45 @@ def test_client_deadline_shorter_than_audio(server):
 
     status, _, _ = call(server.target, paced(), timeout=1.5)
     assert status == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_a_client_that_stops_reading_is_aborted(make_server):
+    """HTTP/2 flow control blocks the server's writes; after outbox_timeout_s the stream ends
+    with RESOURCE_EXHAUSTED, and a normal stream on the same server is not held up."""
+    import time
+
+    import soundfile
+
+    running = make_server(outbox_timeout_s=1.0)
+    samples, _ = soundfile.read(DATA / "long_read.wav", dtype="int16")
+    chunks = [samples[i : i + 1600].tobytes() for i in range(0, len(samples), 1600)]
+
+    def requests():
+        yield config(
+            interim_results=True,
+            enable_voice_activity_events=True,
+            recognition={"enable_word_time_offsets": True, "enable_word_confidence": True},
+        )
+        for chunk in chunks:
+            time.sleep(0.02)
+            yield audio(chunk)
+
+    channel = grpc.insecure_channel(
+        running.target, options=[("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
+    )
+    call = asr_pb2_grpc.RecognizerStub(channel).StreamingRecognize(requests(), timeout=60)
+    started = time.monotonic()
+    status, _, responses = call_with_config(running.target)  # a normal stream meanwhile
+    assert status == grpc.StatusCode.OK and responses
+    assert time.monotonic() - started < 30
+    time.sleep(max(0.0, 8 - (time.monotonic() - started)))  # the slow client reads nothing
+    with pytest.raises(grpc.RpcError) as aborted:
+        for _ in call:
+            pass
+    channel.close()
+    assert aborted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "stopped reading" in aborted.value.details()
+
+
+def call_with_config(target: str):
+    return call(target, [config(), audio(speech_bytes(3.0))])
