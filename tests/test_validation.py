@@ -242,3 +242,46 @@ def test_a_client_that_stops_reading_is_aborted(make_server):
 
 def call_with_config(target: str):
     return call(target, [config(), audio(speech_bytes(3.0))])
+
+
+def _wave(target: str, streams: int) -> list[tuple[grpc.StatusCode, float]]:
+    """Open `streams` streams at once; refused ones end at once, the others are released
+    after 1.5 s. Returns (status, seconds to end) per stream."""
+    import threading
+    import time
+
+    release = threading.Event()
+    outcomes: list[tuple[grpc.StatusCode, float]] = []
+    lock = threading.Lock()
+
+    def requests():
+        yield config()
+        yield audio(b"\0\0" * 1600)
+        release.wait(20)
+
+    def one() -> None:
+        started = time.monotonic()
+        status, _, _ = call(target, requests(), timeout=30)
+        with lock:
+            outcomes.append((status, time.monotonic() - started))
+
+    threads = [threading.Thread(target=one) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
+
+
+def test_load_shedding_holds_the_limit_in_three_waves(make_server):
+    """max_streams + k streams at once: exactly k are refused, fast; again in three waves."""
+    limit, extra = 3, 2
+    running = make_server(max_streams=limit, admission_utilization=1e6)
+    for _ in range(3):
+        outcomes = _wave(running.target, limit + extra)
+        refused = [t for s, t in outcomes if s == grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert len(refused) == extra, outcomes
+        assert all(elapsed < 1.0 for elapsed in refused), outcomes
+        assert sum(s == grpc.StatusCode.OK for s, _ in outcomes) == limit, outcomes
