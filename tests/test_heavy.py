@@ -75,3 +75,67 @@ def test_a_thousand_cancels_leave_nothing_behind(make_server):
 async def _count_tasks() -> int:
     await asyncio.sleep(0.5)  # let cancelled handlers unwind
     return len(asyncio.all_tasks())
+
+
+def test_graceful_shutdown_under_twenty_streams():
+    """SIGTERM with 20 streams running: NOT_SERVING at once, new streams UNAVAILABLE, streams
+    that end within the grace get their finals and OK, exit within grace + 2 s."""
+    import signal
+    import threading
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from test_cli import spawn_server
+
+    from streamstt.client.client import StreamingClient, StreamInterrupted, streaming_config
+
+    grace = 10.0
+    process, target = spawn_server(
+        "--grace-s", str(grace), "--max-streams", "24", "--admission-utilization", "1000000"
+    )
+    rate, channels, chunks = file_chunks(DATA / "sample.wav", 100)
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def talk() -> None:
+        try:
+            with StreamingClient(target) as client:
+                responses = list(
+                    client.stream(
+                        streaming_config(rate, channels=channels),
+                        chunks[:30],
+                        pace_s=0.1,
+                        timeout=60,
+                    )
+                )
+            result = [r for resp in responses for r in resp.results if r.is_final]
+        except StreamInterrupted as exc:
+            result = exc.code
+        with lock:
+            outcomes.append(result)
+
+    try:
+        threads = [threading.Thread(target=talk) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        channel = grpc.insecure_channel(target)
+        time.sleep(0.3)
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        channel.close()
+        with pytest.raises(StreamInterrupted) as refused, StreamingClient(target) as late:
+            list(late.stream(streaming_config(16000), [b"\0\0" * 1600], timeout=10))
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        for thread in threads:
+            thread.join(60)
+        assert process.wait(grace + 5) == 0
+        assert time.monotonic() - signalled < grace + 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert len(outcomes) == 20
+    assert all(isinstance(o, list) and o for o in outcomes), outcomes
