@@ -285,3 +285,31 @@ def test_load_shedding_holds_the_limit_in_three_waves(make_server):
         assert len(refused) == extra, outcomes
         assert all(elapsed < 1.0 for elapsed in refused), outcomes
         assert sum(s == grpc.StatusCode.OK for s, _ in outcomes) == limit, outcomes
+
+
+def test_over_eager_keepalive_pings_get_goaway(make_server):
+    import threading
+
+    running = make_server(keepalive_min_ping_s=10.0, idle_timeout_s=30.0)
+    channel = grpc.insecure_channel(
+        running.target,
+        options=[
+            ("grpc.keepalive_time_ms", 100),
+            ("grpc.keepalive_timeout_ms", 5000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+        ],
+    )
+    stop = threading.Event()
+
+    def quiet():
+        yield config()
+        stop.wait(15)
+
+    stub = asr_pb2_grpc.RecognizerStub(channel)
+    with pytest.raises(grpc.RpcError) as goaway:
+        list(stub.StreamingRecognize(quiet(), timeout=20))
+    stop.set()
+    channel.close()
+    assert goaway.value.code() == grpc.StatusCode.UNAVAILABLE, goaway.value.details()
+    assert "too many pings" in goaway.value.details().lower()  # GOAWAY ENHANCE_YOUR_CALM
