@@ -33,10 +33,12 @@ def speech_bytes(seconds: float = 1.0) -> bytes:
     return samples[: int(seconds * 16000)].tobytes()
 
 
-def call(target: str, requests: list[Request], timeout: float = 60):
-    channel = grpc.insecure_channel(
-        target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
-    )
+def call(target: str, requests: list[Request], timeout: float = 60, channel=None):
+    own = channel is None
+    if own:
+        channel = grpc.insecure_channel(
+            target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        )
     stub = asr_pb2_grpc.RecognizerStub(channel)
     responses = []
     try:
@@ -46,7 +48,8 @@ def call(target: str, requests: list[Request], timeout: float = 60):
     except grpc.RpcError as error:
         return error.code(), error.details(), responses
     finally:
-        channel.close()
+        if own:
+            channel.close()
 
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -259,9 +262,12 @@ def _wave(target: str, streams: int) -> list[tuple[grpc.StatusCode, float]]:
         yield audio(b"\0\0" * 1600)
         release.wait(20)
 
+    channel = grpc.insecure_channel(target)
+    grpc.channel_ready_future(channel).result(timeout=10)  # time the call, not the connect
+
     def one() -> None:
         started = time.monotonic()
-        status, _, _ = call(target, requests(), timeout=30)
+        status, _, _ = call(target, requests(), timeout=30, channel=channel)
         with lock:
             outcomes.append((status, time.monotonic() - started))
 
@@ -272,18 +278,19 @@ def _wave(target: str, streams: int) -> list[tuple[grpc.StatusCode, float]]:
     release.set()
     for thread in threads:
         thread.join(30)
+    channel.close()
     return outcomes
 
 
 def test_load_shedding_holds_the_limit_in_three_waves(make_server):
-    """max_streams + k streams at once: exactly k are refused, fast; again in three waves."""
+    """max_streams + k streams at once: exactly k are refused in under 100 ms; three waves."""
     limit, extra = 3, 2
     running = make_server(max_streams=limit, admission_utilization=1e6)
     for _ in range(3):
         outcomes = _wave(running.target, limit + extra)
         refused = [t for s, t in outcomes if s == grpc.StatusCode.RESOURCE_EXHAUSTED]
         assert len(refused) == extra, outcomes
-        assert all(elapsed < 1.0 for elapsed in refused), outcomes
+        assert all(elapsed < 0.1 for elapsed in refused), outcomes
         assert sum(s == grpc.StatusCode.OK for s, _ in outcomes) == limit, outcomes
 
 
