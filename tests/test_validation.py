@@ -203,6 +203,11 @@ def test_client_deadline_shorter_than_audio(server):
 
     status, _, _ = call(server.target, paced(), timeout=1.5)
     assert status == grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline = time.monotonic() + 5
+    while server.running.servicer.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # the stream is gone from the server, so no later batch can pick it up
+    assert not server.running.servicer.active and not server.scheduler.sessions
 
 
 def test_a_client_that_stops_reading_is_aborted(make_server):
@@ -213,6 +218,7 @@ def test_a_client_that_stops_reading_is_aborted(make_server):
     import soundfile
 
     running = make_server(outbox_timeout_s=1.0)
+    rss_before = _rss_mb()
     samples, _ = soundfile.read(DATA / "long_read.wav", dtype="int16")
     chunks = [samples[i : i + 1600].tobytes() for i in range(0, len(samples), 1600)]
 
@@ -241,6 +247,16 @@ def test_a_client_that_stops_reading_is_aborted(make_server):
     channel.close()
     assert aborted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "stopped reading" in aborted.value.details()
+    assert not running.running.servicer.active
+    assert _rss_mb() - rss_before < 100, "memory held for the stuck client"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def call_with_config(target: str):
