@@ -336,3 +336,44 @@ def test_over_eager_keepalive_pings_get_goaway(make_server):
     channel.close()
     assert goaway.value.code() == grpc.StatusCode.UNAVAILABLE, goaway.value.details()
     assert "too many pings" in goaway.value.details().lower()  # GOAWAY ENHANCE_YOUR_CALM
+
+
+def test_refused_streams_do_not_slow_the_admitted_one(make_server):
+    """The admitted stream's end-of-audio-to-final time with a flood of refused streams
+    around it stays close to its time alone."""
+    import threading
+    import time
+
+    from streamstt.client.client import StreamingClient, file_chunks, streaming_config
+
+    running = make_server(max_streams=1, admission_utilization=1e6)
+    rate, channels, chunks = file_chunks(DATA / "sample.wav", 100)
+
+    def final_delay() -> float:
+        with StreamingClient(running.target) as client:
+            responses = client.stream(
+                streaming_config(rate, channels=channels), chunks, pace_s=0.1, timeout=60
+            )
+            started = time.monotonic()
+            finals = [time.monotonic() for r in responses for x in r.results if x.is_final]
+        return finals[-1] - started - len(chunks) * 0.1
+
+    alone = final_delay()
+    stop = threading.Event()
+    refused: list[grpc.StatusCode] = []
+
+    def flood() -> None:
+        while not stop.is_set():
+            status, _, _ = call(running.target, [config()], timeout=10)
+            refused.append(status)
+            time.sleep(0.05)
+
+    flooding = threading.Thread(target=flood)
+    flooding.start()
+    time.sleep(0.2)
+    crowded = final_delay()
+    stop.set()
+    flooding.join(30)
+    assert refused and set(refused) <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OK}
+    assert refused.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 10
+    assert crowded <= alone * 1.5 + 0.5, (alone, crowded)
