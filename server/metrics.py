@@ -53,9 +53,15 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.emission = Histogram(
+            "streamstt_emission_latency_seconds",
+            "From the arrival of a word's end audio to the first result showing the word",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.budget_misses = Counter(
             "streamstt_budget_misses_total",
-            "Results later than the stream's latency budget",
+            "Words first shown later than the stream's latency budget",
             registry=registry,
         )
         self.finals = Counter(
@@ -78,12 +84,13 @@ class Metrics:
         self.compute.observe(info["compute_ms"] / 1000)
         if job.final:
             self.finals.inc()
-        if session.pending_since is not None or job.final:
-            return
-        lag = time.monotonic() - session.last_arrival
-        self.lag.observe(lag)
-        if lag * 1000 > session.settings.latency_budget_ms:
-            self.budget_misses.inc()
+        budget_s = session.settings.latency_budget_ms / 1000
+        for delay in session.new_word_emissions(words):
+            self.emission.observe(delay)
+            if delay > budget_s:
+                self.budget_misses.inc()
+        if session.pending_since is None and not job.final:
+            self.lag.observe(time.monotonic() - session.last_arrival)
 
     def on_batch(self, size: int) -> None:
         self.batch_size.observe(size)

@@ -27,6 +27,7 @@ from .settings import StreamSettings
 
 Response = asr_pb2.StreamingRecognizeResponse
 _IDS = itertools.count(1)
+ARRIVALS_KEPT = 4096  # chunk arrival times remembered per stream (~7 min of 100 ms chunks)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,9 @@ class StreamSession:
         self.max_samples = max_samples
         self.pending_since: float | None = None  # arrival of the oldest undecoded audio
         self.last_arrival = time.monotonic()  # arrival of the newest audio
+        # (stream sample at the end of a chunk, arrival time): for word emission latency
+        self.arrivals: deque[tuple[int, float]] = deque(maxlen=ARRIVALS_KEPT)
+        self.emitted_until = 0.0  # stream seconds: end of the newest word already sent
         self.ended = False
         self.end_status: StatusEnd | None = None  # sent once all finals are out
         self.on_metrics = on_metrics
@@ -150,6 +154,19 @@ class StreamSession:
         self._maybe_finish()
         self._notify()
 
+    def new_word_emissions(self, words: list[engine.TimedWord]) -> list[float]:
+        """Seconds from the arrival of each newly shown word's end audio until now."""
+        now, delays = time.monotonic(), []
+        for word in words:
+            if word.end <= self.emitted_until:
+                continue
+            end_sample = int(word.end * SAMPLE_RATE)
+            arrived = next((t for sample, t in self.arrivals if sample >= end_sample), None)
+            if arrived is not None:
+                delays.append(now - arrived)
+            self.emitted_until = word.end
+        return delays
+
     def fail(self, code: str, message: str) -> None:
         self._end(StatusEnd(getattr(grpc.StatusCode, code), message))
 
@@ -160,6 +177,7 @@ class StreamSession:
             return
         if len(result.audio):
             self.last_arrival = time.monotonic()
+            self.arrivals.append((self.state.received + len(result.audio), self.last_arrival))
             if self.pending_since is None:
                 self.pending_since = self.last_arrival
         events = engine.on_audio(self.state, result.audio, result.speech_probs)

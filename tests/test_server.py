@@ -319,6 +319,12 @@ def test_prometheus_metrics(make_server):
     assert 'streamstt_streams_total{code="OK"} 1.0' in text
     assert "streamstt_active_streams 0.0" in text
     assert "streamstt_batch_size_count" in text and "streamstt_compute_seconds_count" in text
+    emitted = [
+        line
+        for line in text.splitlines()
+        if line.startswith("streamstt_emission_latency_seconds_count")
+    ]
+    assert emitted and float(emitted[0].split()[-1]) >= 10  # the sample has 14 words
     assert "streamstt_audio_seconds_total 5.3" in text
 
 
