@@ -83,21 +83,21 @@ def align_words(
     model: Whisper,
     tokenizer: WhisperTokenizer,
     heads: list[tuple[int, int]],
-    audio_features: Tensor,
+    cross_kv: list[tuple[Tensor, Tensor]],
     positions: int,
     text_tokens: list[int],
     token_probs: list[float],
 ) -> list[Word]:
-    """Words with times for one window. audio_features: (1, P, state), the encoder context;
-    positions: how many of those positions hold real audio (alignment stays inside them)."""
+    """Words with times for one window. cross_kv: per decoder layer, the audio keys/values of
+    the window's encoder context, (1, head, P, dim); positions: how many of the P hold real
+    audio (alignment stays inside them)."""
     if not text_tokens:
         return []
     special = tokenizer.special
     sot = tokenizer.sot_sequence
-    tokens = torch.tensor(
-        [[*sot, special.no_timestamps, *text_tokens, special.eot]], device=audio_features.device
-    )
-    layers = model.decoder.cross_attention_weights(tokens, audio_features, None)
+    device = cross_kv[0][0].device
+    tokens = torch.tensor([[*sot, special.no_timestamps, *text_tokens, special.eot]], device=device)
+    layers = model.decoder.cross_attention_weights(tokens, cross_kv, None)
     weights = torch.stack([layers[layer][0, head, :, :positions] for layer, head in heads])
     std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
     weights = median_filter((weights - mean) / std.clamp(min=1e-8), MEDIAN_FILTER_WIDTH)

@@ -149,13 +149,15 @@ def greedy_decode(
     prompts: list[list[int]],
     options: DecodingOptions,
     prefixes: list[list[int]] | None = None,
+    cross_kv: list[tuple[Tensor, Tensor]] | None = None,
 ) -> list[DecodedSequence]:
     """Decode a batch. audio_features: (batch, positions, state) from the encoder;
     audio_positions: real encoder positions per item (None = all are real).
 
     prompts: earlier text per item (context, not part of the transcript). prefixes: the start
     of each transcript, already known (a stream's committed words): it is fed in one forward
-    pass instead of being decoded token by token, and only the rest is decoded."""
+    pass instead of being decoded token by token, and only the rest is decoded. cross_kv: the
+    decoder's audio keys/values if the caller computed them already (`cross_cache`)."""
     device = audio_features.device
     prefixes = prefixes or [[] for _ in prompts]
     starts = [initial_tokens(tokenizer, p, options) + f for p, f in zip(prompts, prefixes)]
@@ -172,7 +174,7 @@ def greedy_decode(
     diagonal = torch.arange(width, device=device)
     first_mask[:, :, diagonal, diagonal] = 0.0
     positions = (torch.arange(width, device=device)[None, :] - pads[:, None]).clamp(min=0)
-    cache = KVCache([], model.decoder.cross_cache(audio_features))
+    cache = KVCache([], cross_kv or model.decoder.cross_cache(audio_features))
     hidden, cache = model.decoder(tokens, positions, cache, first_mask, cross_mask)
 
     opening = len(tokenizer.sot_sequence) + (0 if options.timestamps else 1)

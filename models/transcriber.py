@@ -6,6 +6,7 @@ call); `Transcriber.transcribe` handles a whole file of any length, window by wi
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from dataclasses import dataclass, field, replace
@@ -172,6 +173,7 @@ class Transcriber:
         features = self.model.encoder(prepared.mel, frames_arg).to(self.plan.decoder_dtype)
         return features, (frames + 1) // 2
 
+    @torch.inference_mode()
     def decode(
         self,
         features: Tensor,
@@ -185,6 +187,8 @@ class Transcriber:
         """positions: encoder positions per item (context); audio_positions: the real audio;
         prefixes: known transcript starts (see decoding.greedy_decode)."""
         decoding = options.decoding
+        # the audio keys/values serve both decoding and word alignment: project them once
+        cross_kv = self.model.decoder.cross_cache(features)
         sequences = greedy_decode(
             self.model,
             self.tokenizer,
@@ -194,11 +198,15 @@ class Transcriber:
             prompts,
             decoding,
             prefixes,
+            cross_kv,
         )
         return [
             self._finish(
                 seq,
-                features[i : i + 1, : int(positions[i])],
+                [
+                    (k[i : i + 1, :, : int(positions[i])], v[i : i + 1, :, : int(positions[i])])
+                    for k, v in cross_kv
+                ],
                 int(audio_positions[i]),
                 options,
                 offsets[i],
@@ -253,7 +261,7 @@ class Transcriber:
     def _finish(
         self,
         seq: DecodedSequence,
-        features: Tensor,
+        cross_kv: list[tuple[Tensor, Tensor]],
         positions: int,
         options: TranscribeOptions,
         offset: float,
@@ -261,9 +269,7 @@ class Transcriber:
         tok = self.tokenizer
         text_tokens = [t for t in seq.tokens if t < tok.special.eot]
         probs = [
-            float(torch.tensor(lp).exp())
-            for t, lp in zip(seq.tokens, seq.token_logprobs)
-            if t < tok.special.eot
+            math.exp(lp) for t, lp in zip(seq.tokens, seq.token_logprobs) if t < tok.special.eot
         ]
         text = tok.decode(text_tokens)
         dropped = ""
@@ -284,7 +290,7 @@ class Transcriber:
                     self.model,
                     tok,
                     self.loaded.alignment_heads,
-                    features,
+                    cross_kv,
                     positions,
                     text_tokens,
                     probs,

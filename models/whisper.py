@@ -203,23 +203,23 @@ class TextDecoder(nn.Module):
         return self.ln(x), KVCache(new_self, cache.cross_kv)
 
     def cross_attention_weights(
-        self, tokens: Tensor, audio: Tensor, cross_mask: Tensor | None
+        self, tokens: Tensor, cross_kv: list[tuple[Tensor, Tensor]], cross_mask: Tensor | None
     ) -> list[Tensor]:
         """Run the whole sequence once and return each layer's cross-attention probabilities
-        (batch, head, tokens, frames); used by word alignment."""
+        (batch, head, tokens, frames); used by word alignment. cross_kv: the per-layer audio
+        keys/values that decoding already computed (`cross_cache`)."""
         t = tokens.shape[1]
         positions = torch.arange(t, device=tokens.device)[None, :].expand_as(tokens)
         x = self.token_embedding(tokens) + self.positional_embedding[positions]
-        x = x.to(audio.dtype)
+        x = x.to(cross_kv[0][0].dtype)
         causal = torch.full((t, t), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
         weights = []
-        for block in self.blocks:
+        for block, audio_kv in zip(self.blocks, cross_kv):
             h = block.attn_ln(x)
             x = x + block.attn.attend(h, block.attn.project_kv(h), causal)
-            cross_kv = block.cross_attn.project_kv(audio)
             h = block.cross_attn_ln(x)
-            weights.append(block.cross_attn.weights(h, cross_kv, cross_mask))
-            x = x + block.cross_attn.attend(h, cross_kv, cross_mask)
+            weights.append(block.cross_attn.weights(h, audio_kv, cross_mask))
+            x = x + block.cross_attn.attend(h, audio_kv, cross_mask)
             x = x + block.mlp(block.mlp_ln(x))
         return weights
 

@@ -125,7 +125,6 @@ class Scheduler:
         self._in_flight: set[str] = set()
         self._model_free = asyncio.Semaphore(1)
         self._task: asyncio.Task | None = None
-        self._pending_model: set[asyncio.Future] = set()
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -224,7 +223,6 @@ class Scheduler:
                 continue
             await self._model_free.acquire()
             future = loop.run_in_executor(self.model_thread, self._run, planned, prepared)
-            self._pending_model.add(future)
             future.add_done_callback(lambda f, p=planned: self._finished(f, p))
 
     def _prepare(self, planned: _Planned) -> _Inputs:
@@ -253,7 +251,6 @@ class Scheduler:
         return results
 
     def _finished(self, future: asyncio.Future, planned: _Planned) -> None:
-        self._pending_model.discard(future)
         self._model_free.release()
         for session in planned.sessions:
             self._in_flight.discard(session.stream_id)
