@@ -1,4 +1,4 @@
-"""`streamstt` command line: serve, stream, mic, transcribe, bench."""
+"""`streamstt` command line: serve, stream, mic, transcribe, health, bench."""
 
 from __future__ import annotations
 
@@ -239,6 +239,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """gRPC health check for container HEALTHCHECKs and scripts: exit 0 only when SERVING.
+
+    Imports grpc alone (not torch), so it is cheap enough to run every few seconds."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    if args.tls or args.ca:
+        root = Path(args.ca).read_bytes() if args.ca else None
+        channel = grpc.secure_channel(args.server, grpc.ssl_channel_credentials(root))
+    else:
+        channel = grpc.insecure_channel(args.server)
+    with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as error:
+            print(f"{args.server}: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.server} service={args.service!r}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def _add_client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", default="127.0.0.1:50051", help="host:port of the server")
     parser.add_argument("--tls", action="store_true", help="use TLS")
@@ -297,6 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--ca")
     transcribe.add_argument("--token")
     transcribe.set_defaults(func=cmd_transcribe)
+
+    check = sub.add_parser("health", help="gRPC health check: exit 0 when SERVING")
+    check.add_argument(
+        "--service",
+        default="",
+        help="'' = ready for new streams (default), 'liveness' = process alive",
+    )
+    check.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    _add_client_flags(check)
+    check.set_defaults(func=cmd_health)
 
     _add_bench(sub)
     return parser

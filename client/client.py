@@ -1,17 +1,27 @@
 """Python client for the streamstt Recognizer service: sync and asyncio.
 
+Targets: one `host:port`, a list of them, or a `dns:///name:port` whose name resolves to several
+replicas. With more than one replica the channel balances calls round-robin over the replicas
+whose gRPC health says SERVING (client-side health checking of service ""), so a new stream
+goes to a replica that is up, not draining and not at capacity. A bidi stream stays on the
+replica it started on.
+
 Retries: the unary calls (Recognize, ListModels) are idempotent and retried on UNAVAILABLE by
-gRPC's own retry policy. A stream is never replayed silently: if it breaks, the caller gets
-`StreamInterrupted` carrying the final results it already received, and may resume from the
-last final's end time with a new stream.
+gRPC's own retry policy. A stream is never replayed silently: `stream()` raises
+`StreamInterrupted` carrying the final results it already received and `resume_offset_s`, the
+end of the last final; `stream_resumable()` instead opens a new stream (on another replica when
+balanced) and sends again the audio after that point, so the caller sees one stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import socket
+import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,35 +31,51 @@ import soundfile
 
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
-# gRPC retry policy for the idempotent unary methods only.
-_SERVICE_CONFIG = json.dumps(
+from .resume import AudioLog, Continuation, replay_requests, resumable
+
+REPLICA_HEADER = "streamstt-replica"  # which replica serves a stream (initial metadata)
+RESUME_BACKOFF_S = 0.2  # before the n-th resume, wait n times this (all replicas may be full)
+
+
+def _service_config(balanced: bool, health_check: bool) -> str:
+    """gRPC service config: retries for the idempotent unary methods only; with several
+    replicas, round-robin over those whose health (service "") is SERVING."""
+    config: dict = {"methodConfig": _METHOD_CONFIG}
+    if balanced:
+        config["loadBalancingConfig"] = [{"round_robin": {}}]
+    if health_check:
+        config["healthCheckConfig"] = {"serviceName": ""}
+    return json.dumps(config)
+
+
+_METHOD_CONFIG = [
     {
-        "methodConfig": [
-            {
-                "name": [
-                    {"service": "streamstt.v1.Recognizer", "method": "Recognize"},
-                    {"service": "streamstt.v1.Recognizer", "method": "ListModels"},
-                ],
-                "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.2s",
-                    "maxBackoff": "2s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
+        "name": [
+            {"service": "streamstt.v1.Recognizer", "method": "Recognize"},
+            {"service": "streamstt.v1.Recognizer", "method": "ListModels"},
+        ],
+        "retryPolicy": {
+            "maxAttempts": 4,
+            "initialBackoff": "0.2s",
+            "maxBackoff": "2s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
     }
-)
+]
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # what the client accepts (the server has its own limit)
 
 
 class StreamInterrupted(Exception):
-    """A stream ended with an error; `finals` holds the final results received before it."""
+    """A stream ended with an error; `finals` holds the final results received before it and
+    `resume_offset_s` the stream time where the last of them ended (0 without finals): a new
+    stream that starts with the audio from there loses nothing."""
 
     def __init__(self, error: grpc.RpcError, finals: list) -> None:
         super().__init__(f"{error.code().name}: {error.details()}")
         self.error, self.finals = error, finals
+        ends = [f.result_end_time.ToNanoseconds() for f in finals]
+        self.resume_offset_s = max(ends, default=0) / 1e9
 
     @property
     def code(self) -> grpc.StatusCode:
@@ -63,16 +89,64 @@ class ClientOptions:
     client_certificate: bytes | None = None  # PEM, for mTLS
     client_key: bytes | None = None
     token: str | None = None  # bearer token sent as 'authorization' metadata
-    load_balancing: str = "round_robin"  # for dns:/// or multi-address targets
+    # Client-side health checking: None = on when balancing over several replicas. With it, a
+    # replica that is loading, draining or at capacity gets no new calls.
+    health_check: bool | None = None
 
 
-def _channel_options(options: ClientOptions) -> list[tuple[str, object]]:
-    return [
-        ("grpc.service_config", _SERVICE_CONFIG),
+@dataclass(frozen=True)
+class Target:
+    """A gRPC channel target made from what the caller gave."""
+
+    uri: str
+    balanced: bool  # several replicas may be behind it
+    authority: str | None = None  # TLS name / :authority when addresses replaced names
+
+
+def resolve_target(target: str | Sequence[str]) -> Target:
+    """`host:port`, `dns:///name:port` (any gRPC URI), `a:1,b:2` or a list of `host:port`.
+
+    A list becomes one channel over all addresses (gRPC's ipv4:/ipv6: scheme); names in a list
+    are resolved here, once, so use `dns:///` for a name whose addresses change."""
+    if isinstance(target, str):
+        if "://" in target or target.startswith(("ipv4:", "ipv6:", "unix:")):
+            return Target(target, balanced=target.startswith(("dns:", "ipv4:", "ipv6:")))
+        target = [t.strip() for t in target.split(",") if t.strip()]
+    targets = list(target)
+    if not targets:
+        raise ValueError("no server target given")
+    if len(targets) == 1:
+        return Target(targets[0], balanced=False)
+    v4: list[str] = []
+    v6: list[str] = []
+    for item in targets:
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{item!r} is not host:port")
+        host = host.strip("[]")
+        try:
+            addresses = [ipaddress.ip_address(host)]
+        except ValueError:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+        for address in dict.fromkeys(addresses):
+            (v4 if address.version == 4 else v6).append(
+                f"{address}:{port}" if address.version == 4 else f"[{address}]:{port}"
+            )
+    uri = "ipv4:" + ",".join(v4) if v4 else "ipv6:" + ",".join(v6)
+    return Target(uri, balanced=True, authority=targets[0])
+
+
+def _channel_options(options: ClientOptions, target: Target) -> list[tuple[str, object]]:
+    health_check = target.balanced if options.health_check is None else options.health_check
+    channel_options: list[tuple[str, object]] = [
+        ("grpc.service_config", _service_config(target.balanced, health_check)),
         ("grpc.enable_retries", 1),
-        ("grpc.lb_policy_name", options.load_balancing),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ]
+    if target.authority and options.tls:
+        channel_options.append(("grpc.default_authority", target.authority))
+    return channel_options
 
 
 def _credentials(options: ClientOptions) -> grpc.ChannelCredentials:
@@ -146,15 +220,19 @@ def _requests(config, chunks: Iterable[bytes], pace_s: float = 0.0) -> Iterator:
 
 
 class StreamingClient:
-    """Synchronous client. `target` is host:port, a comma-free dns:/// name, or ipv4:a,b,c."""
+    """Synchronous client. `target`: `host:port`, a list of them, or `dns:///name:port`."""
 
-    def __init__(self, target: str, options: ClientOptions = ClientOptions()) -> None:
+    def __init__(
+        self, target: str | Sequence[str], options: ClientOptions = ClientOptions()
+    ) -> None:
         self.options = options
-        channel_options = _channel_options(options)
+        self.target = resolve_target(target)
+        channel_options = _channel_options(options, self.target)
         if options.tls:
-            self.channel = grpc.secure_channel(target, _credentials(options), channel_options)
+            credentials = _credentials(options)
+            self.channel = grpc.secure_channel(self.target.uri, credentials, channel_options)
         else:
-            self.channel = grpc.insecure_channel(target, channel_options)
+            self.channel = grpc.insecure_channel(self.target.uri, channel_options)
         self.stub = asr_pb2_grpc.RecognizerStub(self.channel)
         self._metadata = (("authorization", f"Bearer {options.token}"),) if options.token else ()
 
@@ -176,19 +254,68 @@ class StreamingClient:
         chunks: Iterable[bytes],
         pace_s: float = 0.0,
         timeout: float | None = None,
+        on_replica: Callable[[str], None] | None = None,
     ) -> Iterator[asr_pb2.StreamingRecognizeResponse]:
         """Send the config then the chunks (optionally one every `pace_s` seconds); yield
-        responses as they arrive. Raises StreamInterrupted on a non-OK end."""
-        finals = []
-        call = self.stub.StreamingRecognize(
-            _requests(config, chunks, pace_s), timeout=timeout, metadata=self._metadata
-        )
+        responses as they arrive. Raises StreamInterrupted on a non-OK end. `on_replica` gets
+        the name of the replica serving the stream once it is known."""
+        yield from self._call(_requests(config, chunks, pace_s), [], timeout, on_replica)
+
+    def stream_resumable(
+        self,
+        config: asr_pb2.StreamingRecognitionConfig,
+        chunks: Iterable[bytes],
+        pace_s: float = 0.0,
+        timeout: float | None = None,
+        on_replica: Callable[[str], None] | None = None,
+        max_resumes: int = 3,
+    ) -> Iterator[asr_pb2.StreamingRecognizeResponse]:
+        """Like stream(), but when the serving replica goes away (UNAVAILABLE) or refuses the
+        stream before any audio (draining, at capacity), open a new stream and send again the
+        audio after the last final: results keep one timeline and one utterance numbering.
+        Raw PCM encodings only. After `max_resumes` resumes the failure is raised as
+        StreamInterrupted with every final so far."""
+        state = Continuation(config)
+        log = AudioLog(iter(chunks), state.frame)
+        started = time.monotonic()
+        finals: list = []
+
+        def pace(index: int) -> None:
+            delay = started + index * pace_s - time.monotonic()
+            if pace_s and delay > 0:
+                time.sleep(delay)
+
+        while True:
+            alive = threading.Event()
+            alive.set()
+            requests = replay_requests(config, log, state.offset_byte, alive, pace)
+            got_results = False
+            try:
+                for response in self._call(requests, [], timeout, on_replica):
+                    state.translate(response, log)
+                    got_results = got_results or bool(response.results)
+                    finals.extend(r for r in response.results if r.is_final)
+                    yield response
+                return
+            except StreamInterrupted as exc:
+                alive.clear()
+                if state.resumes >= max_resumes or not resumable(exc.error, got_results):
+                    raise StreamInterrupted(exc.error, finals) from exc
+            state.resume()
+            time.sleep(RESUME_BACKOFF_S * state.resumes)
+
+    def _call(self, requests, finals: list, timeout, on_replica):
+        call = self.stub.StreamingRecognize(requests, timeout=timeout, metadata=self._metadata)
         try:
+            if on_replica is not None:
+                on_replica(_replica(call.initial_metadata()))
             for response in call:
                 finals.extend(r for r in response.results if r.is_final)
                 yield response
         except grpc.RpcError as error:
             raise StreamInterrupted(error, finals) from error
+        finally:
+            call.cancel()  # no-op after a normal end; stops the sender if the caller stops
 
     def recognize(
         self,
@@ -206,12 +333,16 @@ class StreamingClient:
 class AsyncStreamingClient:
     """asyncio client with the same surface as StreamingClient."""
 
-    def __init__(self, target: str, options: ClientOptions = ClientOptions()) -> None:
-        channel_options = _channel_options(options)
+    def __init__(
+        self, target: str | Sequence[str], options: ClientOptions = ClientOptions()
+    ) -> None:
+        self.target = resolve_target(target)
+        channel_options = _channel_options(options, self.target)
         if options.tls:
-            self.channel = grpc.aio.secure_channel(target, _credentials(options), channel_options)
+            credentials = _credentials(options)
+            self.channel = grpc.aio.secure_channel(self.target.uri, credentials, channel_options)
         else:
-            self.channel = grpc.aio.insecure_channel(target, channel_options)
+            self.channel = grpc.aio.insecure_channel(self.target.uri, channel_options)
         self.stub = asr_pb2_grpc.RecognizerStub(self.channel)
         self._metadata = (("authorization", f"Bearer {options.token}"),) if options.token else ()
 
@@ -230,6 +361,7 @@ class AsyncStreamingClient:
         chunks: Iterable[bytes] | AsyncIterable[bytes],
         pace_s: float = 0.0,
         timeout: float | None = None,
+        on_replica: Callable[[str], None] | None = None,
     ) -> AsyncIterator[asr_pb2.StreamingRecognizeResponse]:
         async def requests():
             yield asr_pb2.StreamingRecognizeRequest(streaming_config=config)
@@ -241,14 +373,74 @@ class AsyncStreamingClient:
                 index += 1
                 yield asr_pb2.StreamingRecognizeRequest(audio_content=chunk)
 
-        finals = []
-        call = self.stub.StreamingRecognize(requests(), timeout=timeout, metadata=self._metadata)
+        async for response in self._call(requests(), [], timeout, on_replica):
+            yield response
+
+    async def stream_resumable(
+        self,
+        config: asr_pb2.StreamingRecognitionConfig,
+        chunks: Iterable[bytes] | AsyncIterable[bytes],
+        pace_s: float = 0.0,
+        timeout: float | None = None,
+        on_replica: Callable[[str], None] | None = None,
+        max_resumes: int = 3,
+    ) -> AsyncIterator[asr_pb2.StreamingRecognizeResponse]:
+        """The asyncio twin of StreamingClient.stream_resumable."""
+        state = Continuation(config)
+        log = AudioLog(iter(()), state.frame)
+        source = _aiter(chunks)
+        started = time.monotonic()
+        finals: list = []
+
+        async def requests(start_byte: int, alive: threading.Event):
+            yield asr_pb2.StreamingRecognizeRequest(streaming_config=config)
+            index = log.index_at(start_byte)
+            while alive.is_set():
+                item = log.peek(index)
+                if item is False:
+                    log.append_async(await anext(source, None))
+                    continue
+                if item is None:
+                    return
+                index, first, data = item
+                if pace_s:
+                    await asyncio.sleep(max(0.0, started + index * pace_s - time.monotonic()))
+                data = log.tail_from(first, data, start_byte)
+                if data and alive.is_set():
+                    yield asr_pb2.StreamingRecognizeRequest(audio_content=data)
+                index += 1
+
+        while True:
+            alive = threading.Event()
+            alive.set()
+            got_results = False
+            try:
+                stream = self._call(requests(state.offset_byte, alive), [], timeout, on_replica)
+                async for response in stream:
+                    state.translate(response, log)
+                    got_results = got_results or bool(response.results)
+                    finals.extend(r for r in response.results if r.is_final)
+                    yield response
+                return
+            except StreamInterrupted as exc:
+                alive.clear()
+                if state.resumes >= max_resumes or not resumable(exc.error, got_results):
+                    raise StreamInterrupted(exc.error, finals) from exc
+            state.resume()
+            await asyncio.sleep(RESUME_BACKOFF_S * state.resumes)
+
+    async def _call(self, requests, finals: list, timeout, on_replica):
+        call = self.stub.StreamingRecognize(requests, timeout=timeout, metadata=self._metadata)
         try:
+            if on_replica is not None:
+                on_replica(_replica(await call.initial_metadata()))
             async for response in call:
                 finals.extend(r for r in response.results if r.is_final)
                 yield response
         except grpc.RpcError as error:
             raise StreamInterrupted(error, finals) from error
+        finally:
+            call.cancel()
 
     async def recognize(
         self,
@@ -261,6 +453,10 @@ class AsyncStreamingClient:
 
     async def list_models(self) -> asr_pb2.ListModelsResponse:
         return await self.stub.ListModels(asr_pb2.ListModelsRequest(), metadata=self._metadata)
+
+
+def _replica(metadata) -> str:
+    return dict(metadata or ()).get(REPLICA_HEADER, "")
 
 
 async def _aiter(chunks):

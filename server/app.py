@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from streamstt.models.decoding import DecodingOptions
 from streamstt.models.transcriber import TranscribeOptions, Transcriber
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
+from .readiness import Readiness
 from .scheduler import Scheduler
 from .servicer import RecognizerServicer
 from .settings import ServerConfig
@@ -103,6 +105,7 @@ class RunningServer:
     servicer: RecognizerServicer
     scheduler: Scheduler
     health: health.aio.HealthServicer
+    readiness: Readiness
     config: ServerConfig
     metrics: object | None = None
     metrics_port: int = 0  # where /metrics is served (0 = not served)
@@ -113,10 +116,11 @@ class RunningServer:
         The server keeps answering during the drain (health says NOT_SERVING, new streams get
         UNAVAILABLE from the servicer) so balancers see the state instead of a dead port."""
         self.servicer.draining = True
-        await self.health.enter_graceful_shutdown()
+        await self.readiness.drain()
         deadline = time.monotonic() + self.config.grace_s
         while self.servicer.active and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
+        await self.readiness.stop()
         await self.server.stop(max(0.0, min(STOP_GRACE_S, deadline - time.monotonic())))
         await self.scheduler.stop()
 
@@ -180,16 +184,17 @@ async def start_server(
         ),
         server,
     )
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    readiness = Readiness(health_servicer, ("", SERVICE_NAME), config)
+    await readiness.loading()
     port = _bind(server, config)
+    servicer.replica = config.replica_name or f"{socket.gethostname()}:{port}"
+    servicer.on_change = readiness.poke
     await server.start()
     warm = await asyncio.get_running_loop().run_in_executor(
         scheduler.model_thread, warm_up, transcriber
     )
     scheduler.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await readiness.start(servicer.refusal_reason)
     _LOGGER.info(
         "serving",
         extra={
@@ -197,10 +202,13 @@ async def start_server(
             "model": transcriber.name,
             "precision": transcriber.plan.describe(),
             "device": transcriber.plan.device,
+            "replica": servicer.replica,
             "warmup_s": round(warm, 3),
         },
     )
-    running = RunningServer(server, port, servicer, scheduler, health_servicer, config, metrics)
+    running = RunningServer(
+        server, port, servicer, scheduler, health_servicer, readiness, config, metrics
+    )
     if metrics is not None:
         running.metrics_port = metrics.serve(config.host, config.metrics_port, running)
     return running

@@ -140,7 +140,13 @@ class Scheduler:
 
     # ---- streams ---------------------------------------------------------------------------
     def admit(self, budget_s: float) -> None:
-        """Refuse a new stream when the measured cost says budgets would break.
+        """Refuse a new stream (AdmissionError) when the measured cost says budgets would break."""
+        reason = self.capacity_error(budget_s)
+        if reason:
+            raise AdmissionError(reason)
+
+    def capacity_error(self, budget_s: float) -> str | None:
+        """Why one more stream with this budget would not fit, or None when it would.
 
         All streams share one batched decode cycle, whose length is projected as the smoothed
         model time per stream-step times the number of streams (conservative: batching makes
@@ -149,17 +155,18 @@ class Scheduler:
         `admission_utilization`."""
         cost = self.stats.cost_per_step_s
         if not cost or not self.sessions:
-            return
+            return None
         streams = len(self.sessions) + 1
         cycle = cost * streams
         tightest = min([budget_s] + [s.budget_s() for s in self.sessions.values()])
         allowed = self.admission_utilization * tightest / 2
-        if cycle > allowed:
-            raise AdmissionError(
-                f"server at capacity: {streams} streams would need a {cycle * 1000:.0f} ms "
-                f"decode cycle, the tightest latency budget allows {allowed * 1000:.0f} ms; "
-                "retry later or on another replica"
-            )
+        if cycle <= allowed:
+            return None
+        return (
+            f"server at capacity: {streams} streams would need a {cycle * 1000:.0f} ms "
+            f"decode cycle, the tightest latency budget allows {allowed * 1000:.0f} ms; "
+            "retry later or on another replica"
+        )
 
     def register(self, session: Session) -> None:
         self.sessions[session.stream_id] = session

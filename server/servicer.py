@@ -29,9 +29,17 @@ from .settings import ServerConfig
 from .vad import SileroVad
 
 _LOGGER = logging.getLogger("streamstt.server")
+REPLICA_HEADER = "streamstt-replica"
+# Trailer on refusals that happened before any audio was processed (draining, max_streams,
+# capacity): the value is the reason; a client may start the stream again on another replica.
+RETRY_HEADER = "streamstt-retryable"
 _SLOW_READER = (
     "the client stopped reading responses for more than {:g} s (outbox_timeout_s); stream aborted"
 )
+
+
+def _nothing() -> None:
+    pass
 
 
 class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
@@ -51,6 +59,18 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         self.draining = False
         self.active: dict[str, StreamSession] = {}
         self.model_names = {transcriber.name, "default", ""}
+        # Sent to every streaming caller in the `streamstt-replica` header, so a client (and
+        # an operator reading its logs) knows which replica served a stream.
+        self.replica = ""
+        self.on_change = _nothing  # called when a stream starts or ends (readiness)
+
+    def refusal_reason(self) -> str | None:
+        """Why a new stream with the default budget would be refused now, or None."""
+        if self.draining:
+            return "draining"
+        if len(self.active) >= self.config.max_streams:
+            return f"max_streams={self.config.max_streams} reached"
+        return self.scheduler.capacity_error(self.config.latency_budget_ms / 1000)
 
     # ---- StreamingRecognize ------------------------------------------------------------
     async def StreamingRecognize(self, request_iterator, context) -> None:  # noqa: N802
@@ -98,6 +118,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         session.state.history = ", ".join(phrases)
         self.active[session.stream_id] = session
         self.scheduler.register(session)
+        self.on_change()
         if self.metrics:
             self.metrics.stream_started()
         _LOGGER.info(
@@ -111,6 +132,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         reader = asyncio.create_task(self._read(session, requests, context))
         code = grpc.StatusCode.OK
         try:
+            if self.replica:
+                await context.send_initial_metadata(((REPLICA_HEADER, self.replica),))
             while True:
                 item = await session.outbox.get()
                 if isinstance(item, StatusEnd):
@@ -132,6 +155,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             session.ended = True
             self.scheduler.unregister(session)
             self.active.pop(session.stream_id, None)
+            self.on_change()
             if self.metrics:
                 self.metrics.stream_ended(
                     code.name if code else "CANCELLED", session.state.received / SAMPLE_RATE
@@ -146,9 +170,11 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             )
 
     async def _reject(self, context, code: grpc.StatusCode, message: str, reason: str) -> None:
+        """Refuse a stream before any audio was processed; the trailer tells clients that
+        starting the same stream elsewhere (or later) is safe."""
         if self.metrics:
             self.metrics.rejected(reason)
-        await context.abort(code, message)
+        await context.abort(code, message, trailing_metadata=((RETRY_HEADER, reason),))
 
     async def _next(self, requests, context):
         """The next request, None at the end; the idle limit ends a silent client."""

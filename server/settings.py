@@ -48,6 +48,9 @@ class ServerConfig:
     tls_client_ca: str = ""  # PEM CA; set = clients must present a certificate (mTLS)
     auth_tokens_file: str = ""  # one bearer token per line; set = calls need a token
     log_json: bool = True  # structured (JSON) logs
+    # Sent to streaming callers in the `streamstt-replica` header and logged; empty = host:port
+    # (in Kubernetes, set it to the pod name).
+    replica_name: str = ""
 
 
 ENV_PREFIX = "STREAMSTT_"

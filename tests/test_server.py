@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -53,6 +54,44 @@ def test_health_serving_and_list_models(server):
     (model,) = models.models
     assert model.name == "tiny.en" and model.is_default and model.device == "cpu"
     assert model.precision
+    channel.close()
+
+
+def test_health_not_serving_at_capacity_but_alive(make_server):
+    """At max_streams, readiness ("") turns NOT_SERVING so balancers send new streams
+    elsewhere; liveness stays SERVING; a refused stream carries the retry trailer; when the
+    stream ends the replica is ready again."""
+    running = make_server(max_streams=1, admission_utilization=1e6)
+    channel = grpc.insecure_channel(running.target)
+    health = health_pb2_grpc.HealthStub(channel)
+
+    def status(service: str = "") -> int:
+        return health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+    assert status() == health_pb2.HealthCheckResponse.SERVING
+    rate, channels, chunks = file_chunks(DATA / "en_us_male.wav", CHUNK_MS)
+    replicas: list[str] = []
+    with StreamingClient(running.target) as client:
+        stream = client.stream(
+            streaming_config(rate, channels=channels), chunks, pace_s=0.1, timeout=60,
+            on_replica=replicas.append,
+        )  # fmt: skip
+        next(stream)
+        time.sleep(0.3)
+        assert status() == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert status("streamstt.v1.Recognizer") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert status("liveness") == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(StreamInterrupted) as refused:
+            list(client.stream(streaming_config(16000), [b"\0\0" * 1600], timeout=10))
+        assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        trailers = dict(refused.value.error.trailing_metadata())
+        assert trailers.get("streamstt-retryable", "").startswith("max_streams")
+        list(stream)
+    assert replicas == [f"{socket.gethostname()}:{running.running.port}"]
+    deadline = time.monotonic() + 5
+    while status() != health_pb2.HealthCheckResponse.SERVING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status() == health_pb2.HealthCheckResponse.SERVING
     channel.close()
 
 
