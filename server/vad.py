@@ -41,6 +41,9 @@ class SileroVad:
     def __init__(self, path: Path | None = None) -> None:
         import onnxruntime
 
+        # No run-time network, ever: onnxruntime's telemetry is on by default in some builds
+        # (a DNS lookup and a cache write were seen when a session was created).
+        onnxruntime.disable_telemetry_events()
         options = onnxruntime.SessionOptions()
         options.inter_op_num_threads = 1
         options.intra_op_num_threads = 1
