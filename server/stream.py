@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamstt.models.audio import SAMPLE_RATE
+from streamstt.models.audio import N_SAMPLES, SAMPLE_RATE
 
 from .settings import StreamSettings
 from .vad import VAD_FRAME
@@ -25,12 +25,20 @@ SPEECH_START_PROB = 0.5  # Silero's recommended threshold
 SPEECH_END_PROB = 0.35  # hysteresis: speech continues until the probability drops below this
 PRE_ROLL = int(0.3 * SAMPLE_RATE)  # samples kept before detected speech (soft onsets)
 END_PAD = int(0.2 * SAMPLE_RATE)  # samples kept after the last voiced frame in a final
-TRIM_AFTER = int(12.0 * SAMPLE_RATE)  # window length past which committed audio is dropped
+# Interim window length past which committed words are settled and their audio is left out
+# of interim decodes (the final still decodes the whole utterance).
+TRIM_AFTER = int(12.0 * SAMPLE_RATE)
+FINAL_WINDOW = N_SAMPLES  # the longest utterance a final decodes in one piece
 MIN_WINDOW = int(0.3 * SAMPLE_RATE)  # no decode of less audio than this
 COMMIT_TOLERANCE = 0.02  # seconds: hypothesis words ending before the last committed word's
 # end (minus this jitter) were committed already; repeats that survive are removed as n-grams
 STABLE, TENTATIVE = 0.9, 0.1  # stability reported for committed and tentative words
 PROMPT_WORDS = 40  # words of earlier text given to the model as context
+# A forced cut (max_utterance_ms) goes at the committed word boundary where the voice is
+# quietest: read speech pauses between sentences without reaching silence_ms. The VAD
+# probability around a boundary is judged over this much audio on each side.
+CUT_SPAN = int(0.1 * SAMPLE_RATE)
+CUT_MARGIN = int(0.3 * SAMPLE_RATE)  # no cut this close to the newest audio (word may go on)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,9 @@ class Job:
     end: int  # one past the last sample
     prompt: str  # earlier text, given to the model as context
     prefix: str = ""  # committed words in the window: the known start of the transcript
+    # The window starts after the settled words (their audio is not in it): the final's words
+    # are the settled words followed by the decoded ones.
+    after_settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,7 @@ class StreamState:
     settings: StreamSettings
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     audio_start: int = 0  # stream sample of audio[0]
+    window_start: int = 0  # first sample interim decodes see (settled audio lies before it)
     received: int = 0  # samples received so far
     processed: int = 0  # end of the newest window decoded
     in_speech: bool = False
@@ -96,6 +108,9 @@ class StreamState:
     endpoints: deque[tuple[int, int]] = field(default_factory=deque)
     closed: bool = False  # client half-closed: everything left gets finalised
     stopped: bool = False  # single_utterance done: ignore further audio
+    # (frame start sample, speech probability) of recent VAD frames, for forced cuts: 1024
+    # frames of 32 ms = 32.8 s, the second half of the longest allowed utterance
+    vad_log: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=1024))
 
     @property
     def backlog(self) -> int:
@@ -117,6 +132,7 @@ def on_audio(state: StreamState, audio: np.ndarray, probs: np.ndarray) -> list[S
         frame_start = state.vad_frames * VAD_FRAME
         state.vad_frames += 1
         frame_end = frame_start + VAD_FRAME
+        state.vad_log.append((frame_start, float(prob)))
         if not state.in_speech and prob >= SPEECH_START_PROB:
             _begin_utterance(state, frame_start)
             events.append(SpeechEvent(True, frame_start))
@@ -159,27 +175,36 @@ def _force_long_utterance(state: StreamState) -> None:
     limit = state.settings.max_utterance_ms * SAMPLE_RATE // 1000
     start = state.utterance_start
     if state.in_speech and start is not None and state.received - start >= limit:
-        # Cut at a committed sentence end in the second half of the utterance if there is
-        # one, else after the last committed word; never mid-word. The rest opens the next
-        # utterance.
+        # Cut at the quietest committed word boundary in the second half of the utterance
+        # (a sentence pause, usually), else after the last committed word; never mid-word.
+        # The rest opens the next utterance.
         cut = state.received
         if state.committed:
-            cut = min(cut, max(start + 1, _cut_point(state.committed, start + limit // 2)))
+            cut = min(cut, max(start + 1, _cut_point(state, start + limit // 2)))
         state.endpoints.append((start, cut))
         if state.settings.single_utterance:
             state.in_speech, state.stopped = False, True
         state.utterance_start = cut
 
 
-def _cut_point(committed: list[TimedWord], earliest: int) -> int:
-    """Sample after the last committed sentence end past `earliest`, else the last word."""
-    for word in reversed(committed):
+def _cut_point(state: StreamState, earliest: int) -> int:
+    """Sample after the committed word (ending past `earliest`) followed by the lowest voice
+    activity; a sentence end wins ties. Falls back to the end of the last committed word."""
+    latest = state.received - CUT_MARGIN
+    best, best_score = int(state.committed[-1].end * SAMPLE_RATE), float("inf")
+    for word in state.committed:
         end = int(word.end * SAMPLE_RATE)
-        if end < earliest:
-            break
-        if word.word[-1:] in ".?!":
-            return end
-    return int(committed[-1].end * SAMPLE_RATE)
+        if not earliest <= end <= latest:
+            continue
+        probs = [
+            p for f, p in state.vad_log if end - CUT_SPAN < f + VAD_FRAME and f < end + CUT_SPAN
+        ]
+        if not probs:
+            continue
+        score = min(probs) - (0.5 if word.word[-1:] in ".?!" else 0.0)
+        if score <= best_score:
+            best, best_score = end, score
+    return best
 
 
 def close(state: StreamState) -> list[SpeechEvent]:
@@ -201,11 +226,14 @@ def _trim(state: StreamState, sample: int) -> None:
     if cut:
         state.audio = state.audio[cut:]
         state.audio_start += cut
+    state.window_start = max(state.window_start, state.audio_start)
 
 
-def _prompt(state: StreamState) -> str:
-    words = (state.history.split() + [w.word for w in state.settled])[-PROMPT_WORDS:]
-    return " ".join(words)
+def _prompt(state: StreamState, settled: bool = True) -> str:
+    """Earlier text as context: earlier finals, and the settled words of this utterance when
+    the window leaves their audio out."""
+    words = state.history.split() + ([w.word for w in state.settled] if settled else [])
+    return " ".join(words[-PROMPT_WORDS:])
 
 
 def next_job(state: StreamState) -> Job | None:
@@ -213,14 +241,17 @@ def next_job(state: StreamState) -> Job | None:
     if state.endpoints:
         start, end = state.endpoints[0]
         start = min(max(start, state.audio_start), end)
-        if state.settled:  # the utterance's early words were trimmed away with their audio
-            start = state.audio_start
-        prefix = " ".join(w.word for w in state.committed)
-        return Job(True, start, max(end, start), _prompt(state), prefix)
+        if state.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
+            start = min(max(start, state.window_start), end)  # settled words stand
+            return Job(True, start, end, _prompt(state), after_settled=True)
+        # No prefix: the final is decoded afresh from the whole utterance, so it gets the
+        # casing and punctuation that the interims' word-by-word commits lose, and words
+        # that the interims committed wrongly at a window edge are decoded again in context.
+        return Job(True, start, end, _prompt(state, settled=False))
     if not (state.in_speech and state.settings.interim_results):
         return None
     step = state.settings.step_ms * SAMPLE_RATE // 1000
-    start = max(state.audio_start, _start(state))
+    start = max(state.window_start, _start(state))
     if state.received - state.last_step < step or state.received - start < MIN_WINDOW:
         return None
     prefix = " ".join(w.word for w in state.committed)
@@ -257,28 +288,31 @@ def apply_interim(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> 
     agreed = agreed_prefix(new, state.tentative)
     state.committed.extend(new[:agreed])
     state.tentative = new[agreed:]
-    if job.end - state.audio_start > TRIM_AFTER and state.committed:
-        cut = int(state.committed[-1].end * SAMPLE_RATE)
+    if job.end - state.window_start > TRIM_AFTER and state.committed:
+        # Interims stop re-decoding the committed audio, so a long utterance costs no more
+        # per step than a short one; its audio stays for the final.
         state.settled.extend(state.committed)
         state.committed = []
-        _trim(state, cut)
+        state.window_start = max(state.window_start, int(state.settled[-1].end * SAMPLE_RATE))
 
 
 def apply_final(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> FinalResult | None:
-    """Close the utterance: the final decode's words (after any settled words) are final."""
+    """Close the utterance: the final decode's words are final."""
     state.endpoints.popleft()
     state.processed = max(state.processed, job.end)
-    words = list(state.settled) + list(hypothesis)
-    if not hypothesis and state.committed:
-        words += state.committed  # the final decode lost words it had agreed on: keep them
+    words = (list(state.settled) if job.after_settled else []) + list(hypothesis)
+    if not hypothesis and (state.settled or state.committed):
+        # the final decode lost words the interims had agreed on: keep those
+        words = list(state.settled) + list(state.committed)
     state.settled, state.committed, state.tentative = [], [], []
     _trim(state, job.end)
     state.last_step = state.received
     if not words:
         return None  # no words: a false VAD trigger, not an utterance
-    result = FinalResult(
-        state.utterance_index, tuple(words), job.start / SAMPLE_RATE, job.end / SAMPLE_RATE
-    )
+    # The window may start after the utterance did (its early words were settled and their
+    # audio trimmed): the utterance starts at its first word then.
+    start = min(job.start / SAMPLE_RATE, words[0].start)
+    result = FinalResult(state.utterance_index, tuple(words), start, job.end / SAMPLE_RATE)
     state.utterance_index += 1
     state.history = (state.history + " " + result.transcript).strip()[-2000:]
     return result

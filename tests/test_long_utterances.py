@@ -1,0 +1,67 @@
+"""Long speech without a pause: where a forced final cuts, and what the final holds.
+
+A reader who never pauses for `silence_ms` still needs finals every `max_utterance_ms`. The cut
+must fall between sentences (the quietest committed word boundary), and each final is decoded
+afresh over the whole utterance, so it keeps Whisper's casing and punctuation and repairs words
+that interims committed at a window edge.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import reference, wer
+from test_server import finals, run_stream
+
+from streamstt.server import stream as engine
+from streamstt.server.settings import StreamSettings
+from streamstt.server.vad import VAD_FRAME
+from streamstt.v1 import asr_pb2
+
+SETTINGS = StreamSettings(
+    asr_pb2.LINEAR16, 16000, 1, True, False, 1000, 500, 20000, True, True, True
+)
+
+
+def test_forced_cut_goes_at_the_quietest_committed_boundary():
+    state = engine.StreamState(SETTINGS)
+    frames = 20 * 16000 // VAD_FRAME + 2  # just past max_utterance_ms of speech
+    probs = np.full(frames, 0.95, dtype=np.float32)
+    pause = int(14.0 * 16000) // VAD_FRAME  # a short dip (< silence_ms) at 14 s
+    probs[pause : pause + 4] = 0.4
+    # Committed words every 0.5 s from 10 s on; one of them ends at the dip.
+    state.committed = [
+        engine.TimedWord(f"w{i}", 10.0 + i * 0.5 - 0.4, 10.0 + i * 0.5, 0.9) for i in range(19)
+    ]
+    engine.on_audio(state, np.zeros(frames * VAD_FRAME, dtype=np.float32), probs)
+    ((start, cut),) = state.endpoints
+    assert start == 0
+    assert abs(cut / 16000 - 14.0) <= 0.1, cut / 16000
+    assert state.utterance_start == cut  # the rest opens the next utterance
+
+
+def test_forced_cut_prefers_a_sentence_end_when_voice_gives_no_hint():
+    state = engine.StreamState(SETTINGS)
+    frames = 20 * 16000 // VAD_FRAME + 2
+    probs = np.full(frames, 0.95, dtype=np.float32)
+    state.committed = [
+        engine.TimedWord("end." if i == 6 else f"w{i}", 10.0 + i * 0.5 - 0.4, 10.0 + i * 0.5, 0.9)
+        for i in range(19)
+    ]
+    engine.on_audio(state, np.zeros(frames * VAD_FRAME, dtype=np.float32), probs)
+    ((_, cut),) = state.endpoints
+    assert cut == 13 * 16000
+
+
+def test_long_read_streamed_without_pauses(server):
+    """31 s of read speech with no 500 ms pause: forced finals, cut between sentences, with
+    punctuation, and about as accurate as the offline transcript."""
+    results = finals(run_stream(server.target, "long_read", pace=0.05))
+    assert len(results) >= 2
+    texts = [r.alternatives[0].transcript for r in results]
+    assert wer([reference("long_read")], [" ".join(texts)]) <= 0.03, texts
+    for text in texts:
+        assert text[0].isupper() and text.rstrip()[-1] in ".?!,", texts
+    starts = [r.result_start_time.ToNanoseconds() for r in results]
+    ends = [r.result_end_time.ToNanoseconds() for r in results]
+    assert starts[0] < 1e9 and all(s < e for s, e in zip(starts, ends))
+    assert all(ends[i] <= starts[i + 1] + 1e6 for i in range(len(results) - 1))
