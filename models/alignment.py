@@ -34,22 +34,25 @@ class Word:
 def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Monotonic alignment path through `cost` (rows x cols), lowest total cost.
 
-    Filled one anti-diagonal at a time (each cell needs only the two previous diagonals), so
-    numpy works on whole diagonals instead of Python looping over every cell.
+    Filled one row at a time: within a row, t[j] = c[j] + min(a[j], t[j - 1]) with a[j] the
+    best of the two cells above, which unrolls to t[j] = S[j] + min over k <= j of
+    (a[k] - S[k - 1]) with S the running sum of the row's costs: a cumulative minimum. So
+    numpy does whole rows (tens of them) instead of Python stepping through every diagonal
+    (hundreds) or cell. Moves on ties are chosen as in Whisper's own DTW.
     """
     rows, cols = cost.shape
     total = np.full((rows + 1, cols + 1), np.inf, dtype=np.float64)
     trace = np.full((rows + 1, cols + 1), -1, dtype=np.int8)
     total[0, 0] = 0.0
-    for diagonal in range(2, rows + cols + 1):
-        i = np.arange(max(1, diagonal - cols), min(rows, diagonal - 1) + 1)
-        j = diagonal - i
-        c0, c1, c2 = total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]
+    for i in range(1, rows + 1):
+        above = np.minimum(total[i - 1, :-1], total[i - 1, 1:])  # a[j], j = 1..cols
+        running = np.cumsum(cost[i - 1], dtype=np.float64)  # S[j]
+        shifted = np.concatenate(([0.0], running[:-1]))  # S[j - 1]
+        total[i, 1:] = running + np.minimum.accumulate(above - shifted)
+        c0, c1, c2 = total[i - 1, :-1], total[i - 1, 1:], total[i, :-1]
         take0 = (c0 < c1) & (c0 < c2)
         take1 = ~take0 & (c1 < c0) & (c1 < c2)
-        best = np.where(take0, c0, np.where(take1, c1, c2))
-        total[i, j] = cost[i - 1, j - 1] + best
-        trace[i, j] = np.where(take0, 0, np.where(take1, 1, 2))
+        trace[i, 1:] = np.where(take0, 0, np.where(take1, 1, 2))
     trace[0, :], trace[:, 0] = 2, 1
     i, j = rows, cols
     path = []
