@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .audio import TOKENS_PER_SECOND
 from .tokenizer import WhisperTokenizer
-from .whisper import Whisper
+from .whisper import Whisper, key_padding_mask
 
 MEDIAN_FILTER_WIDTH = 7  # encoder positions (140 ms), Whisper's choice
 
@@ -82,29 +82,63 @@ def median_filter(x: Tensor, width: int) -> Tensor:
 
 
 @torch.inference_mode()
-def align_words(
+def align_batch(
     model: Whisper,
     tokenizer: WhisperTokenizer,
     heads: list[tuple[int, int]],
     cross_kv: list[tuple[Tensor, Tensor]],
-    positions: int,
+    context: Tensor,
+    items: list[tuple[list[int], list[float], int]],
+) -> list[list[Word]]:
+    """Words with times for every window of a batch, from ONE decoder pass over all of them.
+
+    cross_kv: per decoder layer, the batch's audio keys/values (batch, head, P, dim), as
+    decoding computed them; context: encoder positions per item (the rest is padding, masked);
+    items: (text tokens, their probabilities, positions of real audio) per window; alignment
+    stays inside the real audio. Transcripts are padded at their end, which the causal
+    self-attention keeps from touching the real tokens, so each window aligns as it would alone.
+    """
+    chosen = [i for i, (tokens, _, _) in enumerate(items) if tokens]
+    result: list[list[Word]] = [[] for _ in items]
+    if not chosen:
+        return result
+    special, sot = tokenizer.special, tokenizer.sot_sequence
+    sequences = [[*sot, special.no_timestamps, *items[i][0], special.eot] for i in chosen]
+    device = cross_kv[0][0].device
+    tokens = torch.full((len(chosen), max(map(len, sequences))), special.eot, device=device)
+    for row, sequence in enumerate(sequences):
+        tokens[row, : len(sequence)] = torch.tensor(sequence, device=device)
+    if len(chosen) < len(items):
+        index = torch.tensor(chosen, device=device)
+        cross_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in cross_kv]
+        context = context[chosen]
+    total = cross_kv[0][0].shape[2]
+    mask = None
+    if bool((context < total).any()):
+        mask = key_padding_mask(context.to(device), total, cross_kv[0][0].dtype)
+    layers = model.decoder.cross_attention_weights(tokens, cross_kv, mask)
+    for row, i in enumerate(chosen):
+        text_tokens, probs, positions = items[i]
+        length = len(sequences[row])
+        weights = torch.stack(
+            [layers[layer][row, head, :length, :positions] for layer, head in heads]
+        )
+        result[i] = _words(tokenizer, weights, len(sot), text_tokens, probs, positions)
+    return result
+
+
+def _words(
+    tokenizer: WhisperTokenizer,
+    weights: Tensor,
+    sot_length: int,
     text_tokens: list[int],
     token_probs: list[float],
+    positions: int,
 ) -> list[Word]:
-    """Words with times for one window. cross_kv: per decoder layer, the audio keys/values of
-    the window's encoder context, (1, head, P, dim); positions: how many of the P hold real
-    audio (alignment stays inside them)."""
-    if not text_tokens:
-        return []
-    special = tokenizer.special
-    sot = tokenizer.sot_sequence
-    device = cross_kv[0][0].device
-    tokens = torch.tensor([[*sot, special.no_timestamps, *text_tokens, special.eot]], device=device)
-    layers = model.decoder.cross_attention_weights(tokens, cross_kv, None)
-    weights = torch.stack([layers[layer][0, head, :, :positions] for layer, head in heads])
+    """weights: (heads, tokens, positions) cross-attention of the alignment heads."""
     std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
     weights = median_filter((weights - mean) / std.clamp(min=1e-8), MEDIAN_FILTER_WIDTH)
-    matrix = weights.mean(dim=0)[len(sot) : -1]  # rows: <|notimestamps|>, text tokens
+    matrix = weights.mean(dim=0)[sot_length:-1]  # rows: <|notimestamps|>, text tokens
     text_index, time_index = dtw(-matrix.double().cpu().numpy())
     jumps = np.pad(np.diff(text_index), (1, 0), constant_values=1).astype(bool)
     jump_times = time_index[jumps] / TOKENS_PER_SECOND

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import loading
-from .alignment import Word, align_words
+from .alignment import Word, align_batch
 from .audio import (
     HOP_LENGTH,
     N_FRAMES,
@@ -76,6 +76,9 @@ class Transcript:
     repetition_loop: bool = False
     dropped: str = ""  # why text was suppressed by a guard ("" = kept)
     timings: dict[str, float] = field(default_factory=dict)
+    # the text tokens (no specials) and their probabilities, for word alignment
+    text_tokens: list[int] = field(default_factory=list, repr=False)
+    token_probs: list[float] = field(default_factory=list, repr=False)
 
 
 def compression_ratio(text: str) -> float:
@@ -200,19 +203,23 @@ class Transcriber:
             prefixes,
             cross_kv,
         )
-        return [
-            self._finish(
-                seq,
-                [
-                    (k[i : i + 1, :, : int(positions[i])], v[i : i + 1, :, : int(positions[i])])
-                    for k, v in cross_kv
-                ],
-                int(audio_positions[i]),
-                options,
-                offsets[i],
-            )
+        results = [
+            self._finish(seq, int(audio_positions[i]), options, offsets[i])
             for i, seq in enumerate(sequences)
         ]
+        if options.word_timestamps:
+            items = [
+                (r.text_tokens, r.token_probs, int(audio_positions[i]))
+                for i, r in enumerate(results)
+            ]
+            aligned = align_batch(
+                self.model, self.tokenizer, self.loaded.alignment_heads, cross_kv, positions, items
+            )
+            for result, words, offset in zip(results, aligned, offsets):
+                result.words = [
+                    replace(w, start=w.start + offset, end=w.end + offset) for w in words
+                ]
+        return results
 
     def transcribe_batch(
         self,
@@ -261,7 +268,6 @@ class Transcriber:
     def _finish(
         self,
         seq: DecodedSequence,
-        cross_kv: list[tuple[Tensor, Tensor]],
         positions: int,
         options: TranscribeOptions,
         offset: float,
@@ -282,31 +288,19 @@ class Transcriber:
             dropped = "compression_ratio"
         if dropped:
             text_tokens, probs, text = [], [], ""
-        words: list[Word] = []
-        if options.word_timestamps and text_tokens:
-            words = [
-                replace(w, start=w.start + offset, end=w.end + offset)
-                for w in align_words(
-                    self.model,
-                    tok,
-                    self.loaded.alignment_heads,
-                    cross_kv,
-                    positions,
-                    text_tokens,
-                    probs,
-                )
-            ]
         segments = [] if dropped else self._segments(seq.tokens, offset, positions)
         return Transcript(
             text=text.strip(),
             segments=segments,
-            words=words,
+            words=[],
             tokens=list(seq.tokens),
             no_speech_prob=seq.no_speech_prob,
             avg_logprob=seq.avg_logprob,
             confidence=sum(probs) / len(probs) if probs else 0.0,
             repetition_loop=seq.repetition_loop,
             dropped=dropped,
+            text_tokens=text_tokens,
+            token_probs=probs,
         )
 
     def _segments(self, tokens: list[int], offset: float, positions: int) -> list[Segment]:

@@ -46,6 +46,7 @@ class Readiness:
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._ready: bool | None = None
+        self._stopping = False
         self._reason = None  # callable -> str | None, set by start()
 
     async def loading(self) -> None:
@@ -76,11 +77,18 @@ class Readiness:
             await self.health.set(name, _NOT_SERVING)
 
     async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), RECHECK_S)
+        while not self._stopping:
+            # asyncio.wait rather than wait_for: wait_for can swallow a cancellation that
+            # races with the event being set (Python < 3.12), which would leave this loop
+            # running after stop(); the flag ends it in any case.
+            waiter = asyncio.ensure_future(self._changed.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=RECHECK_S)
+            finally:
+                waiter.cancel()
             self._changed.clear()
-            await self._update()
+            if not self._stopping:
+                await self._update()
 
     async def _update(self) -> None:
         reason = self._reason() if self._reason else "loading"
@@ -93,8 +101,11 @@ class Readiness:
         _LOGGER.info("ready" if ready else "not ready", extra={"reason": reason or ""})
 
     async def _stop_task(self) -> None:
+        self._stopping = True
+        self._changed.set()
         if self._task is not None:
-            self._task.cancel()
+            task, self._task = self._task, None
+            await asyncio.wait({task}, timeout=2 * RECHECK_S)
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
