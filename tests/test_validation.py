@@ -377,3 +377,68 @@ def test_refused_streams_do_not_slow_the_admitted_one(make_server):
     assert refused and set(refused) <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OK}
     assert refused.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 10
     assert crowded <= alone * 1.5 + 0.5, (alone, crowded)
+
+
+def test_admitted_streams_keep_their_latency_through_shedding_waves(make_server):
+    """max_streams real-time speech streams run while three waves of k more arrive: each wave
+    is refused at once, and the admitted streams' word emission latency stays what it is
+    without the waves (measured with the latency harness's own definitions)."""
+    import asyncio
+    import threading
+    import time
+
+    from streamstt.client import bench, latency
+
+    limit, extra = 2, 2
+    running = make_server(max_streams=limit, admission_utilization=1e6)
+    clips = (str(DATA / "en_us_female.wav"), str(DATA / "en_us_male.wav"))
+    harness = bench.BenchConfig(
+        server=running.target, spawn=False, serve_args=(), audio=clips, streams=(limit,),
+        chunk_ms=100, pace=1.0, stagger_ms=0, duration_s=0, budget_ms=2000,
+        latency_budget_ms=0, out="", baseline=False, baseline_min_chunk_s=0.5, threads=0,
+        offline_wer=False, plots=False, settle_s=0,
+    )  # fmt: skip
+    inputs = bench.load_inputs(harness)
+
+    def p95_emission() -> float:
+        progress = bench.Progress(sum(i.audio_s for i in inputs), "admitted")
+        try:
+            timelines = asyncio.run(bench._stream_all(harness, running.target, inputs, progress))
+        finally:
+            progress.close()
+        assert all(t.error is None for t in timelines), [t.error for t in timelines]
+        emissions = [e.emission_s for t in timelines for e in latency.word_emissions(t)]
+        assert len(emissions) >= 15
+        return float(np.percentile(emissions, 95))
+
+    alone = p95_emission()
+    refusals: list[tuple[grpc.StatusCode, float]] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def waves() -> None:
+        channel = grpc.insecure_channel(running.target)
+        grpc.channel_ready_future(channel).result(timeout=10)
+        for _ in range(3):
+            stop.wait(1.5)
+
+            def one() -> None:
+                started = time.monotonic()
+                status, _, _ = call(running.target, [config()], timeout=10, channel=channel)
+                with lock:
+                    refusals.append((status, time.monotonic() - started))
+
+            wave = [threading.Thread(target=one) for _ in range(extra)]
+            for thread in wave:
+                thread.start()
+            for thread in wave:
+                thread.join(10)
+        channel.close()
+
+    shedding = threading.Thread(target=waves)
+    shedding.start()
+    crowded = p95_emission()
+    shedding.join(30)
+    assert len(refusals) == 3 * extra, refusals
+    assert all(s == grpc.StatusCode.RESOURCE_EXHAUSTED and t < 0.1 for s, t in refusals), refusals
+    assert crowded <= alone * 1.5 + 0.3, (alone, crowded)
