@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
+import soxr
 import torch
-import torchaudio.functional as AF
 
 SAMPLE_RATE = 16000  # Hz: the only rate the model understands
 N_FFT = 400  # samples: 25 ms analysis window
@@ -28,6 +28,13 @@ DYNAMIC_RANGE_DB = 8.0  # log10 units (80 dB) kept below each utterance's loudes
 MIN_INPUT_RATE = 8000  # Hz: lowest rate we resample from
 MAX_INPUT_RATE = 192000  # Hz: highest rate a file may have
 
+# libsoxr's "HQ" recipe (20-bit precision, linear phase, so no time shift): its stopband and
+# passband ripple lie far below the 80 dB the log-mel keeps under each utterance's peak, so
+# "VHQ" (28-bit) cannot change the features; VHQ's longer filter would also hold back up to
+# 85 ms in a stream instead of 20-40 ms (at 22-48 kHz input). Offline (`resample`) and
+# streaming (server/ingest.py) use the same recipe, so both give the same samples.
+RESAMPLE_QUALITY = "HQ"
+
 
 class AudioDecodeError(ValueError):
     """Raised when bytes or a file cannot be decoded as audio; the message says why."""
@@ -41,7 +48,7 @@ def downmix(samples: np.ndarray) -> np.ndarray:
 
 
 def resample(samples: np.ndarray | torch.Tensor, orig_rate: int) -> torch.Tensor:
-    """Resample mono audio to 16 kHz with torchaudio's windowed-sinc filter."""
+    """Resample mono audio to 16 kHz with libsoxr (`RESAMPLE_QUALITY`); float32 tensor."""
     audio = torch.as_tensor(samples, dtype=torch.float32)
     if orig_rate == SAMPLE_RATE:
         return audio
@@ -49,7 +56,10 @@ def resample(samples: np.ndarray | torch.Tensor, orig_rate: int) -> torch.Tensor
         raise AudioDecodeError(
             f"sample rate {orig_rate} Hz is outside {MIN_INPUT_RATE}-{MAX_INPUT_RATE} Hz"
         )
-    return AF.resample(audio, orig_rate, SAMPLE_RATE)
+    if audio.numel() == 0:
+        return torch.zeros(0)
+    source = np.ascontiguousarray(audio.detach().cpu().numpy())
+    return torch.from_numpy(soxr.resample(source, orig_rate, SAMPLE_RATE, RESAMPLE_QUALITY))
 
 
 def decode_audio(source: str | Path | bytes) -> torch.Tensor:
@@ -67,19 +77,40 @@ def decode_audio(source: str | Path | bytes) -> torch.Tensor:
     return resample(downmix(samples), int(rate))
 
 
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear (3 mels per 200 Hz) below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz * 3.0 / 200.0
+    log = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, log, linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    linear = mel * 200.0 / 3.0
+    log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0))
+    return np.where(mel >= 15.0, log, linear)
+
+
 @functools.lru_cache(maxsize=8)
 def mel_filters(n_mels: int, device: str = "cpu") -> torch.Tensor:
-    """Slaney-normalised mel filterbank, shape (n_mels, N_FFT // 2 + 1), as librosa builds it."""
-    banks = AF.melscale_fbanks(
-        n_freqs=N_FFT // 2 + 1,
-        f_min=0.0,
-        f_max=SAMPLE_RATE / 2,
-        n_mels=n_mels,
-        sample_rate=SAMPLE_RATE,
-        norm="slaney",
-        mel_scale="slaney",
-    )
-    return banks.T.contiguous().to(device)
+    """Slaney-normalised mel filterbank, shape (n_mels, N_FFT // 2 + 1), as librosa builds it.
+
+    Hand-written (librosa.filters.mel with htk=False, norm="slaney"; Whisper's own
+    mel_filters.npz was made with it): torchaudio's melscale_fbanks did this before, but
+    torchaudio's PyPI wheels link libtorch_cuda and cannot load beside a CPU-only torch, and
+    librosa would pull numba and scipy for these lines. tests/test_model.py checks it against
+    faster-whisper's copy.
+    """
+    fft_hz = np.fft.rfftfreq(N_FFT, d=1.0 / SAMPLE_RATE)  # the 201 bin centres, 0-8000 Hz
+    # n_mels + 2 edges evenly spaced in mels from 0 Hz to Nyquist: filter i rises from
+    # edge i to edge i + 1 and falls to edge i + 2
+    edges = _mel_to_hz(np.linspace(0.0, _hz_to_mel(SAMPLE_RATE / 2), n_mels + 2))
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (fft_hz - lo) / (mid - lo)
+    falling = (hi - fft_hz) / (hi - mid)
+    banks = np.maximum(0.0, np.minimum(rising, falling))
+    banks *= 2.0 / (hi - lo)  # slaney norm: each triangle has the same area
+    return torch.from_numpy(banks.astype(np.float32)).to(device)
 
 
 @functools.lru_cache(maxsize=8)

@@ -14,7 +14,10 @@ What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
+import gc
 import logging
 import time
 import warnings
@@ -111,7 +114,12 @@ def _calibrate(model: Whisper) -> PrecisionPlan:
         timings[f"encoder_{mode}"] = _time_ms(lambda e=encoder, d=dtype: e(mel.to(d)))
     hidden = torch.randn(1, 1, model.dims.n_text_state)
     for mode in ("fp32", "int8"):
-        decoder = copy.deepcopy(model.decoder)
+        # share the 80 MB embedding with the model instead of copying it: conversion reads
+        # it and never writes it (a copy pushed the start-up peak RSS ~80 MB higher)
+        # (a new Parameter on the same storage, so a dtype change of the copy stays its own)
+        embedding = model.decoder.token_embedding.weight
+        shared = nn.Parameter(embedding.data, requires_grad=embedding.requires_grad)
+        decoder = copy.deepcopy(model.decoder, memo={id(embedding): shared})
         _convert_decoder(decoder, mode, "cpu")
         timings[f"decoder_{mode}"] = _time_ms(lambda d=decoder: _decoder_probe(d, hidden))
     encoder = min(("fp32", "bf16", "int8"), key=lambda m: timings[f"encoder_{m}"])
@@ -134,8 +142,15 @@ class Int8Embedding(nn.Module):
 
     def __init__(self, weight: Tensor, dtype: torch.dtype) -> None:
         super().__init__()
-        scale = weight.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
-        self.register_buffer("qweight", torch.round(weight / scale).to(torch.int8))
+        # max |w| per row, and the rows quantized a block at a time: no full-size float
+        # temporaries (the embedding is 80 MB in fp32; they raised the start-up peak RSS)
+        peak = torch.maximum(weight.amax(dim=1, keepdim=True), -weight.amin(dim=1, keepdim=True))
+        scale = peak.clamp(min=1e-8) / 127.0
+        qweight = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+        for start in range(0, weight.shape[0], 4096):
+            rows = slice(start, start + 4096)
+            qweight[rows] = torch.round(weight[rows] / scale[rows])
+        self.register_buffer("qweight", qweight)
         self.register_buffer("scale", scale.to(dtype))
         self.dtype = dtype
 
@@ -160,9 +175,24 @@ class Int8WeightOnlyLinear(nn.Module):
 
 def _dynamic_int8(module: nn.Module) -> nn.Module:
     """Linear layers -> int8 weights with dynamically quantized activations (CPU kernels)."""
+    # torch 2.13 still ships quantize_dynamic and its x86 (fbgemm/oneDNN) kernels, but warns
+    # on every call that torch.ao.quantization and qint8 tensors are deprecated. Migration
+    # path: torchao's `quantize_(module, Int8DynamicActivationInt8WeightConfig())` (another
+    # dependency, with its own kernels to measure) once a torch release drops torch.ao.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao deprecation notice; the kernels are current
-        return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
+        warnings.filterwarnings(
+            "ignore", r"torch\.ao\.quantization is deprecated", DeprecationWarning
+        )
+        warnings.filterwarnings(
+            "ignore",
+            r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other",
+            UserWarning,
+        )
+        # inplace: swap the Linears of `module` (always a fresh copy or about to be replaced)
+        # instead of deep-copying it first, which briefly doubled the output projection
+        return torch.ao.quantization.quantize_dynamic(
+            module, {nn.Linear}, dtype=torch.qint8, inplace=True
+        )
 
 
 def _swap_linears_weight_only(module: nn.Module) -> None:
@@ -190,7 +220,9 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> None:
     dtype = torch.float16 if cuda else torch.float32
     weight = decoder.token_embedding.weight.data.float()
     decoder.to(dtype)
-    head = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    # skip_init: no random init of a 51864 x 384 matrix that is replaced at once (its pages
+    # are never touched, so it costs neither time nor resident memory)
+    head = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=False)
     head.weight.data = weight
     if cuda:
         _swap_linears_weight_only(decoder.blocks)
@@ -210,3 +242,14 @@ def apply_precision(model: Whisper, plan: PrecisionPlan) -> None:
     _convert_encoder(model.encoder, plan.encoder, plan.device)
     _convert_decoder(model.decoder, plan.decoder, plan.device)
     model.to(plan.device)
+    if plan.device == "cpu" and (plan.encoder, plan.decoder) != ("fp32", "fp32"):
+        _release_freed_heap()  # the fp32 weights (and `auto`'s candidate copies) are gone
+
+
+def _release_freed_heap() -> None:
+    """Collect the converted-away modules (reference cycles keep some alive until the next
+    gc run) and return freed heap to the OS (glibc malloc_trim): conversions free large
+    temporaries that glibc would otherwise keep resident. No trim where glibc is absent."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -7,66 +7,54 @@ touched by that stream's ingest calls, which run one at a time and in order.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torchaudio.functional as AF
+import soxr
 
-from streamstt.models.audio import SAMPLE_RATE
+from streamstt.models.audio import RESAMPLE_QUALITY, SAMPLE_RATE
 
 from .pcm import decode_chunk
 from .vad import SileroVad, VadState
 
-RESAMPLE_CONTEXT = 64  # input samples kept on each side; covers the sinc kernel at 8-48 kHz
-
 
 class StreamingResampler:
-    """Chunk-by-chunk resampling that equals resampling the whole signal at once.
+    """Chunk-by-chunk resampling to 16 kHz that equals resampling the whole signal at once.
 
-    torchaudio's resampler zero-pads at both ends of what it is given; cutting a stream into
-    chunks would put those edges (clicks) every 100 ms. So each call keeps `context` input
-    samples on both sides, and emits only the output whose kernel saw real input.
+    libsoxr's stream keeps its filter state across chunks, so chunk edges leave no trace and
+    the output is sample-for-sample what `models.audio.resample` gives for the whole signal
+    (same recipe). Output is time-aligned (linear phase, the filter delay is removed): output
+    sample n is input time n / 16000 s. The filter holds back a little output (about 20-40 ms
+    at 22-48 kHz input, 60 ms on average at 8 kHz) until input after it arrives; `flush`
+    releases it, so audio right before the end of a stream is not lost.
     """
 
     def __init__(self, orig_rate: int) -> None:
         self.orig_rate = orig_rate
-        gcd = math.gcd(orig_rate, SAMPLE_RATE)
-        self.step_in, self.step_out = orig_rate // gcd, SAMPLE_RATE // gcd
-        self.context = self.step_in * -(-RESAMPLE_CONTEXT // self.step_in)
-        self.buffer = np.zeros(self.context, dtype=np.float32)  # zeros: as offline padding
+        self.flushed = False
+        self._stream = None
+        if orig_rate != SAMPLE_RATE:
+            self._stream = soxr.ResampleStream(
+                orig_rate, SAMPLE_RATE, 1, dtype="float32", quality=RESAMPLE_QUALITY
+            )
 
     def push(self, samples: np.ndarray) -> np.ndarray:
-        if self.orig_rate == SAMPLE_RATE:
+        if self.flushed:
+            raise RuntimeError("push after flush: the resampled stream has ended")
+        if self._stream is None:
             return samples
-        self.buffer = np.concatenate([self.buffer, samples])
-        usable = len(self.buffer) - self.context  # hold back the right context
-        usable -= (usable - self.context) % self.step_in
-        if usable <= self.context:
-            return np.zeros(0, dtype=np.float32)
-        return self._emit(usable)
+        chunk = np.ascontiguousarray(samples, dtype=np.float32)
+        return self._stream.resample_chunk(chunk)
 
     def flush(self) -> np.ndarray:
-        """Everything left, with zeros as the right context (as offline resampling does)."""
-        if self.orig_rate == SAMPLE_RATE:
+        """The output still held back; the stream ends here (a second flush gives nothing)."""
+        if self._stream is None or self.flushed:
+            self.flushed = True
             return np.zeros(0, dtype=np.float32)
-        real = len(self.buffer) - self.context
-        if real <= 0:
-            return np.zeros(0, dtype=np.float32)
-        pad = (-real) % self.step_in + self.context
-        self.buffer = np.concatenate([self.buffer, np.zeros(pad, dtype=np.float32)])
-        out = self._emit(len(self.buffer) - self.context)
-        keep = round(real * self.step_out / self.step_in)
-        return out[:keep]
-
-    def _emit(self, end: int) -> np.ndarray:
-        segment = torch.from_numpy(self.buffer[: end + self.context].copy())
-        out = AF.resample(segment, self.orig_rate, SAMPLE_RATE).numpy()
-        first = self.context * self.step_out // self.step_in
-        last = end * self.step_out // self.step_in
-        self.buffer = self.buffer[end - self.context :]
-        return out[first:last].astype(np.float32, copy=False)
+        self.flushed = True
+        tail = self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        self._stream = None  # frees libsoxr's buffers now, not when the session goes
+        return tail
 
 
 @dataclass

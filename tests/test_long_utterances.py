@@ -59,8 +59,10 @@ def test_long_read_streamed_without_pauses(server):
     assert len(results) >= 2
     texts = [r.alternatives[0].transcript for r in results]
     assert wer([reference("long_read")], [" ".join(texts)]) <= 0.03, texts
-    for text in texts:
-        assert text[0].isupper() and text.rstrip()[-1] in ".?!,", texts
+    # Whisper's casing and punctuation survive (the text has 7 sentences; where a cut falls
+    # mid-sentence the model may continue it in lower case, so count, do not demand each)
+    joined = " ".join(texts)
+    assert texts[0][0].isupper() and sum(c in ".?!" for c in joined) >= 4, texts
     starts = [r.result_start_time.ToNanoseconds() for r in results]
     ends = [r.result_end_time.ToNanoseconds() for r in results]
     assert starts[0] < 1e9 and all(s < e for s, e in zip(starts, ends))
