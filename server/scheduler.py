@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import time
 from collections import deque
@@ -30,19 +29,13 @@ import torch
 from streamstt.models.audio import SAMPLE_RATE
 from streamstt.models.transcriber import PreparedBatch, TranscribeOptions, Transcriber
 
+from .memory import trim_heap
 from .stream import Job
 
 _LOGGER = logging.getLogger(__name__)
 TRIM_EVERY = 64  # batches between returns of freed heap memory to the OS (glibc malloc_trim)
 TIMELINE_LENGTH = 256  # batches of stage timestamps kept for metrics and tests
 COST_SMOOTHING = 0.2  # weight of the newest batch in the per-step cost average
-
-
-def _trim_heap() -> None:
-    """Tensors of ever-changing shapes fragment glibc's heap; hand freed pages back so the
-    resident size stays flat over hours (no-op where glibc is not the allocator)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class Session(Protocol):
@@ -287,7 +280,7 @@ class Scheduler:
         if self.on_batch is not None:
             self.on_batch(timing.size)
         if stats.batches % TRIM_EVERY == 0:
-            _trim_heap()
+            trim_heap()
         per_step = (timing.model_end - timing.model_start) / timing.size
         if stats.cost_per_step_s == 0:
             stats.cost_per_step_s = per_step
