@@ -27,7 +27,6 @@ from streamstt.models.decoding import DecodingOptions
 from streamstt.models.transcriber import TranscribeOptions, Transcriber
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
-from .memory import tune_allocator
 from .readiness import Readiness
 from .scheduler import Scheduler
 from .servicer import RecognizerServicer
@@ -157,7 +156,6 @@ async def start_server(
     config: ServerConfig, transcriber: Transcriber | None = None, metrics=None
 ) -> RunningServer:
     """Load (unless given), warm up, bind and start; health turns SERVING at the end."""
-    tune_allocator()
     health_servicer = health.aio.HealthServicer()
     if metrics is None and config.metrics_port >= 0:
         from .metrics import Metrics
