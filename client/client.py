@@ -31,7 +31,7 @@ import soundfile
 
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
-from .resume import AudioLog, Continuation, replay_requests, resumable
+from .resume import AudioLog, Continuation, replay_requests
 
 REPLICA_HEADER = "streamstt-replica"  # which replica serves a stream (initial metadata)
 RESUME_BACKOFF_S = 0.2  # before the n-th resume, wait n times this (all replicas may be full)
@@ -259,7 +259,7 @@ class StreamingClient:
         """Send the config then the chunks (optionally one every `pace_s` seconds); yield
         responses as they arrive. Raises StreamInterrupted on a non-OK end. `on_replica` gets
         the name of the replica serving the stream once it is known."""
-        yield from self._call(_requests(config, chunks, pace_s), [], timeout, on_replica)
+        yield from self._call(_requests(config, chunks, pace_s), timeout, on_replica)
 
     def stream_resumable(
         self,
@@ -278,7 +278,6 @@ class StreamingClient:
         state = Continuation(config)
         log = AudioLog(iter(chunks), state.frame)
         started = time.monotonic()
-        finals: list = []
 
         def pace(index: int) -> None:
             delay = started + index * pace_s - time.monotonic()
@@ -289,22 +288,20 @@ class StreamingClient:
             alive = threading.Event()
             alive.set()
             requests = replay_requests(config, log, state.offset_byte, alive, pace)
-            got_results = False
             try:
-                for response in self._call(requests, [], timeout, on_replica):
+                for response in self._call(requests, timeout, on_replica):
                     state.translate(response, log)
-                    got_results = got_results or bool(response.results)
-                    finals.extend(r for r in response.results if r.is_final)
                     yield response
                 return
             except StreamInterrupted as exc:
                 alive.clear()
-                if state.resumes >= max_resumes or not resumable(exc.error, got_results):
-                    raise StreamInterrupted(exc.error, finals) from exc
+                if not state.can_resume(exc.error, max_resumes):
+                    raise StreamInterrupted(exc.error, state.finals) from exc
             state.resume()
             time.sleep(RESUME_BACKOFF_S * state.resumes)
 
-    def _call(self, requests, finals: list, timeout, on_replica):
+    def _call(self, requests, timeout, on_replica):
+        finals: list = []
         call = self.stub.StreamingRecognize(requests, timeout=timeout, metadata=self._metadata)
         try:
             if on_replica is not None:
@@ -373,7 +370,7 @@ class AsyncStreamingClient:
                 index += 1
                 yield asr_pb2.StreamingRecognizeRequest(audio_content=chunk)
 
-        async for response in self._call(requests(), [], timeout, on_replica):
+        async for response in self._call(requests(), timeout, on_replica):
             yield response
 
     async def stream_resumable(
@@ -390,7 +387,6 @@ class AsyncStreamingClient:
         log = AudioLog(iter(()), state.frame)
         source = _aiter(chunks)
         started = time.monotonic()
-        finals: list = []
 
         async def requests(start_byte: int, alive: threading.Event):
             yield asr_pb2.StreamingRecognizeRequest(streaming_config=config)
@@ -413,23 +409,21 @@ class AsyncStreamingClient:
         while True:
             alive = threading.Event()
             alive.set()
-            got_results = False
             try:
-                stream = self._call(requests(state.offset_byte, alive), [], timeout, on_replica)
+                stream = self._call(requests(state.offset_byte, alive), timeout, on_replica)
                 async for response in stream:
                     state.translate(response, log)
-                    got_results = got_results or bool(response.results)
-                    finals.extend(r for r in response.results if r.is_final)
                     yield response
                 return
             except StreamInterrupted as exc:
                 alive.clear()
-                if state.resumes >= max_resumes or not resumable(exc.error, got_results):
-                    raise StreamInterrupted(exc.error, finals) from exc
+                if not state.can_resume(exc.error, max_resumes):
+                    raise StreamInterrupted(exc.error, state.finals) from exc
             state.resume()
             await asyncio.sleep(RESUME_BACKOFF_S * state.resumes)
 
-    async def _call(self, requests, finals: list, timeout, on_replica):
+    async def _call(self, requests, timeout, on_replica):
+        finals: list = []
         call = self.stub.StreamingRecognize(requests, timeout=timeout, metadata=self._metadata)
         try:
             if on_replica is not None:

@@ -145,6 +145,11 @@ class Continuation:
         self.final_end_ns = 0  # end of the last final, in logical stream time
         self.utterances = 0  # finals seen so far
         self.resumes = 0
+        self.finals: list = []  # every final result, in logical stream time
+        self.got_results = False  # the current physical stream has returned results
+
+    def can_resume(self, error: grpc.RpcError, max_resumes: int) -> bool:
+        return self.resumes < max_resumes and resumable(error, self.got_results)
 
     @property
     def offset_byte(self) -> int:
@@ -159,10 +164,11 @@ class Continuation:
         self.offset_ns = self.final_end_ns
         self.utterance_base = self.utterances
         self.resumes += 1
+        self.got_results = False
 
     def translate(self, response: asr_pb2.StreamingRecognizeResponse, log: AudioLog) -> None:
-        """Shift a response of the current physical stream into logical stream time, and let the
-        log forget audio that its finals cover."""
+        """Shift a response of the current physical stream into logical stream time, record
+        its finals, and let the log forget audio that they cover."""
         if self.offset_ns or self.utterance_base:
             for result in response.results:
                 _shift(result.result_start_time, self.offset_ns)
@@ -174,8 +180,10 @@ class Continuation:
                         _shift(word.end_time, self.offset_ns)
             if response.HasField("speech_event_time"):
                 _shift(response.speech_event_time, self.offset_ns)
+        self.got_results = self.got_results or bool(response.results)
         for result in response.results:
             if result.is_final:
+                self.finals.append(result)
                 self.final_end_ns = max(self.final_end_ns, result.result_end_time.ToNanoseconds())
                 self.utterances = max(self.utterances, result.utterance_index + 1)
         log.forget_before(self.final_end_ns * self.rate // 1_000_000_000 * self.frame)

@@ -14,9 +14,7 @@ What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import ctypes
 import gc
 import logging
 import time
@@ -27,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .memory import trim_heap
 from .whisper import TextDecoder, Whisper
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
@@ -251,5 +250,4 @@ def _release_freed_heap() -> None:
     gc run) and return freed heap to the OS (glibc malloc_trim): conversions free large
     temporaries that glibc would otherwise keep resident. No trim where glibc is absent."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trim_heap()

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from streamstt.models.audio import SAMPLE_RATE
+from streamstt.models.memory import trim_heap
 from streamstt.models.transcriber import PreparedBatch, TranscribeOptions, Transcriber
 
-from .memory import trim_heap
 from .stream import Job
 
 _LOGGER = logging.getLogger(__name__)

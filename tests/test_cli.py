@@ -96,22 +96,20 @@ def test_transcribe_errors_are_messages_not_tracebacks(tmp_path):
 
 def test_serve_then_stream_realtime_shows_partials_and_final(served):
     process, target = served
-    for service in ("", "liveness"):  # the container HEALTHCHECK's command
-        check = subprocess.run(
+
+    def health(service: str) -> subprocess.CompletedProcess:  # the container HEALTHCHECK
+        return subprocess.run(
             [*STREAMSTT, "health", "--server", target, "--service", service],
             capture_output=True,
             text=True,
             timeout=60,
             cwd=ROOT,
         )
+
+    for service in ("", "liveness"):
+        check = health(service)
         assert check.returncode == 0 and "SERVING" in check.stdout, check
-    unknown = subprocess.run(
-        [*STREAMSTT, "health", "--server", target, "--service", "no.such.Service"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    unknown = health("no.such.Service")
     assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr, unknown
     done = subprocess.run(
         [*STREAMSTT, "stream", str(DATA / "sample.wav"), "--realtime", "--server", target],
