@@ -103,24 +103,41 @@ def _time_ms(fn) -> float:
 
 @torch.inference_mode()
 def _calibrate(model: Whisper) -> PrecisionPlan:
-    """Time the encoder (fp32/bf16/int8) and a decoder step (fp32/int8) on this CPU."""
+    """Time the encoder (fp32/bf16/int8) and a decoder step (fp32/int8) on this CPU.
+
+    The fp32 candidates are the model's own modules (loaded in fp32); the others are
+    converted copies. The winners are installed into `model` right away, so that
+    apply_precision does not convert them a second time (the int8 decoder's output
+    projection takes ~0.3 s to quantize and pack)."""
     mel = torch.randn(1, model.dims.n_mels, CALIBRATION_FRAMES)
-    timings: dict[str, float] = {}
-    for mode in ("fp32", "bf16", "int8"):
-        encoder = copy.deepcopy(model.encoder)
-        _convert_encoder(encoder, mode, "cpu")
+    timings = {"encoder_fp32": _time_ms(lambda: model.encoder(mel))}
+    best_encoder, best_ms = model.encoder, timings["encoder_fp32"]
+    for mode in ("bf16", "int8"):
+        candidate = copy.deepcopy(model.encoder)
+        _convert_encoder(candidate, mode, "cpu")
         dtype = torch.bfloat16 if mode == "bf16" else torch.float32
-        timings[f"encoder_{mode}"] = _time_ms(lambda e=encoder, d=dtype: e(mel.to(d)))
+        timings[f"encoder_{mode}"] = _time_ms(lambda e=candidate, d=dtype: e(mel.to(d)))
+        if timings[f"encoder_{mode}"] < best_ms:  # keep one candidate alive at a time
+            best_encoder, best_ms = candidate, timings[f"encoder_{mode}"]
+        del candidate
+    model.encoder = best_encoder
+    del best_encoder
+    _release_freed_heap()  # the losing candidates and activations: lower peak from here on
+
     hidden = torch.randn(1, 1, model.dims.n_text_state)
-    for mode in ("fp32", "int8"):
-        # share the 80 MB embedding with the model instead of copying it: conversion reads
-        # it and never writes it (a copy pushed the start-up peak RSS ~80 MB higher)
-        # (a new Parameter on the same storage, so a dtype change of the copy stays its own)
-        embedding = model.decoder.token_embedding.weight
-        shared = nn.Parameter(embedding.data, requires_grad=embedding.requires_grad)
-        decoder = copy.deepcopy(model.decoder, memo={id(embedding): shared})
-        _convert_decoder(decoder, mode, "cpu")
-        timings[f"decoder_{mode}"] = _time_ms(lambda d=decoder: _decoder_probe(d, hidden))
+    timings["decoder_fp32"] = _time_ms(lambda: _decoder_probe(model.decoder, hidden))
+    # share the 80 MB embedding with the model instead of copying it: conversion reads it
+    # and never writes it (a copy pushed the start-up peak RSS ~80 MB higher); a new
+    # Parameter on the same storage, so a dtype change of the copy stays its own
+    embedding = model.decoder.token_embedding.weight
+    shared = nn.Parameter(embedding.data, requires_grad=embedding.requires_grad)
+    candidate = copy.deepcopy(model.decoder, memo={id(embedding): shared})
+    _convert_decoder(candidate, "int8", "cpu")
+    timings["decoder_int8"] = _time_ms(lambda d=candidate: _decoder_probe(d, hidden))
+    if timings["decoder_int8"] < timings["decoder_fp32"]:
+        model.decoder = candidate
+    del candidate, shared, embedding
+
     encoder = min(("fp32", "bf16", "int8"), key=lambda m: timings[f"encoder_{m}"])
     decoder = min(("fp32", "int8"), key=lambda m: timings[f"decoder_{m}"])
     name = encoder if encoder == decoder else "mixed"
@@ -202,8 +219,14 @@ def _swap_linears_weight_only(module: nn.Module) -> None:
             _swap_linears_weight_only(child)
 
 
+def _is_dynamic_int8(module: nn.Module) -> bool:
+    return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in module.modules())
+
+
 def _convert_encoder(encoder: nn.Module, mode: str, device: str) -> None:
     if mode == "int8" and not device.startswith("cuda"):
+        if _is_dynamic_int8(encoder):
+            return  # converted already, by `auto`'s calibration
         encoder.float()
         for i, block in enumerate(encoder.blocks):
             encoder.blocks[i] = _dynamic_int8(block)
@@ -215,14 +238,16 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> None:
     if mode != "int8":
         decoder.to(_DTYPES[mode])
         return
+    if isinstance(decoder.token_embedding, Int8Embedding):
+        return  # converted already, by `auto`'s calibration
     cuda = device.startswith("cuda")
     dtype = torch.float16 if cuda else torch.float32
     weight = decoder.token_embedding.weight.data.float()
     decoder.to(dtype)
-    # skip_init: no random init of a 51864 x 384 matrix that is replaced at once (its pages
-    # are never touched, so it costs neither time nor resident memory)
-    head = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=False)
-    head.weight.data = weight
+    # built on the meta device: no random init of a 51864 x 384 matrix that is replaced at
+    # once (nn.utils.skip_init does the same but imports sympy on first use: +0.9 s load time)
+    head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    head.weight = nn.Parameter(weight, requires_grad=False)
     if cuda:
         _swap_linears_weight_only(decoder.blocks)
         decoder.logits_head = Int8WeightOnlyLinear(weight, None)
