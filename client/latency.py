@@ -158,12 +158,25 @@ def word_emissions(timeline: StreamTimeline) -> list[WordEmission]:
             if result.is_final and result.utterance not in finals:
                 finals[result.utterance] = (response.recv_t, result.words)
     first_seen: dict[tuple[int, int], float] = {}
+    closed: set[int] = set()  # utterances whose final arrived in an earlier response
     for response in timeline.responses:
-        for utterance, shown in _hypotheses(response).items():
-            if utterance not in finals:
-                continue
-            for index in _matched(shown, finals[utterance][1]):
+        shown = _hypotheses(response)
+        final_now = {r.utterance for r in response.results if r.is_final}
+        for utterance in finals.keys() - closed:
+            # The words this response shows for the utterance, and before them the interim
+            # words it shows for earlier utterances still open: a cut in continuous speech
+            # closes an utterance at a pause, and the words after the pause, shown in that
+            # utterance's interims, are in the next one's final. The reader saw them.
+            hypothesis = [
+                word
+                for shown_for in sorted(shown)
+                if shown_for == utterance
+                or (shown_for < utterance and shown_for not in closed | final_now)
+                for word in shown[shown_for]
+            ]
+            for index in _matched(hypothesis, finals[utterance][1]):
                 first_seen.setdefault((utterance, index), response.recv_t)
+        closed |= final_now
     emissions = []
     for utterance, (final_t, words) in sorted(finals.items()):
         for index, word in enumerate(words):

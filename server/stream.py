@@ -39,6 +39,12 @@ PROMPT_WORDS = 40  # words of earlier text given to the model as context
 # probability around a boundary is judged over this much audio on each side.
 CUT_SPAN = int(0.1 * SAMPLE_RATE)
 CUT_MARGIN = int(0.3 * SAMPLE_RATE)  # no cut this close to the newest audio (word may go on)
+# Continuous speech (read text, a monologue) pauses between sentences for less than
+# silence_ms, so no endpoint comes and the utterance grows until max_utterance_ms: its final
+# would come many seconds after its early words, and interim words past a look-back cut would
+# move to the next utterance. So once an utterance is this long, it is closed at the first
+# newly committed word followed by a pause (VAD probability below SPEECH_END_PROB).
+PAUSE_CUT_AFTER = int(8.0 * SAMPLE_RATE)
 
 
 @dataclass(frozen=True)
@@ -196,15 +202,41 @@ def _cut_point(state: StreamState, earliest: int) -> int:
         end = int(word.end * SAMPLE_RATE)
         if not earliest <= end <= latest:
             continue
-        probs = [
-            p for f, p in state.vad_log if end - CUT_SPAN < f + VAD_FRAME and f < end + CUT_SPAN
-        ]
-        if not probs:
-            continue
-        score = min(probs) - (0.5 if word.word[-1:] in ".?!" else 0.0)
+        score = _quietest(state, end)[0] - (0.5 if word.word[-1:] in ".?!" else 0.0)
         if score <= best_score:
             best, best_score = end, score
     return best
+
+
+def _cut_at_pause(state: StreamState, newly_committed: list[TimedWord]) -> None:
+    """Close a long utterance after the newest committed word that a pause follows."""
+    start = state.utterance_start
+    if not state.in_speech or start is None or state.settings.single_utterance:
+        return
+    for word in reversed(newly_committed):
+        end = int(word.end * SAMPLE_RATE)
+        if end - start < PAUSE_CUT_AFTER:
+            return
+        if end > state.received - CUT_MARGIN:
+            continue
+        prob, pause = _quietest(state, end)
+        if prob < SPEECH_END_PROB:
+            # cut inside the pause (word ends from alignment can be early by a frame or two)
+            cut = max(end, pause)
+            state.endpoints.append((start, cut))
+            state.utterance_start = cut
+            return
+
+
+def _quietest(state: StreamState, sample: int) -> tuple[float, int]:
+    """The lowest VAD probability within CUT_SPAN of `sample` and the middle of its frame
+    ((1.0, sample) when none is logged)."""
+    frames = [
+        (p, f + VAD_FRAME // 2)
+        for f, p in state.vad_log
+        if sample - CUT_SPAN < f + VAD_FRAME and f < sample + CUT_SPAN
+    ]
+    return min(frames, default=(1.0, sample))
 
 
 def close(state: StreamState) -> list[SpeechEvent]:
@@ -288,6 +320,8 @@ def apply_interim(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> 
     agreed = agreed_prefix(new, state.tentative)
     state.committed.extend(new[:agreed])
     state.tentative = new[agreed:]
+    if agreed:
+        _cut_at_pause(state, new[:agreed])
     if job.end - state.window_start > TRIM_AFTER and state.committed:
         # Interims stop re-decoding the committed audio, so a long utterance costs no more
         # per step than a short one; its audio stays for the final.

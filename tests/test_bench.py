@@ -97,6 +97,27 @@ def test_utterances_are_matched_separately():
     assert second.emission_s == pytest.approx(11.6 - 11.5)
 
 
+def test_words_moved_to_the_next_utterance_by_a_cut_count_from_their_first_sighting():
+    # a cut at a pause closes utterance 0 after "stop"; "go", shown in utterance 0's
+    # interim at 10.9, is in utterance 1's final
+    stop, go = Word("stop", 0.1, 0.5), Word("go", 0.7, 0.9)
+    stream = timeline(
+        Response(10.9, (Result(False, 0, 1.0, (stop, go)),)),
+        Response(11.2, (Result(True, 0, 0.6, (stop,)),)),
+        Response(11.6, (Result(False, 1, 1.5, (go,)),)),
+        Response(12.0, (Result(True, 1, 1.5, (go,)),)),
+    )
+    first, second = latency.word_emissions(stream)
+    assert (first.utterance, first.first_seen_t) == (0, 10.9)
+    assert (second.utterance, second.first_seen_t) == (1, 10.9)
+    # a closed utterance's words are not sightings of a later one's
+    late = timeline(
+        Response(10.4, (Result(True, 0, 0.5, (Word("go", 0.5, 0.9),)),)),
+        Response(11.6, (Result(True, 1, 1.5, (Word("go", 1.1, 1.4),)),)),
+    )
+    assert latency.word_emissions(late)[1].first_seen_t == 11.6
+
+
 def test_partial_lag_final_latency_and_time_to_first_result():
     lags = latency.partial_lags(SIMPLE)
     # one value per interim response, measured at its result end time

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import resource
+import statistics
 import time
 
 import grpc
@@ -12,6 +13,7 @@ import pytest
 from conftest import DATA
 
 from streamstt.client.client import file_chunks
+from streamstt.models.memory import trim_heap
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
 pytestmark = pytest.mark.heavy
@@ -145,7 +147,8 @@ def test_graceful_shutdown_under_twenty_streams():
 def test_load_held_for_a_minute(make_server, tmp_path):
     """Two real-time streams for 60 s (what this 2-core machine holds within a 2 s
     budget, docs/benchmarks.md): no errors, p95 emission within budget, no lag growth,
-    batches of more than one stream on average, memory growth under 5 % after warm-up."""
+    batches of more than one stream on average, median live memory (RSS after a heap trim)
+    of the last third of the held load within 5 % of the first third's."""
     import json
     import subprocess
     import sys
@@ -168,6 +171,9 @@ def test_load_held_for_a_minute(make_server, tmp_path):
 
     def sample_memory() -> None:
         while not done_sampling.wait(1.0):
+            # return freed heap first: glibc keeps freed memory resident until a trim (the
+            # scheduler trims every 64 batches), a sawtooth of ~200 MB that is not a leak
+            trim_heap()
             samples.append(_rss_mb())
 
     sampler = threading.Thread(target=sample_memory)
@@ -212,5 +218,9 @@ def test_load_held_for_a_minute(make_server, tmp_path):
     assert (stats.steps - steps_before) / (stats.batches - batches_before) > 1.0
     done_sampling.set()
     sampler.join(5)
-    warm = samples[WARM_UP_S]  # after the first utterances have been decoded
-    assert max(samples[WARM_UP_S:]) < warm * 1.05, (warm, samples)
+    # after the first utterances have been decoded: a leak raises the typical level from
+    # one third of the held load to the last; one long final's activations do not
+    held = samples[WARM_UP_S:]
+    third = len(held) // 3
+    early, late = statistics.median(held[:third]), statistics.median(held[-third:])
+    assert late < early * 1.05, ([round(x) for x in samples], early, late)

@@ -1,12 +1,16 @@
 """Long speech without a pause: where a forced final cuts, and what the final holds.
 
-A reader who never pauses for `silence_ms` still needs finals every `max_utterance_ms`. The cut
-must fall between sentences (the quietest committed word boundary), and each final is decoded
+A reader who never pauses for `silence_ms` still needs finals: once an utterance is 8 s long
+it closes at the next short pause after a committed word, and `max_utterance_ms` is the
+backstop. A forced cut must fall between sentences (the quietest committed word boundary), and
+each final is decoded
 afresh over the whole utterance, so it keeps Whisper's casing and punctuation and repairs words
 that interims committed at a window edge.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 from conftest import reference, wer
@@ -50,6 +54,52 @@ def test_forced_cut_prefers_a_sentence_end_when_voice_gives_no_hint():
     engine.on_audio(state, np.zeros(frames * VAD_FRAME, dtype=np.float32), probs)
     ((_, cut),) = state.endpoints
     assert cut == 13 * 16000
+
+
+def _speech_with_dips(seconds: float, dips: list[float]) -> engine.StreamState:
+    """An open utterance of `seconds` of speech whose voice dips briefly (< silence_ms) at
+    `dips`, with no committed words yet."""
+    state = engine.StreamState(SETTINGS)
+    frames = int(seconds * 16000) // VAD_FRAME
+    probs = np.full(frames, 0.95, dtype=np.float32)
+    for dip in dips:
+        probs[int(dip * 16000) // VAD_FRAME : int(dip * 16000) // VAD_FRAME + 3] = 0.1
+    engine.on_audio(state, np.zeros(frames * VAD_FRAME, dtype=np.float32), probs)
+    assert state.in_speech and not state.endpoints
+    return state
+
+
+def _interims(state: engine.StreamState, hypothesis: list[engine.TimedWord]) -> None:
+    """Two agreeing interim decodes of the whole window: their words are committed."""
+    job = engine.Job(False, 0, state.received, "")
+    engine.apply_interim(state, job, hypothesis)
+    engine.apply_interim(state, job, hypothesis)
+
+
+def _words_every_half_second(seconds: float) -> list[engine.TimedWord]:
+    return [
+        engine.TimedWord(f"w{i}", i * 0.5 + 0.1, (i + 1) * 0.5, 0.9)
+        for i in range(int(seconds / 0.5))
+    ]
+
+
+def test_a_pause_closes_a_long_utterance_once_its_word_is_committed():
+    # continuous speech: a dip at 3 s (too early to cut) and one at 9 s
+    state = _speech_with_dips(10.5, [3.0, 9.0])
+    _interims(state, _words_every_half_second(10.0))
+    ((start, cut),) = state.endpoints
+    assert start == 0 and abs(cut / 16000 - 9.0) <= 0.1, cut / 16000
+    assert state.utterance_start == cut  # the speech after the pause opens the next one
+
+
+def test_no_pause_cut_without_a_pause_or_for_a_single_utterance():
+    state = _speech_with_dips(10.5, [])
+    _interims(state, _words_every_half_second(10.0))
+    assert not state.endpoints  # no pause: the utterance goes on (max_utterance_ms stays)
+    single = _speech_with_dips(10.5, [9.0])
+    single.settings = dataclasses.replace(SETTINGS, single_utterance=True)
+    _interims(single, _words_every_half_second(10.0))
+    assert not single.endpoints  # one utterance asked for: only silence_ms or the limit end it
 
 
 def test_long_read_streamed_without_pauses(server):
