@@ -176,39 +176,45 @@ def test_load_held_for_a_minute(make_server, tmp_path):
             trim_heap()
             samples.append(_rss_mb())
 
-    sampler = threading.Thread(target=sample_memory)
+    # a daemon, stopped before any assertion: a failing test must not leave it running
+    # (pytest would wait for it at exit)
+    sampler = threading.Thread(target=sample_memory, daemon=True)
     sampler.start()
     batches_before = running.scheduler.stats.batches
     steps_before = running.scheduler.stats.steps
     out = tmp_path / "bench"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamstt.client.cli",
-            "bench",
-            "--server",
-            running.target,
-            "--audio",
-            str(audio),
-            "--streams",
-            "2",
-            "--stagger-ms",
-            "300",
-            "--duration-s",
-            "60",
-            "--latency-budget-ms",
-            "2000",
-            "--budget-ms",
-            "2000",
-            "--no-plots",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streamstt.client.cli",
+                "bench",
+                "--server",
+                running.target,
+                "--audio",
+                str(audio),
+                "--streams",
+                "2",
+                "--stagger-ms",
+                "300",
+                "--duration-s",
+                "60",
+                "--latency-budget-ms",
+                "2000",
+                "--budget-ms",
+                "2000",
+                "--no-plots",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        done_sampling.set()
+        sampler.join(5)
     assert done.returncode == 0, done.stderr[-2000:]
     level = json.loads((out / "report.json").read_text())["systems"]["streamstt"]["levels"][0]
     assert level["errors"] == {} or not level["errors"], level["errors"]
@@ -216,8 +222,6 @@ def test_load_held_for_a_minute(make_server, tmp_path):
     assert not level["lag_growth"]
     stats = running.scheduler.stats
     assert (stats.steps - steps_before) / (stats.batches - batches_before) > 1.0
-    done_sampling.set()
-    sampler.join(5)
     # after the first utterances have been decoded: a leak raises the typical level from
     # one third of the held load to the last; one long final's activations do not
     held = samples[WARM_UP_S:]
