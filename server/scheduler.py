@@ -36,6 +36,10 @@ _LOGGER = logging.getLogger(__name__)
 TRIM_EVERY = 64  # batches between returns of freed heap memory to the OS (glibc malloc_trim)
 TIMELINE_LENGTH = 256  # batches of stage timestamps kept for metrics and tests
 COST_SMOOTHING = 0.2  # weight of the newest batch in the per-step cost average
+# A new stream that arrives while the first batch of a fresh server is on the model waits this
+# long at most for that batch's cost: with no measurement yet, admission would let any
+# number of streams in (a cold server admitted 4 streams that broke their budgets).
+FIRST_MEASUREMENT_WAIT_S = 3.0
 
 
 class Session(Protocol):
@@ -115,6 +119,7 @@ class Scheduler:
         self.fault_hook: Callable[[list[str]], None] | None = None
         self.on_batch: Callable[[int], None] | None = None  # metrics: streams per batch
         self._wake = asyncio.Event()
+        self._measured = asyncio.Event()  # set when the first batch's cost is known
         self._in_flight: set[str] = set()
         self._model_free = asyncio.Semaphore(1)
         self._task: asyncio.Task | None = None
@@ -132,6 +137,13 @@ class Scheduler:
         self.model_thread.shutdown(wait=False, cancel_futures=True)
 
     # ---- streams ---------------------------------------------------------------------------
+    async def first_measurement(self) -> None:
+        """On a fresh server whose first batch is on the model, wait for that batch's cost
+        (at most FIRST_MEASUREMENT_WAIT_S) so that `admit` decides on a measurement."""
+        if not self.stats.cost_per_step_s and self._in_flight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._measured.wait(), FIRST_MEASUREMENT_WAIT_S)
+
     def admit(self, budget_s: float) -> None:
         """Refuse a new stream (AdmissionError) when the measured cost says budgets would break."""
         reason = self.capacity_error(budget_s)
@@ -284,6 +296,7 @@ class Scheduler:
         per_step = (timing.model_end - timing.model_start) / timing.size
         if stats.cost_per_step_s == 0:
             stats.cost_per_step_s = per_step
+            self._measured.set()
         else:
             stats.cost_per_step_s += COST_SMOOTHING * (per_step - stats.cost_per_step_s)
 

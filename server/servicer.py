@@ -96,6 +96,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             )
         except validation.InvalidRequest as exc:
             await context.abort(exc.code, exc.message)
+        await self.scheduler.first_measurement()  # no await between the checks and register
         if len(self.active) >= self.config.max_streams:
             await self._reject(
                 context,

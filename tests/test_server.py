@@ -348,6 +348,26 @@ def test_admission_control_refuses_streams_past_measured_capacity(make_server):
     assert "capacity" in str(refused.value)
 
 
+def test_admission_on_a_fresh_server_waits_for_the_first_measurement(make_server):
+    """A stream that arrives while a fresh server's first batch is on the model is judged on
+    that batch's cost, not admitted blindly because nothing was measured yet."""
+    running = make_server(admission_utilization=0.01)
+    scheduler = running.scheduler
+    holder = threading.Thread(
+        target=lambda: run_stream(running.target, "en_us_female", pace=0.05), daemon=True
+    )
+    holder.start()
+    deadline = time.monotonic() + 30
+    while not scheduler._in_flight and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert scheduler.stats.batches == 0 and scheduler._in_flight  # the first batch is running
+    with pytest.raises(StreamInterrupted) as refused:
+        run_stream(running.target, "sample")
+    assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "capacity" in str(refused.value)
+    holder.join(60)
+
+
 def test_prometheus_metrics(make_server):
     import urllib.request
 
