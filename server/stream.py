@@ -44,7 +44,7 @@ CUT_MARGIN = int(0.3 * SAMPLE_RATE)  # no cut this close to the newest audio (wo
 # would come many seconds after its early words, and interim words past a look-back cut would
 # move to the next utterance. So once an utterance is this long, it is closed at the first
 # newly committed word followed by a pause (VAD probability below SPEECH_END_PROB).
-PAUSE_CUT_AFTER = int(8.0 * SAMPLE_RATE)
+PAUSE_CUT_AFTER = int(5.0 * SAMPLE_RATE)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Long speech without a pause: where a forced final cuts, and what the final holds.
 
-A reader who never pauses for `silence_ms` still needs finals: once an utterance is 8 s long
+A reader who never pauses for `silence_ms` still needs finals: once an utterance is 5 s long
 it closes at the next short pause after a committed word, and `max_utterance_ms` is the
 backstop. A forced cut must fall between sentences (the quietest committed word boundary), and
 each final is decoded
