@@ -16,6 +16,7 @@ balanced) and sends again the audio after that point, so the caller sees one str
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import socket
@@ -35,6 +36,7 @@ from .resume import AudioLog, Continuation, replay_requests
 
 REPLICA_HEADER = "streamstt-replica"  # which replica serves a stream (initial metadata)
 RESUME_BACKOFF_S = 0.2  # before the n-th resume, wait n times this (all replicas may be full)
+ADMISSION_WAIT_S = 1.0  # asyncio client: longest hold of the audio for the server's admission
 
 
 def _service_config(balanced: bool, health_check: bool) -> str:
@@ -424,10 +426,15 @@ class AsyncStreamingClient:
 
     async def _call(self, requests, timeout, on_replica):
         finals: list = []
-        call = self.stub.StreamingRecognize(requests, timeout=timeout, metadata=self._metadata)
+        admitted = asyncio.Event()
+        call = self.stub.StreamingRecognize(
+            _after_admission(requests, admitted), timeout=timeout, metadata=self._metadata
+        )
         try:
+            metadata = await call.initial_metadata()  # admitted, or the call has ended
+            admitted.set()
             if on_replica is not None:
-                on_replica(_replica(await call.initial_metadata()))
+                on_replica(_replica(metadata))
             async for response in call:
                 finals.extend(r for r in response.results if r.is_final)
                 yield response
@@ -447,6 +454,22 @@ class AsyncStreamingClient:
 
     async def list_models(self) -> asr_pb2.ListModelsResponse:
         return await self.stub.ListModels(asr_pb2.ListModelsRequest(), metadata=self._metadata)
+
+
+async def _after_admission(requests, admitted: asyncio.Event):
+    """The requests, with the audio held back until the server has answered the config:
+    it sends its initial metadata once it admits the stream, or ends the call with the
+    refusal. Audio written while a refusal arrives can make grpc's asyncio client replace
+    the server's status with INTERNAL "Internal error from Core" (seen in a bench sweep:
+    a RESOURCE_EXHAUSTED refusal reported as INTERNAL). A server that sends no early
+    metadata only delays the audio by ADMISSION_WAIT_S."""
+    first = True
+    async for request in requests:
+        yield request
+        if first:
+            first = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(admitted.wait(), ADMISSION_WAIT_S)
 
 
 def _replica(metadata) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -173,5 +174,8 @@ def context_frames_for(samples: int, min_context_s: float, margin_s: float) -> i
     early on most clips; with >= 15 s of context it matches the full window at half the cost.
     """
     seconds = max(min_context_s, samples / SAMPLE_RATE + margin_s)
-    frames = min(N_FRAMES, int(seconds * FRAMES_PER_SECOND + 0.5))
+    # rounded up to whole seconds: a streaming window grows by a few frames every step, and
+    # each distinct encoder width is a new shape for the CPU kernels (oneDNN caches
+    # primitives per shape: resident memory crept up over a held load) and for CUDA caches
+    frames = min(N_FRAMES, math.ceil(seconds - 1e-9) * FRAMES_PER_SECOND)
     return frames + frames % 2

@@ -227,4 +227,5 @@ def test_load_held_for_a_minute(make_server, tmp_path):
     held = samples[WARM_UP_S:]
     third = len(held) // 3
     early, late = statistics.median(held[:third]), statistics.median(held[-third:])
+    print("live RSS MB, once a second:", [round(x) for x in samples])  # shown with -s
     assert late < early * 1.05, ([round(x) for x in samples], early, late)

@@ -103,12 +103,14 @@ def test_no_pause_cut_without_a_pause_or_for_a_single_utterance():
 
 
 def test_long_read_streamed_without_pauses(server):
-    """31 s of read speech with no 500 ms pause: forced finals, cut between sentences, with
+    """31 s of read speech with no 500 ms pause: finals cut at short pauses, with
     punctuation, and about as accurate as the offline transcript."""
     results = finals(run_stream(server.target, "long_read", pace=0.05))
     assert len(results) >= 2
     texts = [r.alternatives[0].transcript for r in results]
-    assert wer([reference("long_read")], [" ".join(texts)]) <= 0.03, texts
+    # where the pause cuts fall depends on when interim steps run (machine load), and tiny.en
+    # then hears "bread" or "red": measured 0.00-0.04 over runs (the issue allows 0.08)
+    assert wer([reference("long_read")], [" ".join(texts)]) <= 0.05, texts
     # Whisper's casing and punctuation survive (the text has 7 sentences; where a cut falls
     # mid-sentence the model may continue it in lower case, so count, do not demand each)
     joined = " ".join(texts)
