@@ -162,18 +162,14 @@ def word_emissions(timeline: StreamTimeline) -> list[WordEmission]:
     for response in timeline.responses:
         shown = _hypotheses(response)
         final_now = {r.utterance for r in response.results if r.is_final}
+        still_open = sorted(shown.keys() - closed - final_now)  # shown as interims only
         for utterance in finals.keys() - closed:
             # The words this response shows for the utterance, and before them the interim
             # words it shows for earlier utterances still open: a cut in continuous speech
             # closes an utterance at a pause, and the words after the pause, shown in that
             # utterance's interims, are in the next one's final. The reader saw them.
-            hypothesis = [
-                word
-                for shown_for in sorted(shown)
-                if shown_for == utterance
-                or (shown_for < utterance and shown_for not in closed | final_now)
-                for word in shown[shown_for]
-            ]
+            earlier = [word for u in still_open if u < utterance for word in shown[u]]
+            hypothesis = earlier + shown.get(utterance, [])
             for index in _matched(hypothesis, finals[utterance][1]):
                 first_seen.setdefault((utterance, index), response.recv_t)
         closed |= final_now

@@ -3,9 +3,8 @@
 A reader who never pauses for `silence_ms` still needs finals: once an utterance is 5 s long
 it closes at the next short pause after a committed word, and `max_utterance_ms` is the
 backstop. A forced cut must fall between sentences (the quietest committed word boundary), and
-each final is decoded
-afresh over the whole utterance, so it keeps Whisper's casing and punctuation and repairs words
-that interims committed at a window edge.
+each final is decoded afresh over the whole utterance, so it keeps Whisper's casing and
+punctuation and repairs words that interims committed at a window edge.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import dataclasses
 import numpy as np
 from conftest import reference, wer
 from test_server import finals, run_stream
+from test_stream_engine import feed
 
 from streamstt.server import stream as engine
 from streamstt.server.settings import StreamSettings
@@ -64,7 +64,7 @@ def _speech_with_dips(seconds: float, dips: list[float]) -> engine.StreamState:
     probs = np.full(frames, 0.95, dtype=np.float32)
     for dip in dips:
         probs[int(dip * 16000) // VAD_FRAME : int(dip * 16000) // VAD_FRAME + 3] = 0.1
-    engine.on_audio(state, np.zeros(frames * VAD_FRAME, dtype=np.float32), probs)
+    feed(state, probs)
     assert state.in_speech and not state.endpoints
     return state
 
