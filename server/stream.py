@@ -202,7 +202,10 @@ def _cut_point(state: StreamState, earliest: int) -> int:
         end = int(word.end * SAMPLE_RATE)
         if not earliest <= end <= latest:
             continue
-        score = _quietest(state, end)[0] - (0.5 if word.word[-1:] in ".?!" else 0.0)
+        quietest = _quietest(state, end)
+        if quietest is None:
+            continue
+        score = quietest[0] - (0.5 if word.word[-1:] in ".?!" else 0.0)
         if score <= best_score:
             best, best_score = end, score
     return best
@@ -219,24 +222,24 @@ def _cut_at_pause(state: StreamState, newly_committed: list[TimedWord]) -> None:
             return
         if end > state.received - CUT_MARGIN:
             continue
-        prob, pause = _quietest(state, end)
-        if prob < SPEECH_END_PROB:
+        quietest = _quietest(state, end)
+        if quietest is not None and quietest[0] < SPEECH_END_PROB:
             # cut inside the pause (word ends from alignment can be early by a frame or two)
-            cut = max(end, pause)
+            cut = max(end, quietest[1])
             state.endpoints.append((start, cut))
             state.utterance_start = cut
             return
 
 
-def _quietest(state: StreamState, sample: int) -> tuple[float, int]:
+def _quietest(state: StreamState, sample: int) -> tuple[float, int] | None:
     """The lowest VAD probability within CUT_SPAN of `sample` and the middle of its frame
-    ((1.0, sample) when none is logged)."""
+    (None when no frame there is logged)."""
     frames = [
         (p, f + VAD_FRAME // 2)
         for f, p in state.vad_log
         if sample - CUT_SPAN < f + VAD_FRAME and f < sample + CUT_SPAN
     ]
-    return min(frames, default=(1.0, sample))
+    return min(frames, default=None)
 
 
 def close(state: StreamState) -> list[SpeechEvent]:
