@@ -131,16 +131,16 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             },
         )
         reader = asyncio.create_task(self._read(session, requests, context))
-        code = grpc.StatusCode.OK
+        # None until the stream ends on its own terms: a client that goes away is metered CANCELLED.
+        code: grpc.StatusCode | None = None
+        message = ""
         try:
             if self.replica:
                 await context.send_initial_metadata(((REPLICA_HEADER, self.replica),))
             while True:
                 item = await session.outbox.get()
                 if isinstance(item, StatusEnd):
-                    code = item.code
-                    if item.code != grpc.StatusCode.OK:
-                        await context.abort(item.code, item.message)
+                    code, message = item.code, item.message
                     break
                 try:
                     # A client that stops reading blocks this write (HTTP/2 flow control);
@@ -148,7 +148,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                     await asyncio.wait_for(context.write(item), self.config.outbox_timeout_s)
                 except asyncio.TimeoutError:
                     code = grpc.StatusCode.RESOURCE_EXHAUSTED
-                    await context.abort(code, _SLOW_READER.format(self.config.outbox_timeout_s))
+                    message = _SLOW_READER.format(self.config.outbox_timeout_s)
+                    break
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -169,6 +170,10 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                     "utterances": session.state.utterance_index,
                 },
             )
+        # Aborting only after the clean-up means a client that sees the status also sees the
+        # stream gone from the server's counts (active streams, admission, metrics).
+        if code is not None and code != grpc.StatusCode.OK:
+            await context.abort(code, message)
 
     async def _reject(self, context, code: grpc.StatusCode, message: str, reason: str) -> None:
         """Refuse a stream before any audio was processed; the trailer tells clients that
