@@ -180,9 +180,11 @@ def greedy_decode(
     opening = len(tokenizer.sot_sequence) + (0 if options.timestamps else 1)
     rows = torch.arange(batch, device=device)
     sot_index = torch.tensor([width - len(f) - opening for f in prefixes], device=device)
-    sot_logits = model.decoder.logits(hidden[rows, sot_index])
+    # logits of one position per item are taken as (batch, 1, state): the int8 CPU head
+    # computes those row by row (see precision.RowwiseInt8Linear)
+    sot_logits = model.decoder.logits(hidden[rows, sot_index][:, None])[:, 0]
     no_speech = sot_logits.softmax(dim=-1)[:, tokenizer.special.no_speech].tolist()
-    logits = model.decoder.logits(hidden[:, -1])
+    logits = model.decoder.logits(hidden[:, -1:])[:, 0]
     prefix_logprobs = _prefix_logprobs(model, hidden, prefixes, width)
 
     max_ts = None
@@ -229,7 +231,7 @@ def greedy_decode(
             next_tokens[:, None], step_positions[:, None], cache, mask, cross_mask
         )
         step_positions = step_positions + 1
-        logits = model.decoder.logits(hidden[:, -1])
+        logits = model.decoder.logits(hidden[:, -1:])[:, 0]
     return results
 
 

@@ -2,9 +2,10 @@
 
 What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
 - The decoder is memory-bound: each token reads the 51864 x 384 output projection. int8
-  weights with dynamic activation quantization (oneDNN/fbgemm kernels) cut that step ~4x on
-  x86 CPUs, so `int8` quantizes the decoder's Linear layers, the output projection and the
-  embedding table (int8 rows + scales).
+  weights cut that step ~3x on x86 CPUs, so `int8` quantizes the decoder's Linear layers, the
+  output projection and the embedding table (int8 rows + scales, one copy shared by the
+  embedding and the projection). The activations are handled row by row (RowwiseInt8Linear),
+  so a stream's transcript does not depend on the other streams in its batch.
 - The encoder is compute-bound over hundreds of frames. int8 there is slower than fp32 on
   CPUs without VNNI and only slightly faster with it; bf16 is 2x faster where the CPU has
   native bf16 (AMX/AVX512-BF16) and much slower elsewhere. So `auto` times the candidates on
@@ -174,6 +175,67 @@ class Int8Embedding(nn.Module):
         return self.qweight[ids].to(self.dtype) * self.scale[ids]
 
 
+class RowwiseInt8Linear(nn.Module):
+    """int8 weights (one scale per output channel) for the CPU decoder, computed so that each
+    row of the input gets the same result whatever else is in the batch.
+
+    Dynamic quantization (quantize_dynamic) scales the activations of the whole input tensor
+    with one factor, so a stream's logits moved with the other streams in its batch, and its
+    transcript changed with the server's load (measured: 3 of 12 windows decoded differently
+    alone and in a batch). Here a single new token per item (a decoding step) runs torch's
+    weight-only int8 kernel on bf16 activations, row by row; longer inputs (prompt and prefix
+    passes, word alignment) quantize each row on its own and multiply in exact int32."""
+
+    def __init__(self, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("qweight", qweight)  # (out, in) int8, may be shared
+        self.register_buffer("scale", scale.reshape(-1).float())
+        self.register_buffer("scale_bf16", self.scale.to(torch.bfloat16))
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> RowwiseInt8Linear:
+        weight = linear.weight.data.float()
+        scale = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0
+        qweight = torch.round(weight / scale[:, None]).to(torch.int8)
+        return cls(qweight, scale, linear.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        if x.dim() == 3 and x.shape[1] == 1:  # one new token per item: a decoding step
+            out = torch._weight_int8pack_mm(
+                rows.to(torch.bfloat16).contiguous(), self.qweight, self.scale_bf16
+            ).float()
+        else:
+            row_scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
+            quantized = torch.round(rows / row_scale).to(torch.int8)
+            out = torch._int_mm(quantized, self.qweight.t()).float() * row_scale * self.scale
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], -1).to(x.dtype)
+
+
+def rowwise_int8_supported() -> bool:
+    """Whether this torch build has the CPU kernels RowwiseInt8Linear needs."""
+    try:
+        weight = torch.ones(8, 32, dtype=torch.int8)
+        torch._weight_int8pack_mm(
+            torch.ones(1, 32, dtype=torch.bfloat16), weight, torch.ones(8, dtype=torch.bfloat16)
+        )
+        torch._int_mm(torch.ones(17, 32, dtype=torch.int8), weight.t())
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return True
+
+
+def _swap_linears_rowwise(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, RowwiseInt8Linear.from_linear(child))
+        else:
+            _swap_linears_rowwise(child)
+
+
 class Int8WeightOnlyLinear(nn.Module):
     """int8 weights, per-output-channel scales, compute in the activation dtype (CUDA)."""
 
@@ -244,18 +306,25 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> None:
     dtype = torch.float16 if cuda else torch.float32
     weight = decoder.token_embedding.weight.data.float()
     decoder.to(dtype)
-    # built on the meta device: no random init of a 51864 x 384 matrix that is replaced at
-    # once (nn.utils.skip_init does the same but imports sympy on first use: +0.9 s load time)
-    head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
-    head.weight = nn.Parameter(weight, requires_grad=False)
     if cuda:
         _swap_linears_weight_only(decoder.blocks)
         decoder.logits_head = Int8WeightOnlyLinear(weight, None)
-    else:
+        decoder.token_embedding = Int8Embedding(weight, dtype)
+    elif rowwise_int8_supported():
+        _swap_linears_rowwise(decoder.blocks)
+        embedding = Int8Embedding(weight, dtype)
+        # the output projection is the embedding matrix: one int8 copy serves both
+        decoder.logits_head = RowwiseInt8Linear(embedding.qweight, embedding.scale, None)
+        decoder.token_embedding = embedding
+    else:  # older torch: dynamic quantization (results vary slightly with the batch)
+        # built on the meta device: no random init of a 51864 x 384 matrix replaced at once
+        # (nn.utils.skip_init does the same but imports sympy on first use: +0.9 s load time)
+        head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+        head.weight = nn.Parameter(weight, requires_grad=False)
         for i, block in enumerate(decoder.blocks):
             decoder.blocks[i] = _dynamic_int8(block)
         decoder.logits_head = _dynamic_int8(nn.Sequential(head))
-    decoder.token_embedding = Int8Embedding(weight, dtype)
+        decoder.token_embedding = Int8Embedding(weight, dtype)
 
 
 def apply_precision(model: Whisper, plan: PrecisionPlan) -> None:
