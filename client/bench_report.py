@@ -141,7 +141,7 @@ def build_report(
             entry["server"] = server
         elif name == "baseline":
             entry["baseline"] = baseline or {}
-    return {
+    report = {
         "schema": SCHEMA,
         "created_unix": round(time.time(), 3),
         "host": {
@@ -161,6 +161,41 @@ def build_report(
             for item in inputs
         ],
         "systems": systems,
+    }
+    report["paired_wer"] = paired_wer(report)
+    return report
+
+
+def paired_wer(report: dict) -> dict | None:
+    """WER of each system over the same streams: those that every system completed, whole,
+    at the same N and stream index (so the same file). Per-level WERs can cover different
+    files when admission control refuses some of our streams; this one compares like with
+    like. None when fewer than two systems ran or they share no scored stream."""
+    if len(report["systems"]) < 2:
+        return None
+    references = {f["path"]: f["reference"] for f in report["files"]}
+    served: dict[str, dict[tuple[int, int], dict]] = {}
+    for name, entry in report["systems"].items():
+        served[name] = {
+            (level["streams"], stream["index"]): stream
+            for level in entry["levels"]
+            for stream in level["per_stream"]
+            if stream["error"] is None
+            and not stream["truncated"]
+            and references.get(stream["file"])
+        }
+    keys = sorted(set.intersection(*(set(streams) for streams in served.values())))
+    if not keys:
+        return None
+    refs = [references[served[next(iter(served))][k]["file"]] for k in keys]
+    wer = {
+        name: latency.word_error_rate(refs, [streams[k]["transcript"] for k in keys])
+        for name, streams in served.items()
+    }
+    return {
+        "streams": len(keys),
+        "reference_words": sum(len(latency.normalise(r).split()) for r in refs),
+        "wer": {name: None if v is None else round(v, 4) for name, v in wer.items()},
     }
 
 
@@ -220,6 +255,13 @@ def format_table(report: dict) -> str:
         lines.append(
             f"{name}: max streams within budget (p95 emission < {budget:.0f} ms, no errors, "
             f"no lag growth): {best if best is not None else 'none'}"
+        )
+    paired = report.get("paired_wer")
+    if paired:
+        scores = ", ".join(f"{name} {value:.4f}" for name, value in paired["wer"].items())
+        lines.append(
+            f"WER on the {paired['streams']} streams every system completed "
+            f"({paired['reference_words']} reference words): {scores}"
         )
     for level in rows:
         if not level["within_budget"]:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import DATA
 
-from streamstt.client import latency
+from streamstt.client import bench_report, latency
 from streamstt.client.bench import load_baseline_module
 from streamstt.client.latency import ChunkSend, Response, Result, StreamTimeline, Word
 
@@ -183,6 +183,56 @@ def test_wer_normalises_and_skips_empty_references():
     assert latency.word_error_rate(["Real-time, speech!"], ["real time speech"]) == 0.0
     assert latency.word_error_rate(["a b c d"], ["a b x d"]) == pytest.approx(0.25)
     assert latency.word_error_rate([""], ["noise"]) is None
+
+
+def test_paired_wer_scores_only_the_streams_every_system_completed():
+    def stream(index, file, transcript, error=None):
+        return {
+            "index": index,
+            "file": file,
+            "transcript": transcript,
+            "error": error,
+            "truncated": False,
+        }
+
+    files = [
+        {"path": "a.wav", "reference": "one two three four"},
+        {"path": "b.wav", "reference": "five six"},
+    ]
+    ours = [
+        {"streams": 1, "per_stream": [stream(0, "a.wav", "one two three four")]},
+        {
+            "streams": 2,
+            "per_stream": [
+                stream(0, "a.wav", "one two three four"),
+                stream(1, "b.wav", "", "RESOURCE_EXHAUSTED"),
+            ],
+        },
+    ]
+    theirs = [
+        {"streams": 1, "per_stream": [stream(0, "a.wav", "one two tree four")]},
+        {
+            "streams": 2,
+            "per_stream": [
+                stream(0, "a.wav", "one two three four"),
+                stream(1, "b.wav", "five sex"),
+            ],
+        },
+    ]
+    report = {
+        "files": files,
+        "systems": {"streamstt": {"levels": ours}, "baseline": {"levels": theirs}},
+    }
+    # b.wav at N=2 was refused by one system: left out of both scores, not counted as errors
+    assert bench_report.paired_wer(report) == {
+        "streams": 2,
+        "reference_words": 8,
+        "wer": {"streamstt": 0.0, "baseline": 0.125},
+    }
+    assert (
+        bench_report.paired_wer({"files": files, "systems": {"streamstt": {"levels": ours}}})
+        is None
+    )
 
 
 # ---- the baseline's LocalAgreement-2 loop, on a scripted model ---------------------------------
