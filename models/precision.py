@@ -3,9 +3,9 @@
 What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
 - The decoder is memory-bound: each token reads the 51864 x 384 output projection. int8
   weights cut that step ~3x on x86 CPUs, so `int8` quantizes the decoder's Linear layers, the
-  output projection and the embedding table (int8 rows + scales, one copy shared by the
-  embedding and the projection). The activations are handled row by row (RowwiseInt8Linear),
-  so a stream's transcript does not depend on the other streams in its batch.
+  output projection and the embedding table (int8 rows + scales). Interims use dynamic
+  activation quantization (fastest); finals use row-by-row kernels over the same int8 weights
+  (Int8Linear), so a stream's final does not depend on the other streams in its batch.
 - The encoder is compute-bound over hundreds of frames. int8 there is slower than fp32 on
   CPUs without VNNI and only slightly faster with it; bf16 is 2x faster where the CPU has
   native bf16 (AMX/AVX512-BF16) and much slower elsewhere. So `auto` times the candidates on
@@ -15,11 +15,14 @@ What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import gc
 import logging
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -175,16 +178,28 @@ class Int8Embedding(nn.Module):
         return self.qweight[ids].to(self.dtype) * self.scale[ids]
 
 
-class RowwiseInt8Linear(nn.Module):
-    """int8 weights (one scale per output channel) for the CPU decoder, computed so that each
-    row of the input gets the same result whatever else is in the batch.
+_BATCH_INVARIANT = contextvars.ContextVar("batch_invariant", default=False)
 
-    Dynamic quantization (quantize_dynamic) scales the activations of the whole input tensor
-    with one factor, so a stream's logits moved with the other streams in its batch, and its
-    transcript changed with the server's load (measured: 3 of 12 windows decoded differently
-    alone and in a batch). Here a single new token per item (a decoding step) runs torch's
-    weight-only int8 kernel on bf16 activations, row by row; longer inputs (prompt and prefix
-    passes, word alignment) quantize each row on its own and multiply in exact int32."""
+
+@contextlib.contextmanager
+def batch_invariant(enabled: bool = True) -> Iterator[None]:
+    """Within this block the int8 CPU decoder computes each batch item exactly as it would
+    alone (see Int8Linear); used for finals. Scoped to the calling thread."""
+    token = _BATCH_INVARIANT.set(enabled)
+    try:
+        yield
+    finally:
+        _BATCH_INVARIANT.reset(token)
+
+
+class RowwiseInt8Linear(nn.Module):
+    """int8 weights (one scale per output channel), computed so that each row of the input
+    gets the same result whatever else is in the batch.
+
+    A single new token per item (a decoding step) runs torch's weight-only int8 kernel on bf16
+    activations, row by row; longer inputs (prompt and prefix passes, word alignment) quantize
+    each row on its own and multiply in exact int32. Slower than dynamic quantization's kernels
+    (the output projection ~1.6x per step), so it serves only where exactness is asked for."""
 
     def __init__(self, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> None:
         super().__init__()
@@ -215,6 +230,24 @@ class RowwiseInt8Linear(nn.Module):
         return out.reshape(*x.shape[:-1], -1).to(x.dtype)
 
 
+class Int8Linear(nn.Module):
+    """The decoder's int8 Linear on CPU, with two kernels over the same weights.
+
+    `fast`: dynamic quantization (fbgemm/oneDNN). It scales the activations of the whole input
+    with one factor, so an item's result moves with the other items of its batch: measured, 3
+    of 12 windows decoded differently alone and next to other streams (punctuation, a word,
+    word times), so a final's text depended on the server's load. Fine for interims, which the
+    next step replaces. `exact` (RowwiseInt8Linear): each row on its own, for finals
+    (`batch_invariant`)."""
+
+    def __init__(self, fast: nn.Module, exact: RowwiseInt8Linear) -> None:
+        super().__init__()
+        self.fast, self.exact = fast, exact
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.exact(x) if _BATCH_INVARIANT.get() else self.fast(x)
+
+
 def rowwise_int8_supported() -> bool:
     """Whether this torch build has the CPU kernels RowwiseInt8Linear needs."""
     try:
@@ -228,12 +261,13 @@ def rowwise_int8_supported() -> bool:
     return True
 
 
-def _swap_linears_rowwise(module: nn.Module) -> None:
+def _swap_linears_int8(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, nn.Linear):
-            setattr(module, name, RowwiseInt8Linear.from_linear(child))
+            exact = RowwiseInt8Linear.from_linear(child)
+            setattr(module, name, Int8Linear(_dynamic_int8(nn.Sequential(child)), exact))
         else:
-            _swap_linears_rowwise(child)
+            _swap_linears_int8(child)
 
 
 class Int8WeightOnlyLinear(nn.Module):
@@ -306,25 +340,27 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> None:
     dtype = torch.float16 if cuda else torch.float32
     weight = decoder.token_embedding.weight.data.float()
     decoder.to(dtype)
+    embedding = Int8Embedding(weight, dtype)
     if cuda:
         _swap_linears_weight_only(decoder.blocks)
         decoder.logits_head = Int8WeightOnlyLinear(weight, None)
-        decoder.token_embedding = Int8Embedding(weight, dtype)
-    elif rowwise_int8_supported():
-        _swap_linears_rowwise(decoder.blocks)
-        embedding = Int8Embedding(weight, dtype)
-        # the output projection is the embedding matrix: one int8 copy serves both
-        decoder.logits_head = RowwiseInt8Linear(embedding.qweight, embedding.scale, None)
         decoder.token_embedding = embedding
-    else:  # older torch: dynamic quantization (results vary slightly with the batch)
-        # built on the meta device: no random init of a 51864 x 384 matrix replaced at once
-        # (nn.utils.skip_init does the same but imports sympy on first use: +0.9 s load time)
-        head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
-        head.weight = nn.Parameter(weight, requires_grad=False)
+        return
+    # built on the meta device: no random init of a 51864 x 384 matrix that is replaced at
+    # once (nn.utils.skip_init does the same but imports sympy on first use: +0.9 s load time)
+    head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    head.weight = nn.Parameter(weight, requires_grad=False)
+    fast_head = _dynamic_int8(nn.Sequential(head))
+    if rowwise_int8_supported():
+        _swap_linears_int8(decoder.blocks)
+        # the output projection is the embedding matrix: its int8 rows serve both
+        exact_head = RowwiseInt8Linear(embedding.qweight, embedding.scale, None)
+        decoder.logits_head = Int8Linear(fast_head, exact_head)
+    else:  # older torch: dynamic quantization only (finals vary slightly with the batch)
         for i, block in enumerate(decoder.blocks):
             decoder.blocks[i] = _dynamic_int8(block)
-        decoder.logits_head = _dynamic_int8(nn.Sequential(head))
-        decoder.token_embedding = Int8Embedding(weight, dtype)
+        decoder.logits_head = fast_head
+    decoder.token_embedding = embedding
 
 
 def apply_precision(model: Whisper, plan: PrecisionPlan) -> None:

@@ -27,7 +27,7 @@ from .audio import (
     window_features,
 )
 from .decoding import DecodedSequence, DecodingOptions, LogitRules, greedy_decode
-from .precision import PrecisionPlan, apply_precision, choose_precision
+from .precision import PrecisionPlan, apply_precision, batch_invariant, choose_precision
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class TranscribeOptions:
     logprob_threshold: float = -1.0
     # Text whose zlib compression ratio is above this is a degenerate loop; it is dropped.
     compression_ratio_threshold: float = 2.4
+    # Decode every item exactly as it would be decoded alone (row-by-row int8 kernels on CPU,
+    # a little slower): a final must not depend on which other streams share its batch.
+    batch_invariant: bool = False
 
 
 @dataclass(frozen=True)
@@ -251,11 +254,12 @@ class Transcriber:
     ) -> list[Transcript]:
         """The model stage: encoder, batched decoding and word alignment for a prepared batch."""
         started = time.perf_counter()
-        features, positions = self.encode(prepared)
-        encoded = time.perf_counter()
-        results = self.decode(
-            features, positions, prepared.audio_positions, prompts, options, offsets, prefixes
-        )
+        with batch_invariant(options.batch_invariant):
+            features, positions = self.encode(prepared)
+            encoded = time.perf_counter()
+            results = self.decode(
+                features, positions, prepared.audio_positions, prompts, options, offsets, prefixes
+            )
         timings = {
             **(timings or {}),
             "encode_s": encoded - started,

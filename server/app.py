@@ -149,7 +149,8 @@ def streaming_options() -> tuple[TranscribeOptions, TranscribeOptions]:
     a given prefix, so only the words after them are decoded token by token."""
     no_timestamps = DecodingOptions(timestamps=False)
     interim = TranscribeOptions(full_window=False, decoding=no_timestamps)
-    return interim, TranscribeOptions(full_window=True, decoding=no_timestamps)
+    final = TranscribeOptions(full_window=True, decoding=no_timestamps, batch_invariant=True)
+    return interim, final
 
 
 async def start_server(
