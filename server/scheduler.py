@@ -47,7 +47,7 @@ class Session(Protocol):
 
     stream_id: str
 
-    def next_job(self) -> Job | None: ...
+    def next_job(self, ahead: bool = True) -> Job | None: ...
     def window(self, job: Job) -> np.ndarray: ...
     def deadline(self) -> float: ...
     def budget_s(self) -> float: ...
@@ -76,6 +76,7 @@ class SchedulerStats:
     steps: int = 0  # stream-steps (batch items) decoded
     max_batch: int = 0
     multi_stream_batches: int = 0  # batches holding two or more streams
+    ahead_decodes: int = 0  # finals decoded ahead of their endpoint (server.stream)
     failed_batches: int = 0
     cost_per_step_s: float = 0.0  # smoothed model seconds per stream-step
     timeline: deque[BatchTiming] = field(default_factory=lambda: deque(maxlen=TIMELINE_LENGTH))
@@ -209,6 +210,14 @@ class Scheduler:
         if len(ready) < self.max_batch_size and self.max_wait_s > 0:
             await asyncio.sleep(self.max_wait_s)  # let concurrent streams join this batch
             ready = self._ready()
+        # A final decoded ahead of its endpoint only fills time the model would idle; with
+        # other work waiting, a stream in a pause gets its plain interim instead.
+        needed = [item for item in ready if not item[2].ahead]
+        if needed and len(needed) < len(ready):
+            for deadline, session, job in ready:
+                if job.ahead and (plain := session.next_job(ahead=False)) is not None:
+                    needed.append((deadline, session, plain))
+            ready = sorted(needed, key=lambda item: item[0])
         return ready[: self.max_batch_size]
 
     async def _loop(self) -> None:
@@ -288,6 +297,7 @@ class Scheduler:
         stats.steps += timing.size
         stats.max_batch = max(stats.max_batch, timing.size)
         stats.multi_stream_batches += timing.size >= 2
+        stats.ahead_decodes += sum(job.ahead for job in planned.jobs)
         stats.timeline.append(timing)
         if self.on_batch is not None:
             self.on_batch(timing.size)

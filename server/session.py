@@ -120,10 +120,12 @@ class StreamSession:
         self.end_status: StatusEnd | None = None  # sent once all finals are out
         self.on_metrics = on_metrics
         self.started = time.monotonic()
+        self.finals_ahead = 0  # finals decoded ahead of their endpoint and used
+        self._ahead_info: dict[str, float] = {}
 
     # ---- scheduler interface -----------------------------------------------------------
-    def next_job(self) -> engine.Job | None:
-        return None if self.ended else engine.next_job(self.state)
+    def next_job(self, ahead: bool = True) -> engine.Job | None:
+        return None if self.ended else engine.next_job(self.state, ahead)
 
     def window(self, job: engine.Job) -> np.ndarray:
         return engine.window_audio(self.state, job)
@@ -142,17 +144,33 @@ class StreamSession:
         self.pending_since = (
             None if self.state.processed >= self.state.received else time.monotonic()
         )
-        if job.final:
-            result = engine.apply_final(self.state, job, words)
-            if result is not None:
-                self._send(self._final_response(result, info))
+        if job.final and not job.ahead:
+            self._finalise(job, words, info)
         else:
             engine.apply_interim(self.state, job, words)
             self._send(self._interim_response(job, info), droppable=True)
-        if self.on_metrics:
-            self.on_metrics(self, job, words, info)
+            if self.on_metrics:
+                self.on_metrics(self, job, words, info)
+        if job.ahead:
+            engine.keep_ahead(self.state, job, words)
+            self._ahead_info = info
+            self._use_ahead()  # the endpoint may have come while it decoded
         self._maybe_finish()
         self._notify()
+
+    def _finalise(self, job: engine.Job, words: list, info: dict[str, float]) -> None:
+        result = engine.apply_final(self.state, job, words)
+        if result is not None:
+            self._send(self._final_response(result, info))
+        if self.on_metrics:
+            self.on_metrics(self, job, words, info)
+
+    def _use_ahead(self) -> None:
+        """Send the pending endpoint's final at once if it was decoded ahead."""
+        taken = engine.take_ahead(self.state)
+        if taken is not None:
+            self.finals_ahead += 1
+            self._finalise(*taken, self._ahead_info)
 
     def new_word_emissions(self, words: list[engine.TimedWord]) -> list[float]:
         """Seconds from the arrival of each newly shown word's end audio until now."""
@@ -183,6 +201,8 @@ class StreamSession:
         events = engine.on_audio(self.state, result.audio, result.speech_probs)
         for event in events:
             self._speech_event(event)
+        self._use_ahead()
+        self._maybe_finish()
         self._notify()
 
     def half_close(self, status: StatusEnd | None = None) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -45,6 +45,13 @@ CUT_MARGIN = int(0.3 * SAMPLE_RATE)  # no cut this close to the newest audio (wo
 # move to the next utterance. So once an utterance is this long, it is closed at the first
 # newly committed word followed by a pause (VAD probability below SPEECH_END_PROB).
 PAUSE_CUT_AFTER = int(5.0 * SAMPLE_RATE)
+# A final is decoded ahead of its endpoint: once the voice has been quiet for END_PAD, the
+# window that the endpoint will close (up to last_voiced + END_PAD) is known, so it is decoded
+# while silence_ms runs out, and the final goes out when the endpoint comes instead of its
+# decode starting then. Its words are applied and shown as an interim hypothesis as well; it
+# runs only when the model has nothing else to do (else the stream gets a plain interim), and
+# it is used only if the endpoint closes exactly that window. Finals decode the same whatever
+# their batch (TranscribeOptions.batch_invariant): the result is the one the endpoint would get.
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class Job:
     # The window starts after the settled words (their audio is not in it): the final's words
     # are the settled words followed by the decoded ones.
     after_settled: bool = False
+    ahead: bool = False  # a final decoded ahead of its endpoint (see the note above)
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,7 @@ class StreamState:
     # (frame start sample, speech probability) of recent VAD frames, for forced cuts: 1024
     # frames of 32 ms = 32.8 s, the second half of the longest allowed utterance
     vad_log: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=1024))
+    ahead: tuple[Job, list[TimedWord]] | None = None  # a final decoded ahead, and its words
 
     @property
     def backlog(self) -> int:
@@ -271,20 +280,61 @@ def _prompt(state: StreamState, settled: bool = True) -> str:
     return " ".join(words[-PROMPT_WORDS:])
 
 
-def next_job(state: StreamState) -> Job | None:
-    """The decode this stream needs now, if any (finals first)."""
+def _final_job(state: StreamState, start: int, end: int) -> Job:
+    """The decode that closes the utterance from `start` to `end`."""
+    start = min(max(start, state.audio_start), end)
+    if state.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
+        start = min(max(start, state.window_start), end)  # settled words stand
+        return Job(True, start, end, _prompt(state), after_settled=True)
+    # No prefix: the final is decoded afresh from the whole utterance, so it gets the
+    # casing and punctuation that the interims' word-by-word commits lose, and words
+    # that the interims committed wrongly at a window edge are decoded again in context.
+    return Job(True, start, end, _prompt(state, settled=False))
+
+
+def _ahead_window(state: StreamState) -> Job | None:
+    """The final to decode ahead of its endpoint, if the voice has been quiet for END_PAD."""
+    if state.silence_run < END_PAD or state.utterance_start is None:
+        return None
+    end = state.last_voiced + END_PAD
+    if end > state.received:
+        return None
+    job = _final_job(state, state.utterance_start, end)
+    return None if job.after_settled else replace(job, ahead=True)
+
+
+def _same_window(a: Job, b: Job) -> bool:
+    return replace(a, ahead=False) == replace(b, ahead=False)
+
+
+def keep_ahead(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> None:
+    """Store a final decoded ahead of its endpoint."""
+    state.ahead = (job, hypothesis)
+
+
+def take_ahead(state: StreamState) -> tuple[Job, list[TimedWord]] | None:
+    """The pending endpoint's final job and words, if they were decoded ahead."""
+    if not state.endpoints or state.ahead is None:
+        return None
+    job = _final_job(state, *state.endpoints[0])
+    ahead, words = state.ahead
+    if not _same_window(ahead, job):
+        return None
+    state.ahead = None
+    return job, words
+
+
+def next_job(state: StreamState, ahead: bool = True) -> Job | None:
+    """The decode this stream needs now, if any (finals first). In a pause that may be an
+    endpoint, the final decoded ahead (unless `ahead` is False: then a plain interim)."""
     if state.endpoints:
-        start, end = state.endpoints[0]
-        start = min(max(start, state.audio_start), end)
-        if state.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
-            start = min(max(start, state.window_start), end)  # settled words stand
-            return Job(True, start, end, _prompt(state), after_settled=True)
-        # No prefix: the final is decoded afresh from the whole utterance, so it gets the
-        # casing and punctuation that the interims' word-by-word commits lose, and words
-        # that the interims committed wrongly at a window edge are decoded again in context.
-        return Job(True, start, end, _prompt(state, settled=False))
+        return _final_job(state, *state.endpoints[0])
     if not (state.in_speech and state.settings.interim_results):
         return None
+    window = _ahead_window(state) if ahead else None
+    if window is not None:  # once per pause; its words serve as an interim hypothesis too
+        done = state.ahead is not None and _same_window(state.ahead[0], window)
+        return None if done else window
     step = state.settings.step_ms * SAMPLE_RATE // 1000
     start = max(state.window_start, _start(state))
     if state.received - state.last_step < step or state.received - start < MIN_WINDOW:
@@ -336,6 +386,7 @@ def apply_interim(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> 
 def apply_final(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> FinalResult | None:
     """Close the utterance: the final decode's words are final."""
     state.endpoints.popleft()
+    state.ahead = None
     state.processed = max(state.processed, job.end)
     words = (list(state.settled) if job.after_settled else []) + list(hypothesis)
     if not hypothesis and (state.settled or state.committed):

@@ -134,6 +134,20 @@ def test_two_utterances_two_finals_with_word_times(server):
     assert wer([reference("two_utterances")], [transcript]) <= 0.08
 
 
+def test_a_pause_final_is_decoded_ahead_at_real_time_pace(server):
+    """In the 1.5 s pause the first utterance's final is decoded while silence_ms runs out
+    (the model is idle); the finals are as right as ever."""
+    before = server.scheduler.stats.ahead_decodes
+    results = finals(run_stream(server.target, "two_utterances", pace=0.1))
+    assert server.scheduler.stats.ahead_decodes > before
+    times = utterance_times()["utterances"]
+    assert [r.utterance_index for r in results] == [0, 1]
+    for result, expected in zip(results, times):
+        assert wer([expected["text"]], [result.alternatives[0].transcript]) <= 0.2
+        words = result.alternatives[0].words
+        assert abs(words[-1].end_time.ToTimedelta().total_seconds() - expected["end_s"]) <= 0.3
+
+
 def test_audio_right_before_half_close_is_in_the_final(server):
     """The clip ends right after the last word: no silence lets the VAD end it; half-close must."""
     samples = load_clip("sample")

@@ -68,6 +68,45 @@ def test_speech_begin_and_endpoint_after_the_silence_limit():
     assert job.final and job.end <= (25 * VAD_FRAME) + engine.END_PAD
 
 
+def _in_a_pause(state: engine.StreamState, frames: int) -> engine.Job | None:
+    """Speech for 40 frames, then `frames` quiet ones; the job the stream asks for then."""
+    feed(state, [0.9] * 20)
+    feed(state, [0.9] * 20 + [0.1] * frames)  # an interim step is due by now
+    return engine.next_job(state)
+
+
+def test_a_final_is_decoded_ahead_in_a_pause_and_used_at_the_endpoint():
+    state = engine.StreamState(SETTINGS)
+    pad_frames = -(-engine.END_PAD // VAD_FRAME)
+    assert not _in_a_pause(state, pad_frames - 1).ahead  # too short a pause: an interim
+    state = engine.StreamState(SETTINGS)
+    ahead = _in_a_pause(state, pad_frames)
+    assert ahead.final and ahead.ahead and ahead.end == state.last_voiced + engine.END_PAD
+    assert engine.next_job(state, ahead=False).ahead is False  # a busy model: plain interim
+    engine.apply_interim(state, ahead, words("hello there"))  # shown as an interim, and kept
+    engine.keep_ahead(state, ahead, words("Hello there."))
+    assert engine.next_job(state) is None  # decoded once per pause
+    assert engine.take_ahead(state) is None  # no endpoint yet
+    silence = SETTINGS.silence_ms * 16000 // 1000 // VAD_FRAME + 1
+    events = feed(state, [0.1] * silence)
+    assert [e.begin for e in events] == [False]
+    job, hypothesis = engine.take_ahead(state)  # the endpoint closes the decoded window
+    assert (job.start, job.end, job.ahead) == (ahead.start, ahead.end, False)
+    result = engine.apply_final(state, job, hypothesis)
+    assert result.transcript == "Hello there." and engine.next_job(state) is None
+
+
+def test_a_final_decoded_ahead_is_dropped_when_speech_resumes():
+    state = engine.StreamState(SETTINGS)
+    ahead = _in_a_pause(state, -(-engine.END_PAD // VAD_FRAME))
+    engine.keep_ahead(state, ahead, words("hello"))
+    silence = SETTINGS.silence_ms * 16000 // 1000 // VAD_FRAME + 1
+    feed(state, [0.9] * 20 + [0.1] * silence)  # more speech, then the endpoint
+    assert state.endpoints and engine.take_ahead(state) is None  # another window
+    job = engine.next_job(state)
+    assert job.final and not job.ahead and job.end > ahead.end  # decoded as usual
+
+
 def test_max_utterance_forces_a_final():
     settings = StreamSettings(
         asr_pb2.LINEAR16, 16000, 1, True, False, 1000, 500, 2000, False, False, False
