@@ -82,7 +82,7 @@ class Metrics:
     def on_step(self, session, job, words, info: dict[str, float]) -> None:
         self.queue.observe(info["queue_ms"] / 1000)
         self.compute.observe(info["compute_ms"] / 1000)
-        if job.final:
+        if job.final and not job.ahead:  # a final decoded ahead is counted when it is sent
             self.finals.inc()
         budget_s = session.settings.latency_budget_ms / 1000
         for delay in session.new_word_emissions(words):
