@@ -22,7 +22,7 @@ import gc
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -210,10 +210,7 @@ class RowwiseInt8Linear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> RowwiseInt8Linear:
-        weight = linear.weight.data.float()
-        scale = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0
-        qweight = torch.round(weight / scale[:, None]).to(torch.int8)
-        return cls(qweight, scale, linear.bias)
+        return cls(*_quantize_rows(linear.weight.data.float()), linear.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, x.shape[-1])
@@ -235,8 +232,8 @@ class Int8Linear(nn.Module):
 
     `fast`: dynamic quantization (fbgemm/oneDNN). It scales the activations of the whole input
     with one factor, so an item's result moves with the other items of its batch: measured, 3
-    of 12 windows decoded differently alone and next to other streams (punctuation, a word,
-    word times), so a final's text depended on the server's load. Fine for interims, which the
+    of 12 windows decoded differently alone and next to other streams (punctuation, word
+    times), so a final depended on the server's load. Fine for interims, which the
     next step replaces. `exact` (RowwiseInt8Linear): each row on its own, for finals
     (`batch_invariant`)."""
 
@@ -261,13 +258,15 @@ def rowwise_int8_supported() -> bool:
     return True
 
 
-def _swap_linears_int8(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, nn.Linear):
-            exact = RowwiseInt8Linear.from_linear(child)
-            setattr(module, name, Int8Linear(_dynamic_int8(nn.Sequential(child)), exact))
-        else:
-            _swap_linears_int8(child)
+def _int8_linear(linear: nn.Linear) -> Int8Linear:
+    exact = RowwiseInt8Linear.from_linear(linear)
+    return Int8Linear(_dynamic_int8(nn.Sequential(linear))[0], exact)
+
+
+def _quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """int8 rows of `weight` and their scales (max |w| per output channel / 127)."""
+    scale = weight.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
+    return torch.round(weight / scale).to(torch.int8), scale[:, 0].clone()
 
 
 class Int8WeightOnlyLinear(nn.Module):
@@ -275,10 +274,14 @@ class Int8WeightOnlyLinear(nn.Module):
 
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
         super().__init__()
-        scale = weight.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
-        self.register_buffer("qweight", torch.round(weight / scale).to(torch.int8))
-        self.register_buffer("scale", scale[:, 0].clone())
+        qweight, scale = _quantize_rows(weight)
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scale", scale)
         self.register_buffer("bias", bias.clone() if bias is not None else None)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8WeightOnlyLinear:
+        return cls(linear.weight.data, linear.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.linear(x, self.qweight.to(x.dtype)) * self.scale.to(x.dtype)
@@ -307,12 +310,13 @@ def _dynamic_int8(module: nn.Module) -> nn.Module:
         )
 
 
-def _swap_linears_weight_only(module: nn.Module) -> None:
+def _swap_linears(module: nn.Module, convert: Callable[[nn.Linear], nn.Module]) -> None:
+    """Replace every nn.Linear inside `module` by `convert(linear)`."""
     for name, child in module.named_children():
         if isinstance(child, nn.Linear):
-            setattr(module, name, Int8WeightOnlyLinear(child.weight.data, child.bias))
+            setattr(module, name, convert(child))
         else:
-            _swap_linears_weight_only(child)
+            _swap_linears(child, convert)
 
 
 def _is_dynamic_int8(module: nn.Module) -> bool:
@@ -342,7 +346,7 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> None:
     decoder.to(dtype)
     embedding = Int8Embedding(weight, dtype)
     if cuda:
-        _swap_linears_weight_only(decoder.blocks)
+        _swap_linears(decoder.blocks, Int8WeightOnlyLinear.from_linear)
         decoder.logits_head = Int8WeightOnlyLinear(weight, None)
         decoder.token_embedding = embedding
         return
@@ -352,7 +356,7 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> None:
     head.weight = nn.Parameter(weight, requires_grad=False)
     fast_head = _dynamic_int8(nn.Sequential(head))
     if rowwise_int8_supported():
-        _swap_linears_int8(decoder.blocks)
+        _swap_linears(decoder.blocks, _int8_linear)
         # the output projection is the embedding matrix: its int8 rows serve both
         exact_head = RowwiseInt8Linear(embedding.qweight, embedding.scale, None)
         decoder.logits_head = Int8Linear(fast_head, exact_head)
