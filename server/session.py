@@ -120,7 +120,6 @@ class StreamSession:
         self.end_status: StatusEnd | None = None  # sent once all finals are out
         self.on_metrics = on_metrics
         self.started = time.monotonic()
-        self.finals_ahead = 0  # finals decoded ahead of their endpoint and used
         self._ahead_info: dict[str, float] = {}
 
     # ---- scheduler interface -----------------------------------------------------------
@@ -169,7 +168,6 @@ class StreamSession:
         """Send the pending endpoint's final at once if it was decoded ahead."""
         taken = engine.take_ahead(self.state)
         if taken is not None:
-            self.finals_ahead += 1
             self._finalise(*taken, self._ahead_info)
 
     def new_word_emissions(self, words: list[engine.TimedWord]) -> list[float]:
