@@ -139,7 +139,7 @@ class StreamSession:
     def deliver(self, job: engine.Job, transcript: Transcript, info: dict[str, float]) -> None:
         if self.ended:
             return
-        words = timed_words(transcript)
+        words = engine.without_context(job, timed_words(transcript))
         self.pending_since = (
             None if self.state.processed >= self.state.received else time.monotonic()
         )

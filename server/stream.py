@@ -52,6 +52,13 @@ PAUSE_CUT_AFTER = int(5.0 * SAMPLE_RATE)
 # runs only when the model has nothing else to do (else the stream gets a plain interim), and
 # it is used only if the endpoint closes exactly that window. Finals decode the same whatever
 # their batch (TranscribeOptions.batch_invariant): the result is the one the endpoint would get.
+# A final that continues speech cut at a short pause (or forced) is decoded with the end of
+# the previous final as left context: its audio leads the window and its words are the known
+# start of the transcript (then dropped), so the first words are heard in context, as an
+# offline decode hears them, instead of from a cold start at the cut.
+CONTEXT = int(3.0 * SAMPLE_RATE)  # at most this much audio of the previous final
+CONTEXT_GAP = int(1.0 * SAMPLE_RATE)  # only if the utterance starts within this of its end
+CONTEXT_ONSET = int(0.1 * SAMPLE_RATE)  # audio kept before the first context word's start
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,15 @@ class Job:
     # are the settled words followed by the decoded ones.
     after_settled: bool = False
     ahead: bool = False  # a final decoded ahead of its endpoint (see the note above)
+    # A final's left context (see CONTEXT): samples of the previous utterance's audio at the
+    # window's start, and how many of its words `prefix` holds.
+    lead: int = 0
+    context: int = 0
+
+    @property
+    def first(self) -> int:
+        """First sample of this stream's own audio in the window (after any context)."""
+        return self.start + self.lead
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,7 @@ class StreamState:
     # frames of 32 ms = 32.8 s, the second half of the longest allowed utterance
     vad_log: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=1024))
     ahead: tuple[Job, list[TimedWord]] | None = None  # a final decoded ahead, and its words
+    context: list[TimedWord] = field(default_factory=list)  # end of the last final (CONTEXT)
 
     @property
     def backlog(self) -> int:
@@ -273,10 +290,12 @@ def _trim(state: StreamState, sample: int) -> None:
     state.window_start = max(state.window_start, state.audio_start)
 
 
-def _prompt(state: StreamState, settled: bool = True) -> str:
-    """Earlier text as context: earlier finals, and the settled words of this utterance when
-    the window leaves their audio out."""
-    words = state.history.split() + ([w.word for w in state.settled] if settled else [])
+def _prompt(state: StreamState, settled: bool = True, drop: int = 0) -> str:
+    """Earlier text as context: earlier finals (less the last `drop` words, given as the
+    window's left context), and the settled words of this utterance when the window leaves
+    their audio out."""
+    history = state.history.split()
+    words = history[: len(history) - drop] + ([w.word for w in state.settled] if settled else [])
     return " ".join(words[-PROMPT_WORDS:])
 
 
@@ -286,10 +305,42 @@ def _final_job(state: StreamState, start: int, end: int) -> Job:
     if state.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
         start = min(max(start, state.window_start), end)  # settled words stand
         return Job(True, start, end, _prompt(state), after_settled=True)
-    # No prefix: the final is decoded afresh from the whole utterance, so it gets the
-    # casing and punctuation that the interims' word-by-word commits lose, and words
+    # No interim words as prefix: the final is decoded afresh from the whole utterance, so it
+    # gets the casing and punctuation that the interims' word-by-word commits lose, and words
     # that the interims committed wrongly at a window edge are decoded again in context.
-    return Job(True, start, end, _prompt(state, settled=False))
+    context = _context(state, start, end)
+    prompt = _prompt(state, settled=False, drop=len(context))
+    if not context:
+        return Job(True, start, end, prompt)
+    lead = start - max(state.audio_start, int(context[0].start * SAMPLE_RATE) - CONTEXT_ONSET)
+    text = " ".join(w.word for w in context)
+    return Job(True, start - lead, end, prompt, text, lead=lead, context=len(context))
+
+
+def _context(state: StreamState, start: int, end: int) -> list[TimedWord]:
+    """The previous final's words to lead the window from `start` to `end`, if its speech
+    ran on into this utterance and their audio is still held."""
+    if not state.context or start - int(state.context[-1].end * SAMPLE_RATE) > CONTEXT_GAP:
+        return []
+    words = [
+        w
+        for w in state.context
+        if int(w.start * SAMPLE_RATE) - CONTEXT_ONSET >= end - FINAL_WINDOW
+        and int(w.start * SAMPLE_RATE) >= state.audio_start
+    ]
+    return words
+
+
+def without_context(job: Job, hypothesis: list[TimedWord]) -> list[TimedWord]:
+    """The decoded words of the job's own audio: its context words dropped."""
+    if not job.context:
+        return hypothesis
+    known = [_normal(w) for w in job.prefix.split()]
+    if [_normal(w.word) for w in hypothesis[: job.context]] == known:
+        return hypothesis[job.context :]
+    # the model ran the last context word on into a new one (no space): judge by time
+    first = job.first / SAMPLE_RATE
+    return [w for w in hypothesis if w.end > first + COMMIT_TOLERANCE]
 
 
 def _ahead_window(state: StreamState) -> Job | None:
@@ -362,7 +413,7 @@ def apply_interim(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> 
     state.last_step = max(state.last_step, job.end)
     state.processed = max(state.processed, job.end)
     done = state.committed or state.settled
-    last_end = done[-1].end if done else job.start / SAMPLE_RATE
+    last_end = done[-1].end if done else job.first / SAMPLE_RATE
     # Alignment stretches words, so judge "already committed" by where a word ends.
     new = [w for w in hypothesis if w.end > last_end - COMMIT_TOLERANCE]
     if done and new:  # the model often repeats the last committed words: drop the overlap
@@ -393,13 +444,17 @@ def apply_final(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> Fi
         # the final decode lost words the interims had agreed on: keep those
         words = list(state.settled) + list(state.committed)
     state.settled, state.committed, state.tentative = [], [], []
-    _trim(state, job.end)
+    # the end of this final stays as the next one's left context while speech runs on
+    state.context = [w for w in words if w.start * SAMPLE_RATE >= job.end - CONTEXT]
+    held = int(state.context[0].start * SAMPLE_RATE) if state.context else job.end
+    _trim(state, min(held - CONTEXT_ONSET, job.end))
+    state.window_start = max(state.window_start, job.end)
     state.last_step = state.received
     if not words:
         return None  # no words: a false VAD trigger, not an utterance
     # The window may start after the utterance did (its early words were settled and their
     # audio trimmed): the utterance starts at its first word then.
-    start = min(job.start / SAMPLE_RATE, words[0].start)
+    start = min(job.first / SAMPLE_RATE, words[0].start)
     result = FinalResult(state.utterance_index, tuple(words), start, job.end / SAMPLE_RATE)
     state.utterance_index += 1
     state.history = (state.history + " " + result.transcript).strip()[-2000:]
