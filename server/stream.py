@@ -322,25 +322,27 @@ def _context(state: StreamState, start: int, end: int) -> list[TimedWord]:
     ran on into this utterance and their audio is still held."""
     if not state.context or start - int(state.context[-1].end * SAMPLE_RATE) > CONTEXT_GAP:
         return []
-    words = [
+    return [
         w
         for w in state.context
         if int(w.start * SAMPLE_RATE) - CONTEXT_ONSET >= end - FINAL_WINDOW
         and int(w.start * SAMPLE_RATE) >= state.audio_start
     ]
-    return words
 
 
 def without_context(job: Job, hypothesis: list[TimedWord]) -> list[TimedWord]:
     """The decoded words of the job's own audio: its context words dropped."""
     if not job.context:
         return hypothesis
+    first = job.first / SAMPLE_RATE
     known = [_normal(w) for w in job.prefix.split()]
     if [_normal(w.word) for w in hypothesis[: job.context]] == known:
-        return hypothesis[job.context :]
-    # the model ran the last context word on into a new one (no space): judge by time
-    first = job.first / SAMPLE_RATE
-    return [w for w in hypothesis if w.end > first + COMMIT_TOLERANCE]
+        own = hypothesis[job.context :]
+    else:  # the model ran the last context word on into a new one (no space): judge by time
+        own = [w for w in hypothesis if w.end > first + COMMIT_TOLERANCE]
+    # Alignment may start the first own word inside the context audio: the previous final
+    # owns that time, so results never overlap.
+    return [w if w.start >= first else replace(w, start=first, end=max(w.end, first)) for w in own]
 
 
 def _ahead_window(state: StreamState) -> Job | None:
@@ -446,8 +448,8 @@ def apply_final(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> Fi
     state.settled, state.committed, state.tentative = [], [], []
     # the end of this final stays as the next one's left context while speech runs on
     state.context = [w for w in words if w.start * SAMPLE_RATE >= job.end - CONTEXT]
-    held = int(state.context[0].start * SAMPLE_RATE) if state.context else job.end
-    _trim(state, min(held - CONTEXT_ONSET, job.end))
+    held = int(state.context[0].start * SAMPLE_RATE) - CONTEXT_ONSET if state.context else job.end
+    _trim(state, min(held, job.end))
     state.window_start = max(state.window_start, job.end)
     state.last_step = state.received
     if not words:
