@@ -312,9 +312,14 @@ def _final_job(state: StreamState, start: int, end: int) -> Job:
     prompt = _prompt(state, settled=False, drop=len(context))
     if not context:
         return Job(True, start, end, prompt)
-    lead = start - max(state.audio_start, int(context[0].start * SAMPLE_RATE) - CONTEXT_ONSET)
+    lead = start - max(state.audio_start, _onset(context[0]))
     text = " ".join(w.word for w in context)
     return Job(True, start - lead, end, prompt, text, lead=lead, context=len(context))
+
+
+def _onset(word: TimedWord) -> int:
+    """First sample of audio held for a context word (a little before its aligned start)."""
+    return int(word.start * SAMPLE_RATE) - CONTEXT_ONSET
 
 
 def _context(state: StreamState, start: int, end: int) -> list[TimedWord]:
@@ -325,8 +330,7 @@ def _context(state: StreamState, start: int, end: int) -> list[TimedWord]:
     return [
         w
         for w in state.context
-        if int(w.start * SAMPLE_RATE) - CONTEXT_ONSET >= end - FINAL_WINDOW
-        and int(w.start * SAMPLE_RATE) >= state.audio_start
+        if _onset(w) >= end - FINAL_WINDOW and int(w.start * SAMPLE_RATE) >= state.audio_start
     ]
 
 
@@ -448,8 +452,7 @@ def apply_final(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> Fi
     state.settled, state.committed, state.tentative = [], [], []
     # the end of this final stays as the next one's left context while speech runs on
     state.context = [w for w in words if w.start * SAMPLE_RATE >= job.end - CONTEXT]
-    held = int(state.context[0].start * SAMPLE_RATE) - CONTEXT_ONSET if state.context else job.end
-    _trim(state, min(held, job.end))
+    _trim(state, min(_onset(state.context[0]), job.end) if state.context else job.end)
     state.window_start = max(state.window_start, job.end)
     state.last_step = state.received
     if not words:
