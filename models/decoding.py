@@ -16,6 +16,10 @@ from .tokenizer import TIME_PRECISION, WhisperTokenizer
 from .whisper import KVCache, Whisper, key_padding_mask
 
 NEG_INF = float("-inf")
+# Guessed tokens fed per pass: each needs a row of logits (the 51864-wide output
+# projection), so a long guess that breaks early costs more than it saves.
+MAX_DRAFT = 16
+RESYNC_AHEAD = 3  # draft tokens looked through for the picked one after a mismatch
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,24 @@ def _left_pad(sequences: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
     return torch.tensor(rows, dtype=torch.long), pads
 
 
+@dataclass
+class _Row:
+    """An item that is still decoding."""
+
+    index: int  # its place in the batch given to greedy_decode
+    result: DecodedSequence
+    known: int  # tokens of the result that were given (the prefix), not sampled
+    cap: int  # most tokens it may sample
+    draft: list[int]  # its guess of the transcript after the prefix
+    pointer: int = 0  # where in `draft` the next guess starts
+    pending: int = 0  # the newest sampled token, not yet fed to the model
+    position: int = 0  # text position of the newest token fed (or pending)
+
+    @property
+    def sampled(self) -> int:
+        return len(self.result.tokens) - self.known
+
+
 @torch.inference_mode()
 def greedy_decode(
     model: Whisper,
@@ -150,6 +172,7 @@ def greedy_decode(
     options: DecodingOptions,
     prefixes: list[list[int]] | None = None,
     cross_kv: list[tuple[Tensor, Tensor]] | None = None,
+    drafts: list[list[int]] | None = None,
 ) -> list[DecodedSequence]:
     """Decode a batch. audio_features: (batch, positions, state) from the encoder;
     audio_positions: real encoder positions per item (None = all are real).
@@ -157,19 +180,28 @@ def greedy_decode(
     prompts: earlier text per item (context, not part of the transcript). prefixes: the start
     of each transcript, already known (a stream's committed words): it is fed in one forward
     pass instead of being decoded token by token, and only the rest is decoded. cross_kv: the
-    decoder's audio keys/values if the caller computed them already (`cross_cache`)."""
+    decoder's audio keys/values if the caller computed them already (`cross_cache`).
+
+    drafts: a guess of the rest of each transcript (a stream's previous hypothesis). Guessed
+    tokens are fed with the newest sampled one and kept only as far as greedy decoding picks
+    them too, so the transcript is the greedy one whatever the guess; a good guess makes it
+    take a few forward passes instead of one per token ("prompt lookup" decoding)."""
     device = audio_features.device
     prefixes = prefixes or [[] for _ in prompts]
-    starts = [initial_tokens(tokenizer, p, options) + f for p, f in zip(prompts, prefixes)]
-    tokens, pads = _left_pad(starts, tokenizer.special.eot)
+    drafts = drafts or [[] for _ in prompts]
+    openings = [initial_tokens(tokenizer, p, options) + f for p, f in zip(prompts, prefixes)]
+    caps = [max(0, min(options.max_new_tokens, model.dims.n_text_ctx - len(o))) for o in openings]
+    guesses = [d[: min(MAX_DRAFT, max(0, c - 1))] for d, c in zip(drafts, caps)]
+    tokens, pads = _left_pad([o + g for o, g in zip(openings, guesses)], tokenizer.special.eot)
     tokens, pads = tokens.to(device), pads.to(device)
     batch, width = tokens.shape
     dtype = audio_features.dtype
     cross_mask = None
     if audio_positions is not None and bool((audio_positions < audio_features.shape[1]).any()):
         cross_mask = key_padding_mask(audio_positions.to(device), audio_features.shape[1], dtype)
-    causal = torch.full((width, width), NEG_INF, dtype=dtype, device=device).triu(1)
-    first_mask = causal[None, None] + _pad_mask(pads, width, dtype)
+    # Cache columns that hold no token of their item (left padding, rejected guesses): hidden.
+    holes = torch.arange(width, device=device)[None, :] < pads[:, None]
+    first_mask = _block_mask(holes, width, dtype)
     # A padding query would see no key at all (a NaN row); let it see itself instead.
     diagonal = torch.arange(width, device=device)
     first_mask[:, :, diagonal, diagonal] = 0.0
@@ -179,80 +211,175 @@ def greedy_decode(
 
     opening = len(tokenizer.sot_sequence) + (0 if options.timestamps else 1)
     rows = torch.arange(batch, device=device)
-    sot_index = torch.tensor([width - len(f) - opening for f in prefixes], device=device)
+    ends = [width - len(g) for g in guesses]  # column after each item's prefix
+    sot_index = torch.tensor([e - len(f) - opening for e, f in zip(ends, prefixes)], device=device)
     # logits of one position per item are taken as (batch, 1, state): the int8 CPU head
     # computes those row by row (see precision.RowwiseInt8Linear)
     sot_logits = model.decoder.logits(hidden[rows, sot_index][:, None])[:, 0]
     no_speech = sot_logits.softmax(dim=-1)[:, tokenizer.special.no_speech].tolist()
-    logits = model.decoder.logits(hidden[:, -1:])[:, 0]
-    prefix_logprobs = _prefix_logprobs(model, hidden, prefixes, width)
+    prefix_logprobs = _prefix_logprobs(model, hidden, prefixes, ends)
 
-    max_ts = None
-    if options.cap_timestamps_to_audio and audio_positions is not None:
-        max_ts = audio_positions.tolist()
     results = [
         DecodedSequence(list(prefixes[i]), prefix_logprobs[i], no_speech[i], False, False)
         for i in range(batch)
     ]
-    active = list(range(batch))  # original index of each row still decoding
-    step_positions = positions[:, -1] + 1
-    limit = min(options.max_new_tokens, model.dims.n_text_ctx - width)
-    for step in range(limit):
-        sampled = [results[i].tokens for i in active]
-        rules.apply(logits, sampled, [max_ts[i] for i in active] if max_ts else None)
-        logprobs = torch.log_softmax(logits, dim=-1)
-        next_tokens = logprobs.argmax(dim=-1)
-        picked = logprobs.gather(1, next_tokens[:, None])[:, 0].tolist()
-        keep_rows = []
-        for row, (token, logprob) in enumerate(zip(next_tokens.tolist(), picked)):
-            result = results[active[row]]
-            if token == tokenizer.special.eot:
-                result.ended = True
-                continue
-            result.tokens.append(token)
-            result.token_logprobs.append(logprob)
-            cut = find_repetition_loop(result.tokens, options)
-            if cut is not None:
-                del result.tokens[cut:], result.token_logprobs[cut:]
-                result.repetition_loop = True
-                continue
-            keep_rows.append(row)
-        if not keep_rows or step == limit - 1:
+    live = [
+        _Row(i, results[i], len(prefixes[i]), caps[i], drafts[i], position=len(openings[i]) - 1)
+        for i in range(batch)
+    ]
+    max_ts = None
+    if options.cap_timestamps_to_audio and audio_positions is not None:
+        max_ts = audio_positions.tolist()
+    # Each pass: verify the guesses against the model's picks, hide the rejected columns,
+    # drop finished items, then feed every item's new token and its next guess.
+    starts = [e - 1 for e in ends]  # column whose output predicts each item's next token
+    while True:
+        used = _verify(model, tokenizer, rules, options, hidden, starts, live, guesses, max_ts)
+        block = holes.shape[1] - hidden.shape[1]
+        for k, count in enumerate(used):
+            if count is not None:
+                holes[k, block + count :] = True
+        keep = [k for k, count in enumerate(used) if count is not None]
+        if not keep:
             break
-        if len(keep_rows) < len(active):
-            index = torch.tensor(keep_rows, device=device)
-            cache, pads = cache.select(index), pads[index]
-            step_positions, next_tokens = step_positions[index], next_tokens[index]
-            if cross_mask is not None:
-                cross_mask = cross_mask[index]
-            active = [active[r] for r in keep_rows]
-        mask = _pad_mask(pads, width + step + 1, dtype)
-        hidden, cache = model.decoder(
-            next_tokens[:, None], step_positions[:, None], cache, mask, cross_mask
+        if len(keep) < len(live):
+            index = torch.tensor(keep, device=device)
+            cache, holes = cache.select(index), holes[index]
+            cross_mask = None if cross_mask is None else cross_mask[index]
+            live = [live[k] for k in keep]
+        guesses = [
+            r.draft[r.pointer : r.pointer + MAX_DRAFT][: max(0, r.cap - r.sampled - 1)]
+            for r in live
+        ]
+        span = 1 + max(len(g) for g in guesses)
+        fed = [
+            [r.pending, *g] + [tokenizer.special.eot] * (span - 1 - len(g))
+            for r, g in zip(live, guesses)
+        ]
+        tokens = torch.tensor(fed, dtype=torch.long, device=device)
+        positions = torch.tensor([r.position for r in live], device=device)[:, None]
+        positions = (positions + torch.arange(span, device=device)).clamp(
+            max=model.dims.n_text_ctx - 1
         )
-        step_positions = step_positions + 1
-        logits = model.decoder.logits(hidden[:, -1:])[:, 0]
+        padding = (
+            torch.arange(span, device=device)[None, :]
+            > torch.tensor([len(g) for g in guesses], device=device)[:, None]
+        )
+        holes = torch.cat([holes, padding], dim=1)
+        mask = _block_mask(holes, span, dtype)
+        hidden, cache = model.decoder(tokens, positions, cache, mask, cross_mask)
+        starts = [0] * len(live)
     return results
 
 
+def _verify(
+    model: Whisper,
+    tokenizer: WhisperTokenizer,
+    rules: LogitRules,
+    options: DecodingOptions,
+    hidden: Tensor,
+    starts: list[int],
+    live: list[_Row],
+    guesses: list[list[int]],
+    max_ts: list[int] | None,
+) -> list[int | None]:
+    """Take each live item's greedy picks from `hidden` (the block just fed): the token at its
+    `starts` column, and one more for each guessed token that was picked. Returns, per item,
+    how many columns of the block hold its tokens from now on (None: it has finished)."""
+    items, columns, sampled = [], [], []
+    for k, (row, guess) in enumerate(zip(live, guesses)):
+        for j in range(len(guess) + 1):
+            items.append(k)
+            columns.append(starts[k] + j)
+            sampled.append(row.result.tokens + guess[:j])
+    logits = model.decoder.logits(hidden[items, columns][:, None])[:, 0]
+    rules.apply(logits, sampled, [max_ts[live[k].index] for k in items] if max_ts else None)
+    logprobs = torch.log_softmax(logits, dim=-1)
+    best = logprobs.argmax(dim=-1)
+    best_logprobs = logprobs.gather(1, best[:, None])[:, 0].tolist()
+    best = best.tolist()
+    used: list[int | None] = []
+    n = 0
+    for k, (row, guess) in enumerate(zip(live, guesses)):
+        count = None
+        for j in range(len(guess) + 1):
+            token = best[n + j]
+            if row.sampled >= row.cap:
+                break
+            if not _take(row.result, token, best_logprobs[n + j], tokenizer, options):
+                break
+            if row.sampled >= row.cap:
+                break
+            if j < len(guess) and token == guess[j]:
+                continue  # the guess is what the model picks: its column stands
+            row.pending, row.position = token, row.position + j + 1
+            row.pointer = _resync(row.draft, row.pointer + j, token, tokenizer)
+            count = starts[k] + j + 1
+            break
+        n += len(guess) + 1
+        used.append(count)
+    return used
+
+
+def _take(
+    result: DecodedSequence,
+    token: int,
+    logprob: float,
+    tokenizer: WhisperTokenizer,
+    options: DecodingOptions,
+) -> bool:
+    """Append a picked token; False when the item is done (end of text, repetition loop)."""
+    if token == tokenizer.special.eot:
+        result.ended = True
+        return False
+    result.tokens.append(token)
+    result.token_logprobs.append(logprob)
+    cut = find_repetition_loop(result.tokens, options)
+    if cut is not None:
+        del result.tokens[cut:], result.token_logprobs[cut:]
+        result.repetition_loop = True
+        return False
+    return True
+
+
+def _resync(draft: list[int], at: int, token: int, tokenizer: WhisperTokenizer) -> int:
+    """Where the guess goes on after the model picked `token` where the draft has `at`:
+    just past the token if the draft holds it a little further on (the model skipped draft
+    tokens); at the same place after a punctuation mark (inserted: the later interims'
+    words lack the punctuation that the end of a sentence gets); else past one token
+    (a different word)."""
+    for ahead in range(RESYNC_AHEAD):
+        if at + ahead < len(draft) and draft[at + ahead] == token:
+            return at + ahead + 1
+    text = tokenizer.decode([token])
+    inserted = bool(text) and not text.startswith(" ") and not any(c.isalnum() for c in text)
+    return at if inserted else at + 1
+
+
 def _prefix_logprobs(
-    model: Whisper, hidden: Tensor, prefixes: list[list[int]], width: int
+    model: Whisper, hidden: Tensor, prefixes: list[list[int]], ends: list[int]
 ) -> list[list[float]]:
-    """Log-probability of each given prefix token, from the position before it."""
+    """Log-probability of each given prefix token (ending before column `ends`), from the
+    position before it."""
     out: list[list[float]] = []
-    for i, prefix in enumerate(prefixes):
+    for i, (prefix, end) in enumerate(zip(prefixes, ends)):
         if not prefix:
             out.append([])
             continue
-        start = width - len(prefix)
-        logprobs = torch.log_softmax(model.decoder.logits(hidden[i, start - 1 : width - 1]), -1)
+        start = end - len(prefix)
+        logprobs = torch.log_softmax(model.decoder.logits(hidden[i, start - 1 : end - 1]), -1)
         ids = torch.tensor(prefix, device=hidden.device)[:, None]
         out.append(logprobs.gather(1, ids)[:, 0].tolist())
     return out
 
 
-def _pad_mask(pads: Tensor, total: int, dtype: torch.dtype) -> Tensor:
-    """Additive mask (batch, 1, 1, total) hiding each item's left padding."""
-    hidden = torch.arange(total, device=pads.device)[None, :] < pads[:, None]
-    mask = torch.zeros(hidden.shape, dtype=dtype, device=pads.device)
-    return mask.masked_fill(hidden, NEG_INF)[:, None, None, :]
+def _block_mask(holes: Tensor, span: int, dtype: torch.dtype) -> Tensor:
+    """Additive self-attention mask (batch, 1, span, columns) for a block of `span` new
+    tokens at the end of the cache: hole columns are hidden, and the block is causal."""
+    columns = holes.shape[1]
+    mask = torch.zeros((holes.shape[0], 1, span, columns), dtype=dtype, device=holes.device)
+    mask.masked_fill_(holes[:, None, None, :], NEG_INF)
+    if span > 1:
+        causal = torch.full((span, span), NEG_INF, dtype=dtype, device=holes.device).triu(1)
+        mask[:, :, :, columns - span :] += causal
+    return mask

@@ -189,9 +189,11 @@ class Transcriber:
         options: TranscribeOptions,
         offsets: list[float],
         prefixes: list[list[int]] | None = None,
+        drafts: list[list[int]] | None = None,
     ) -> list[Transcript]:
         """positions: encoder positions per item (context); audio_positions: the real audio;
-        prefixes: known transcript starts (see decoding.greedy_decode)."""
+        prefixes: known transcript starts; drafts: guesses of the rest (see
+        decoding.greedy_decode)."""
         decoding = options.decoding
         # the audio keys/values serve both decoding and word alignment: project them once
         cross_kv = self.model.decoder.cross_cache(features)
@@ -205,6 +207,7 @@ class Transcriber:
             decoding,
             prefixes,
             cross_kv,
+            drafts,
         )
         results = [
             self._finish(seq, int(audio_positions[i]), options, offsets[i])
@@ -251,6 +254,7 @@ class Transcriber:
         offsets: list[float],
         timings: dict[str, float] | None = None,
         prefixes: list[list[int]] | None = None,
+        drafts: list[list[int]] | None = None,
     ) -> list[Transcript]:
         """The model stage: encoder, batched decoding and word alignment for a prepared batch."""
         started = time.perf_counter()
@@ -258,7 +262,14 @@ class Transcriber:
             features, positions = self.encode(prepared)
             encoded = time.perf_counter()
             results = self.decode(
-                features, positions, prepared.audio_positions, prompts, options, offsets, prefixes
+                features,
+                positions,
+                prepared.audio_positions,
+                prompts,
+                options,
+                offsets,
+                prefixes,
+                drafts,
             )
         timings = {
             **(timings or {}),

@@ -92,8 +92,8 @@ class _Planned:
     enqueued: float
 
 
-# A prepared batch with its prompt and prefix tokens, per item.
-_Inputs = tuple[PreparedBatch, list[list[int]], list[list[int]]]
+# A prepared batch with its prompt, prefix and draft tokens, per item.
+_Inputs = tuple[PreparedBatch, list[list[int]], list[list[int]], list[list[int]]]
 
 
 class Scheduler:
@@ -255,8 +255,9 @@ class Scheduler:
         tokenizer = self.transcriber.tokenizer
         prompts = [tokenizer.encode(" " + p) if p else [] for p in planned.prompts]
         prefixes = [tokenizer.encode(" " + j.prefix) if j.prefix else [] for j in planned.jobs]
+        drafts = [tokenizer.encode(" " + j.draft) if j.draft else [] for j in planned.jobs]
         planned.timing.prep_end = time.monotonic()
-        return prepared, prompts, prefixes
+        return prepared, prompts, prefixes, drafts
 
     def _run(self, planned: _Planned, prepared: _Inputs):
         planned.timing.model_start = time.monotonic()
@@ -264,9 +265,9 @@ class Scheduler:
             self.fault_hook([s.stream_id for s in planned.sessions])
         options = self.final_options if any(j.final for j in planned.jobs) else self.options
         offsets = [job.start / SAMPLE_RATE for job in planned.jobs]
-        prefixes = prepared[2]
+        batch, prompts, prefixes, drafts = prepared
         results = self.transcriber.run(
-            prepared[0], prepared[1], options, offsets, prefixes=prefixes
+            batch, prompts, options, offsets, prefixes=prefixes, drafts=drafts
         )
         planned.timing.model_end = time.monotonic()
         return results

@@ -59,6 +59,7 @@ PAUSE_CUT_AFTER = int(5.0 * SAMPLE_RATE)
 CONTEXT = int(3.0 * SAMPLE_RATE)  # at most this much audio of the previous final
 CONTEXT_GAP = int(1.0 * SAMPLE_RATE)  # only if the utterance starts within this of its end
 CONTEXT_ONSET = int(0.1 * SAMPLE_RATE)  # audio kept before the first context word's start
+DRAFT_SLACK = 0.3  # seconds: interim words this far outside a final's window still guess it
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ class Job:
     # window's start, and how many of its words `prefix` holds.
     lead: int = 0
     context: int = 0
+    # A guess of the words the decode will give after `prefix` (the stream's interim words
+    # for this audio): the decoder checks it in one pass instead of decoding it word by word
+    # (decoding.greedy_decode). It never changes the result, only how fast it comes.
+    draft: str = ""
 
     @property
     def first(self) -> int:
@@ -304,17 +309,26 @@ def _final_job(state: StreamState, start: int, end: int) -> Job:
     start = min(max(start, state.audio_start), end)
     if state.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
         start = min(max(start, state.window_start), end)  # settled words stand
-        return Job(True, start, end, _prompt(state), after_settled=True)
+        draft = _draft(state, start, end)
+        return Job(True, start, end, _prompt(state), after_settled=True, draft=draft)
     # No interim words as prefix: the final is decoded afresh from the whole utterance, so it
     # gets the casing and punctuation that the interims' word-by-word commits lose, and words
     # that the interims committed wrongly at a window edge are decoded again in context.
     context = _context(state, start, end)
     prompt = _prompt(state, settled=False, drop=len(context))
+    draft = _draft(state, start, end)
     if not context:
-        return Job(True, start, end, prompt)
+        return Job(True, start, end, prompt, draft=draft)
     lead = start - max(state.audio_start, _onset(context[0]))
     text = " ".join(w.word for w in context)
-    return Job(True, start - lead, end, prompt, text, lead=lead, context=len(context))
+    return Job(True, start - lead, end, prompt, text, lead=lead, context=len(context), draft=draft)
+
+
+def _draft(state: StreamState, start: int, end: int) -> str:
+    """The interim words heard between `start` and `end`: the final's likely transcript."""
+    words = [*state.settled, *state.committed, *state.tentative]
+    low, high = start / SAMPLE_RATE - DRAFT_SLACK, end / SAMPLE_RATE + DRAFT_SLACK
+    return " ".join(w.word for w in words if w.start >= low and w.end <= high)
 
 
 def _onset(word: TimedWord) -> int:
@@ -361,7 +375,8 @@ def _ahead_window(state: StreamState) -> Job | None:
 
 
 def _same_window(a: Job, b: Job) -> bool:
-    return replace(a, ahead=False) == replace(b, ahead=False)
+    """The same decode (the draft only guesses its result)."""
+    return replace(a, ahead=False, draft="") == replace(b, ahead=False, draft="")
 
 
 def keep_ahead(state: StreamState, job: Job, hypothesis: list[TimedWord]) -> None:
@@ -397,7 +412,8 @@ def next_job(state: StreamState, ahead: bool = True) -> Job | None:
     if state.received - state.last_step < step or state.received - start < MIN_WINDOW:
         return None
     prefix = " ".join(w.word for w in state.committed)
-    return Job(False, start, state.received, _prompt(state), prefix)
+    draft = " ".join(w.word for w in state.tentative)
+    return Job(False, start, state.received, _prompt(state), prefix, draft=draft)
 
 
 def window_audio(state: StreamState, job: Job) -> np.ndarray:

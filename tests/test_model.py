@@ -96,6 +96,45 @@ def test_a_window_decodes_the_same_in_any_batch(transcriber):
         ], count
 
 
+def test_a_draft_makes_decoding_take_fewer_passes_not_other_text(transcriber, monkeypatch):
+    """A stream's earlier words, given as a draft, are checked in one forward pass instead of
+    being decoded token by token; the transcript is the greedy one whatever the draft says
+    (right, or with its casing and punctuation lost, as interim words have them)."""
+    if transcriber.plan.decoder == "int8" and not precision.rowwise_int8_supported():
+        pytest.skip("this torch lacks the row-by-row int8 kernels")
+    clips = [torch.from_numpy(load_clip(n)) for n in ("en_us_female", "sample", "en_us_male")]
+    options = TranscribeOptions(
+        full_window=True, decoding=DecodingOptions(timestamps=False), batch_invariant=True
+    )
+    tokenizer = transcriber.tokenizer
+    passes = []
+    forward = transcriber.model.decoder.forward
+    monkeypatch.setattr(
+        transcriber.model.decoder, "forward", lambda *a: passes.append(1) or forward(*a)
+    )
+
+    def decode(drafts):
+        passes.clear()
+        prepared = transcriber.prepare(clips, options)
+        out = transcriber.run(prepared, [[]] * 3, options, [0.0] * 3, drafts=drafts)
+        return out, len(passes)
+
+    plain, plain_passes = decode(None)
+    assert min(len(r.text_tokens) for r in plain) >= 10
+    exact, exact_passes = decode([r.text_tokens for r in plain])
+    rough = [
+        tokenizer.encode(" " + r.text.lower().replace(",", "").replace(".", "")) for r in plain
+    ]
+    guessed, guessed_passes = decode(rough)
+    garbage, _ = decode([tokenizer.encode(" banana split on a sunday") for _ in plain])
+    for decoded in (exact, guessed, garbage):
+        assert [r.tokens for r in decoded] == [r.tokens for r in plain]
+        assert [r.text for r in decoded] == [r.text for r in plain]
+    assert plain_passes > max(len(r.tokens) for r in plain)  # one pass per token, and more
+    assert exact_passes <= 2  # the draft and the end of text
+    assert guessed_passes < plain_passes / 2, (guessed_passes, plain_passes)
+
+
 def test_word_times_follow_the_audio(transcriber):
     times = utterance_times()
     result = transcriber.transcribe(torch.from_numpy(load_clip("two_utterances")))

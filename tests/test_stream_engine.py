@@ -56,6 +56,27 @@ def test_committed_words_are_not_repeated():
     assert [w.word for w in state.committed] == ["good", "morning", "how", "are"]
 
 
+def test_decodes_carry_the_interim_words_as_their_draft():
+    """The decoder checks a guess in one pass (decoding.greedy_decode): an interim's guess is
+    the previous hypothesis's tentative tail, a final's is every interim word of its audio."""
+    state = engine.StreamState(SETTINGS)
+    feed(state, [0.9] * 20)
+    feed(state, [0.9] * 20)
+    job = engine.next_job(state)
+    assert (job.prefix, job.draft) == ("", "")
+    engine.apply_interim(state, job, words("good morning how"))
+    feed(state, [0.9] * 20)
+    job = engine.next_job(state)
+    assert (job.prefix, job.draft) == ("", "good morning how")
+    engine.apply_interim(state, job, words("good morning how are"))
+    feed(state, [0.9] * 20)
+    job = engine.next_job(state)
+    assert (job.prefix, job.draft) == ("good morning how", "are")
+    engine.close(state)
+    final = engine.next_job(state)
+    assert final.final and (final.prefix, final.draft) == ("", "good morning how are")
+
+
 def test_speech_begin_and_endpoint_after_the_silence_limit():
     state = engine.StreamState(SETTINGS)
     events = feed(state, [0.0] * 5 + [0.9] * 20)
