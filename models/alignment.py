@@ -70,6 +70,15 @@ def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return array[:, 0], array[:, 1]
 
 
+# A sorting network for 7 values (16 compare-exchanges; checked on every 0/1 input in the
+# tests): over whole shifted copies of the rows it takes a tenth of the time of
+# torch.median over unfolded windows, which was a quarter of the alignment's time.
+SORT7 = (
+    (0, 6), (2, 3), (4, 5), (0, 2), (1, 4), (3, 6), (0, 1), (2, 5),
+    (3, 4), (1, 2), (4, 6), (2, 3), (4, 5), (1, 2), (3, 4), (5, 6),
+)  # fmt: skip
+
+
 def median_filter(x: Tensor, width: int) -> Tensor:
     """Median over the last dimension with reflected edges."""
     pad = width // 2
@@ -77,8 +86,16 @@ def median_filter(x: Tensor, width: int) -> Tensor:
         return x
     shape = x.shape
     flat = x.reshape(-1, 1, shape[-1])  # reflect padding wants (N, C, L)
-    padded = F.pad(flat, (pad, pad), mode="reflect")
-    return padded.unfold(-1, width, 1).median(dim=-1).values.reshape(shape)
+    padded = F.pad(flat, (pad, pad), mode="reflect")[:, 0]
+    if width != 7:
+        return padded.unfold(-1, width, 1).median(dim=-1).values.reshape(shape)
+    values = [padded[:, i : i + shape[-1]] for i in range(width)]
+    for a, b in SORT7:
+        values[a], values[b] = (
+            torch.minimum(values[a], values[b]),
+            torch.maximum(values[a], values[b]),
+        )
+    return values[pad].reshape(shape)
 
 
 @torch.inference_mode()
@@ -116,13 +133,11 @@ def align_batch(
     mask = None
     if bool((context < total).any()):
         mask = key_padding_mask(context.to(device), total, cross_kv[0][0].dtype)
-    layers = model.decoder.cross_attention_weights(tokens, cross_kv, mask)
+    by_head = model.decoder.cross_attention_weights(tokens, cross_kv, mask, heads)
     for row, i in enumerate(chosen):
         text_tokens, probs, positions = items[i]
         length = len(sequences[row])
-        weights = torch.stack(
-            [layers[layer][row, head, :length, :positions] for layer, head in heads]
-        )
+        weights = torch.stack([by_head[head][row, :length, :positions] for head in heads])
         result[i] = _words(tokenizer, weights, len(sot), text_tokens, probs, positions)
     return result
 

@@ -77,10 +77,13 @@ class MultiHeadAttention(nn.Module):
         b, _, t, _ = out.shape
         return self.out(out.transpose(1, 2).reshape(b, t, -1))
 
-    def weights(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
-        """Attention probabilities (batch, head, query, key), for word alignment."""
-        q = self.split(self.query(x))
-        scores = q @ kv[0].transpose(-1, -2) / (q.shape[-1] ** 0.5)
+    def weights(
+        self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor | None, heads: list[int]
+    ) -> Tensor:
+        """Attention probabilities (batch, len(heads), query, key) of the given heads, for
+        word alignment."""
+        q = self.split(self.query(x))[:, heads]
+        scores = q @ kv[0][:, heads].transpose(-1, -2) / (q.shape[-1] ** 0.5)
         if mask is not None:
             scores = scores + mask
         return scores.float().softmax(dim=-1)
@@ -203,22 +206,33 @@ class TextDecoder(nn.Module):
         return self.ln(x), KVCache(new_self, cache.cross_kv)
 
     def cross_attention_weights(
-        self, tokens: Tensor, cross_kv: list[tuple[Tensor, Tensor]], cross_mask: Tensor | None
-    ) -> list[Tensor]:
-        """Run the whole sequence once and return each layer's cross-attention probabilities
-        (batch, head, tokens, frames); used by word alignment. cross_kv: the per-layer audio
-        keys/values that decoding already computed (`cross_cache`)."""
+        self,
+        tokens: Tensor,
+        cross_kv: list[tuple[Tensor, Tensor]],
+        cross_mask: Tensor | None,
+        heads: list[tuple[int, int]],
+    ) -> dict[tuple[int, int], Tensor]:
+        """Run the sequence once and return the cross-attention probabilities (batch, tokens,
+        frames) of the given (layer, head) pairs; used by word alignment. cross_kv: the
+        per-layer audio keys/values that decoding already computed (`cross_cache`). Layers
+        after the last one asked for are not run."""
         t = tokens.shape[1]
         positions = torch.arange(t, device=tokens.device)[None, :].expand_as(tokens)
         x = self.token_embedding(tokens) + self.positional_embedding[positions]
         x = x.to(cross_kv[0][0].dtype)
         causal = torch.full((t, t), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
-        weights = []
-        for block, audio_kv in zip(self.blocks, cross_kv):
+        last = max(layer for layer, _ in heads)
+        weights = {}
+        for index, (block, audio_kv) in enumerate(zip(self.blocks, cross_kv)):
             h = block.attn_ln(x)
             x = x + block.attn.attend(h, block.attn.project_kv(h), causal)
             h = block.cross_attn_ln(x)
-            weights.append(block.cross_attn.weights(h, audio_kv, cross_mask))
+            wanted = [head for layer, head in heads if layer == index]
+            if wanted:
+                probs = block.cross_attn.weights(h, audio_kv, cross_mask, wanted)
+                weights.update({(index, head): probs[:, k] for k, head in enumerate(wanted)})
+            if index == last:
+                break
             x = x + block.cross_attn.attend(h, audio_kv, cross_mask)
             x = x + block.mlp(block.mlp_ln(x))
         return weights

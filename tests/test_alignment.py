@@ -1,10 +1,15 @@
-"""Dynamic time warping for word times: the row-wise vectorised fill against the textbook one."""
+"""Word-time helpers against their textbook forms: dynamic time warping (the row-wise
+vectorised fill) and the median filter (a sorting network)."""
 
 from __future__ import annotations
 
-import numpy as np
+import itertools
 
-from streamstt.models.alignment import dtw
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from streamstt.models.alignment import SORT7, dtw, median_filter
 
 
 def reference_dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,3 +54,19 @@ def test_dtw_follows_a_clear_diagonal():
     rows, times = dtw(cost)
     first = {int(r): int(t) for r, t in zip(rows[::-1], times[::-1])}  # first time per row
     assert [first[r] for r in range(4)] == [0, 3, 6, 9]
+
+
+def test_the_median_network_sorts_any_seven_values():
+    """0-1 principle: a comparator network that sorts every 0/1 input sorts every input."""
+    for bits in itertools.product((0, 1), repeat=7):
+        values = list(bits)
+        for a, b in SORT7:
+            values[a], values[b] = min(values[a], values[b]), max(values[a], values[b])
+        assert values == sorted(bits)
+
+
+def test_median_filter_equals_the_windowed_median():
+    weights = torch.randn(8, 23, 301)
+    padded = F.pad(weights.reshape(-1, 1, 301), (3, 3), mode="reflect")
+    expected = padded.unfold(-1, 7, 1).median(dim=-1).values.reshape(weights.shape)
+    assert torch.equal(median_filter(weights, 7), expected)
