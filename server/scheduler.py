@@ -218,7 +218,12 @@ class Scheduler:
                 if job.ahead and (plain := session.next_job(ahead=False)) is not None:
                     needed.append((deadline, session, plain))
             ready = sorted(needed, key=lambda item: item[0])
-        return ready[: self.max_batch_size]
+        # A final runs alone: it encodes the full 30 s window with the exact (slower) kernels,
+        # and batching finals saves nothing (4 finals cost 4x one). Interims riding with it
+        # would pay for both, and every other stream would wait for the whole batch.
+        if ready[0][2].final:
+            return ready[:1]
+        return [item for item in ready if not item[2].final][: self.max_batch_size]
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
