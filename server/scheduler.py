@@ -64,6 +64,7 @@ class BatchTiming:
     """Stage timestamps of one batch (time.monotonic seconds)."""
 
     size: int
+    finals: int = 0  # items that close an utterance (a final runs alone: see _collect)
     prep_start: float = 0.0
     prep_end: float = 0.0
     model_start: float = 0.0
@@ -239,7 +240,7 @@ class Scheduler:
                 [j for _, _, j in chosen],
                 [torch.from_numpy(s.window(j)) for _, s, j in chosen],
                 [j.prompt for _, _, j in chosen],
-                BatchTiming(len(chosen)),
+                BatchTiming(len(chosen), sum(job.final for _, _, job in chosen)),
                 time.monotonic(),
             )
             try:

@@ -192,6 +192,10 @@ def test_streams_share_batched_model_calls(make_server):
     assert not errors
     assert running.scheduler.stats.multi_stream_batches > before
     assert running.scheduler.stats.max_batch >= 2
+    # Interims share calls; a final (30 s window, exact kernels) runs alone.
+    timeline = list(running.scheduler.stats.timeline)
+    assert any(t.finals for t in timeline)
+    assert all(t.size == 1 for t in timeline if t.finals)
 
 
 def test_prefetch_overlaps_the_model(make_server):
