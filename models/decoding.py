@@ -153,6 +153,7 @@ class _Row:
     cap: int  # most tokens it may sample
     draft: list[int]  # its guess of the transcript after the prefix
     pointer: int = 0  # where in `draft` the next guess starts
+    misses: int = 0  # passes in a row whose guess was rejected at its first token
     pending: int = 0  # the newest sampled token, not yet fed to the model
     position: int = 0  # text position of the newest token fed (or pending)
 
@@ -247,10 +248,7 @@ def greedy_decode(
             cache, holes = cache.select(index), holes[index]
             cross_mask = None if cross_mask is None else cross_mask[index]
             live = [live[k] for k in keep]
-        guesses = [
-            r.draft[r.pointer : r.pointer + MAX_DRAFT][: max(0, r.cap - r.sampled - 1)]
-            for r in live
-        ]
+        guesses = [_guess(r) for r in live]
         span = 1 + max(len(g) for g in guesses)
         fed = [
             [r.pending, *g] + [tokenizer.special.eot] * (span - 1 - len(g))
@@ -312,6 +310,7 @@ def _verify(
                 break
             if j < len(guess) and token == guess[j]:
                 continue  # the guess is what the model picks: its column stands
+            row.misses = row.misses + 1 if guess and j == 0 else 0
             row.pending, row.position = token, row.position + j + 1
             row.pointer = _resync(row.draft, row.pointer + j, token, tokenizer)
             count = starts[k] + j + 1
@@ -319,6 +318,14 @@ def _verify(
         n += len(guess) + 1
         used.append(count)
     return used
+
+
+def _guess(row: _Row) -> list[int]:
+    """The draft tokens to feed with the row's new token. The guess halves with each pass in
+    a row that rejected it outright: a draft that has nothing to do with what the model hears
+    costs a few wasted columns, not MAX_DRAFT per token."""
+    size = min(MAX_DRAFT >> row.misses, row.cap - row.sampled - 1)
+    return row.draft[row.pointer : row.pointer + max(0, size)]
 
 
 def _take(
