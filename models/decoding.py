@@ -310,7 +310,8 @@ def _verify(
                 break
             if j < len(guess) and token == guess[j]:
                 continue  # the guess is what the model picks: its column stands
-            row.misses = row.misses + 1 if guess and j == 0 else 0
+            if guess:  # a taken guess restores the full size; six misses end guessing
+                row.misses = row.misses + 1 if j == 0 else 0
             row.pending, row.position = token, row.position + j + 1
             row.pointer = _resync(row.draft, row.pointer + j, token, tokenizer)
             count = starts[k] + j + 1
@@ -321,10 +322,11 @@ def _verify(
 
 
 def _guess(row: _Row) -> list[int]:
-    """The draft tokens to feed with the row's new token. The guess halves with each pass in
-    a row that rejected it outright: a draft that has nothing to do with what the model hears
-    costs a few wasted columns, not MAX_DRAFT per token."""
-    size = min(MAX_DRAFT >> row.misses, row.cap - row.sampled - 1)
+    """The draft tokens to feed with the row's new token. After two passes in a row that
+    rejected the guess outright, it halves with each more: a draft that has nothing to do
+    with what the model hears costs a few wasted columns, not MAX_DRAFT per token. (One
+    outright miss is common with a good draft: the model inserts a punctuation mark.)"""
+    size = min(MAX_DRAFT >> max(0, row.misses - 1), row.cap - row.sampled - 1)
     return row.draft[row.pointer : row.pointer + max(0, size)]
 
 
