@@ -222,7 +222,7 @@ class Scheduler:
         # A final runs alone: it encodes the full 30 s window with the exact (slower) kernels,
         # and batching finals saves nothing (4 finals cost 4x one). Interims riding with it
         # would pay for both, and every other stream would wait for the whole batch.
-        if ready[0][2].final:
+        if ready and ready[0][2].final:
             return ready[:1]
         return [item for item in ready if not item[2].final][: self.max_batch_size]
 

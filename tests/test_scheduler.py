@@ -1,0 +1,67 @@
+"""The batching policy of server.scheduler on scripted streams (no model call is made)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streamstt.models.transcriber import TranscribeOptions
+from streamstt.server.scheduler import Scheduler
+from streamstt.server.stream import Job
+
+
+class Scripted:
+    """A stream whose next job is fixed; `gone_after` calls of next_job it has none (the
+    client cancelled in the meantime)."""
+
+    def __init__(self, stream_id: str, job: Job, deadline: float, gone_after: int = 1000):
+        self.stream_id, self.job, self._deadline, self.calls = stream_id, job, deadline, 0
+        self.gone_after = gone_after
+
+    def next_job(self, ahead: bool = True) -> Job | None:
+        self.calls += 1
+        return self.job if self.calls <= self.gone_after else None
+
+    def deadline(self) -> float:
+        return self._deadline
+
+    def budget_s(self) -> float:
+        return 2.0
+
+
+def _scheduler(*sessions: Scripted, max_wait_ms: float = 1.0) -> Scheduler:
+    options = TranscribeOptions()
+    scheduler = Scheduler(
+        None,  # never called: _collect only chooses the batch
+        max_batch_size=8,
+        max_wait_ms=max_wait_ms,
+        admission_utilization=0.9,
+        options=options,
+        final_options=options,
+    )
+    for session in sessions:
+        scheduler.register(session)
+    return scheduler
+
+
+def _collect(scheduler: Scheduler) -> list[str]:
+    chosen = asyncio.run(scheduler._collect())
+    return [session.stream_id for _, session, _ in chosen]
+
+
+INTERIM = Job(False, 0, 16000, "")
+FINAL = Job(True, 0, 16000, "")
+
+
+def test_interims_share_a_batch_and_a_final_runs_alone():
+    a, b = Scripted("a", INTERIM, 2.0), Scripted("b", INTERIM, 3.0)
+    final = Scripted("f", FINAL, 1.0)
+    assert _collect(_scheduler(a, b, final)) == ["f"]  # the most urgent: alone
+    a, b = Scripted("a", INTERIM, 2.0), Scripted("b", INTERIM, 3.0)
+    final = Scripted("f", FINAL, 4.0)
+    assert _collect(_scheduler(a, b, final)) == ["a", "b"]  # the final waits its turn
+
+
+def test_a_stream_gone_while_the_batch_waits_leaves_an_empty_batch():
+    """The only ready stream is cancelled during max_wait_ms: nothing to run (the loop goes
+    back to waiting), no error that would stop the batching loop."""
+    assert _collect(_scheduler(Scripted("a", INTERIM, 1.0, gone_after=1))) == []
