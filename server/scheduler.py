@@ -47,7 +47,7 @@ class Session(Protocol):
 
     stream_id: str
 
-    def next_job(self, ahead: bool = True) -> Job | None: ...
+    def next_job(self, ahead: bool = True, join: bool = False) -> Job | None: ...
     def window(self, job: Job) -> np.ndarray: ...
     def deadline(self) -> float: ...
     def budget_s(self) -> float: ...
@@ -224,7 +224,22 @@ class Scheduler:
         # would pay for both, and every other stream would wait for the whole batch.
         if ready and ready[0][2].final:
             return ready[:1]
-        return [item for item in ready if not item[2].final][: self.max_batch_size]
+        interims = [item for item in ready if not item[2].final]
+        if interims and len(interims) < self.max_batch_size:
+            interims += self._joining({session.stream_id for _, session, _ in ready})
+        return interims[: self.max_batch_size]
+
+    def _joining(self, taken: set[str]) -> list[tuple[float, Session, Job]]:
+        """Interims of other streams that are far enough into their step to join a batch
+        (stream.JOIN_STEP)."""
+        joining = []
+        for session in self.sessions.values():
+            if session.stream_id in taken or session.stream_id in self._in_flight:
+                continue
+            job = session.next_job(ahead=False, join=True)
+            if job is not None and not job.final:
+                joining.append((session.deadline(), session, job))
+        return joining
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()

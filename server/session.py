@@ -123,8 +123,8 @@ class StreamSession:
         self._ahead_info: dict[str, float] = {}
 
     # ---- scheduler interface -----------------------------------------------------------
-    def next_job(self, ahead: bool = True) -> engine.Job | None:
-        return None if self.ended else engine.next_job(self.state, ahead)
+    def next_job(self, ahead: bool = True, join: bool = False) -> engine.Job | None:
+        return None if self.ended else engine.next_job(self.state, ahead, join)
 
     def window(self, job: engine.Job) -> np.ndarray:
         return engine.window_audio(self.state, job)

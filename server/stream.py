@@ -59,6 +59,10 @@ PAUSE_CUT_AFTER = int(5.0 * SAMPLE_RATE)
 CONTEXT = int(3.0 * SAMPLE_RATE)  # at most this much audio of the previous final
 CONTEXT_GAP = int(1.0 * SAMPLE_RATE)  # only if the utterance starts within this of its end
 CONTEXT_ONSET = int(0.1 * SAMPLE_RATE)  # audio kept before the first context word's start
+# A stream whose next interim is this far into its step joins a batch that another stream's
+# interim opens: the streams fall into one cycle and share model calls (the decoder's passes
+# are shared; two interims in one call cost less than two calls), instead of taking turns.
+JOIN_STEP = 0.5
 DRAFT_SLACK = 0.3  # seconds: interim words this far outside a final's window still guess it
 
 
@@ -396,9 +400,10 @@ def take_ahead(state: StreamState) -> tuple[Job, list[TimedWord]] | None:
     return job, words
 
 
-def next_job(state: StreamState, ahead: bool = True) -> Job | None:
+def next_job(state: StreamState, ahead: bool = True, join: bool = False) -> Job | None:
     """The decode this stream needs now, if any (finals first). In a pause that may be an
-    endpoint, the final decoded ahead (unless `ahead` is False: then a plain interim)."""
+    endpoint, the final decoded ahead (unless `ahead` is False: then a plain interim).
+    `join`: another stream's batch is forming; an interim is due after JOIN_STEP of its step."""
     if state.endpoints:
         return _final_job(state, *state.endpoints[0])
     if not (state.in_speech and state.settings.interim_results):
@@ -408,6 +413,8 @@ def next_job(state: StreamState, ahead: bool = True) -> Job | None:
         done = state.ahead is not None and _same_window(state.ahead[0], window)
         return None if done else window
     step = state.settings.step_ms * SAMPLE_RATE // 1000
+    if join:
+        step = int(step * JOIN_STEP)
     start = max(state.window_start, _start(state))
     if state.received - state.last_step < step or state.received - start < MIN_WINDOW:
         return None

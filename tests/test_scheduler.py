@@ -13,12 +13,22 @@ class Scripted:
     """A stream whose next job is fixed; `gone_after` calls of next_job it has none (the
     client cancelled in the meantime)."""
 
-    def __init__(self, stream_id: str, job: Job, deadline: float, gone_after: int = 1000):
+    def __init__(
+        self,
+        stream_id: str,
+        job: Job,
+        deadline: float,
+        gone_after: int = 1000,
+        joins_only: bool = False,
+    ):
         self.stream_id, self.job, self._deadline, self.calls = stream_id, job, deadline, 0
         self.gone_after = gone_after
+        self.joins_only = joins_only  # its step is not due, but far enough to join a batch
 
-    def next_job(self, ahead: bool = True) -> Job | None:
+    def next_job(self, ahead: bool = True, join: bool = False) -> Job | None:
         self.calls += 1
+        if self.joins_only and not join:
+            return None
         return self.job if self.calls <= self.gone_after else None
 
     def deadline(self) -> float:
@@ -59,6 +69,17 @@ def test_interims_share_a_batch_and_a_final_runs_alone():
     a, b = Scripted("a", INTERIM, 2.0), Scripted("b", INTERIM, 3.0)
     final = Scripted("f", FINAL, 4.0)
     assert _collect(_scheduler(a, b, final)) == ["a", "b"]  # the final waits its turn
+
+
+def test_a_stream_part_way_into_its_step_joins_an_interim_batch():
+    a, b = Scripted("a", INTERIM, 2.0), Scripted("b", INTERIM, 3.0, joins_only=True)
+    assert _collect(_scheduler(a, b)) == ["a", "b"]
+    # ...but not a final's batch, and not an idle-time decode ahead of an endpoint
+    final, b = Scripted("f", FINAL, 1.0), Scripted("b", INTERIM, 3.0, joins_only=True)
+    assert _collect(_scheduler(final, b)) == ["f"]
+    ahead = Scripted("x", Job(True, 0, 16000, "", ahead=True), 1.0)
+    b = Scripted("b", INTERIM, 3.0, joins_only=True)
+    assert _collect(_scheduler(ahead, b)) == ["x"]
 
 
 def test_a_stream_gone_while_the_batch_waits_leaves_an_empty_batch():

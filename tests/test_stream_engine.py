@@ -77,6 +77,17 @@ def test_decodes_carry_the_interim_words_as_their_draft():
     assert final.final and (final.prefix, final.draft) == ("", "good morning how are")
 
 
+def test_an_interim_may_join_a_batch_half_way_into_its_step():
+    state = engine.StreamState(SETTINGS)
+    step_frames = SETTINGS.step_ms * 16000 // 1000 // VAD_FRAME
+    feed(state, [0.9] * 20)
+    feed(state, [0.9] * 20)
+    engine.apply_interim(state, engine.next_job(state), words("good"))
+    feed(state, [0.9] * (step_frames // 2 + 1))
+    assert engine.next_job(state) is None  # its own step is not due...
+    assert engine.next_job(state, join=True) is not None  # ...but it may join another's batch
+
+
 def test_speech_begin_and_endpoint_after_the_silence_limit():
     state = engine.StreamState(SETTINGS)
     events = feed(state, [0.0] * 5 + [0.9] * 20)
