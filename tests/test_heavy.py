@@ -75,7 +75,12 @@ def test_a_thousand_cancels_leave_nothing_behind(make_server):
     assert not running.scheduler.sessions
     gc.collect()
     assert tasks() <= baseline_tasks + 2
-    assert memory[-1] - memory[0] < 0.05 * memory[0], memory
+    # Even trimmed, the 200-cancel marks swing by ~30 MB with no trend (measured this
+    # session, old and new code alike: 447-472 MB at the first mark, 460-491 MB later), so the
+    # last mark is held against the higher of the first two: a leak of 50 kB per cancel
+    # still shows as +30 MB (over the 5 % bar) across the last 600 cancels.
+    early = max(memory[:2])
+    assert memory[-1] - early < 0.05 * early, memory
 
 
 async def _count_tasks() -> int:
