@@ -192,7 +192,7 @@ def greedy_decode(
     drafts = drafts or [[] for _ in prompts]
     openings = [initial_tokens(tokenizer, p, options) + f for p, f in zip(prompts, prefixes)]
     caps = [max(0, min(options.max_new_tokens, model.dims.n_text_ctx - len(o))) for o in openings]
-    guesses = [d[: min(MAX_DRAFT, max(0, c - 1))] for d, c in zip(drafts, caps)]
+    guesses = [_guess(d, 0, 0, c) for d, c in zip(drafts, caps)]
     tokens, pads = _left_pad([o + g for o, g in zip(openings, guesses)], tokenizer.special.eot)
     tokens, pads = tokens.to(device), pads.to(device)
     batch, width = tokens.shape
@@ -248,7 +248,7 @@ def greedy_decode(
             cache, holes = cache.select(index), holes[index]
             cross_mask = None if cross_mask is None else cross_mask[index]
             live = [live[k] for k in keep]
-        guesses = [_guess(r) for r in live]
+        guesses = [_guess(r.draft, r.pointer, r.misses, r.cap - r.sampled) for r in live]
         span = 1 + max(len(g) for g in guesses)
         fed = [
             [r.pending, *g] + [tokenizer.special.eot] * (span - 1 - len(g))
@@ -321,13 +321,15 @@ def _verify(
     return used
 
 
-def _guess(row: _Row) -> list[int]:
-    """The draft tokens to feed with the row's new token. After two passes in a row that
-    rejected the guess outright, it halves with each more: a draft that has nothing to do
-    with what the model hears costs a few wasted columns, not MAX_DRAFT per token. (One
-    outright miss is common with a good draft: the model inserts a punctuation mark.)"""
-    size = min(MAX_DRAFT >> max(0, row.misses - 1), row.cap - row.sampled - 1)
-    return row.draft[row.pointer : row.pointer + max(0, size)]
+def _guess(draft: list[int], pointer: int, misses: int, room: int) -> list[int]:
+    """The draft tokens to feed from `pointer` on, for an item that may sample `room` more
+    tokens (a guess leaves room for the token the model picks after it). After two passes in
+    a row that rejected the guess outright (`misses`), it halves with each more: a draft that
+    has nothing to do with what the model hears costs a few wasted columns, not MAX_DRAFT per
+    token. (One outright miss is common with a good draft: the model inserts a punctuation
+    mark.)"""
+    size = min(MAX_DRAFT >> max(0, misses - 1), room - 1)
+    return draft[pointer : pointer + max(0, size)]
 
 
 def _take(
