@@ -16,16 +16,16 @@ import jiwer
 import soundfile
 import torch
 
-from streamstt.models.transcriber import TranscribeOptions, Transcriber
+from streamstt.models.transcriber import Request, TranscribeOptions, Transcriber
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 CLIPS = ["en_us_male", "en_us_female", "en_scottish_fast", "en_hts_female", "sample"]
 SETTINGS = [
     ("30 s window", TranscribeOptions(full_window=True)),
-    ("audio only (truncated)", TranscribeOptions(min_context_s=0, context_margin_s=0)),
-    (">=10 s, +5 s", TranscribeOptions(min_context_s=10)),
+    ("audio only (truncated)", TranscribeOptions(min_encoder_s=0, encoder_margin_s=0)),
+    (">=10 s, +5 s", TranscribeOptions(min_encoder_s=10)),
     (">=15 s, +5 s (default)", TranscribeOptions()),
-    (">=20 s, +5 s", TranscribeOptions(min_context_s=20)),
+    (">=20 s, +5 s", TranscribeOptions(min_encoder_s=20)),
 ]
 
 
@@ -55,15 +55,17 @@ def main() -> None:
     for seconds in (12, 20):
         excerpt = long_read[: seconds * 16000]
         clips.append((excerpt, model.transcribe(excerpt, SETTINGS[0][1]).text))
-    print(f"precision: {model.plan.describe()}\n| context | WER | median time of all clips (s) |")
+    print(
+        f"precision: {model.plan.describe()}\n| encoder span | WER | median time of all clips (s) |"
+    )
     print("| --- | --- | --- |")
     for label, options in SETTINGS:
-        texts = [model.transcribe_batch([c], options=options)[0].text for c, _ in clips]
+        texts = [model.transcribe_batch([Request(c)], options)[0].text for c, _ in clips]
         walls = []
         for _ in range(3):
             started = time.perf_counter()
             for clip, _ in clips:
-                model.transcribe_batch([clip], options=options)
+                model.transcribe_batch([Request(clip)], options)
             walls.append(time.perf_counter() - started)
         error = jiwer.wer([normalise(r) for _, r in clips], [normalise(t) for t in texts])
         print(f"| {label} | {error:.3f} | {sorted(walls)[1]:.2f} |", flush=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import soundfile
 import torch
 
-from streamstt.models.transcriber import TranscribeOptions, Transcriber
+from streamstt.models.transcriber import Request, TranscribeOptions, Transcriber
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 CLIPS = ["long_read", "en_us_male", "en_us_female", "two_utterances", "sample"]
@@ -44,15 +44,16 @@ def run_level(model: Transcriber, count: int, max_batch: int, rounds: int) -> di
     round_times = []
     for _ in range(rounds):
         started = time.perf_counter()
-        prepared = model.prepare(audios[:max_batch], options)
+        prepared = model.prepare([Request(a) for a in audios[:max_batch]], options)
         for start in range(0, count, max_batch):
             nxt = start + max_batch
-            batch = audios[start:nxt]
             # issue the next batch's copy before this batch's compute, so they overlap
             upcoming = (
-                model.prepare(audios[nxt : nxt + max_batch], options) if nxt < count else None
+                model.prepare([Request(a) for a in audios[nxt : nxt + max_batch]], options)
+                if nxt < count
+                else None
             )
-            model.run(prepared, [[] for _ in batch], options, [0.0] * len(batch))
+            model.run(prepared, options)
             prepared = upcoming
         torch.cuda.synchronize()
         round_times.append(time.perf_counter() - started)

@@ -18,14 +18,14 @@ from torch import Tensor
 
 from .audio import TOKENS_PER_SECOND
 from .tokenizer import WhisperTokenizer
-from .whisper import Whisper, key_padding_mask
+from .whisper import TextDecoder, key_padding_mask
 
 MEDIAN_FILTER_WIDTH = 7  # encoder positions (140 ms), Whisper's choice
 
 
 @dataclass(frozen=True)
 class Word:
-    word: str  # with its leading space, as decoded
+    word: str  # as written, without the leading space of its tokens
     start: float  # seconds from the start of the window
     end: float
     probability: float  # mean probability of the word's tokens
@@ -100,17 +100,17 @@ def median_filter(x: Tensor, width: int) -> Tensor:
 
 @torch.inference_mode()
 def align_batch(
-    model: Whisper,
+    decoder: TextDecoder,
     tokenizer: WhisperTokenizer,
     heads: list[tuple[int, int]],
     cross_kv: list[tuple[Tensor, Tensor]],
-    context: Tensor,
+    spans: Tensor,
     items: list[tuple[list[int], list[float], int]],
 ) -> list[list[Word]]:
     """Words with times for every window of a batch, from ONE decoder pass over all of them.
 
     cross_kv: per decoder layer, the batch's audio keys/values (batch, head, P, dim), as
-    decoding computed them; context: encoder positions per item (the rest is padding, masked);
+    decoding computed them; spans: encoder positions per item (the rest is padding, masked);
     items: (text tokens, their probabilities, positions of real audio) per window; alignment
     stays inside the real audio. Transcripts are padded at their end, which the causal
     self-attention keeps from touching the real tokens, so each window aligns as it would alone.
@@ -128,12 +128,12 @@ def align_batch(
     if len(chosen) < len(items):
         index = torch.tensor(chosen, device=device)
         cross_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in cross_kv]
-        context = context[chosen]
+        spans = spans[chosen]
     total = cross_kv[0][0].shape[2]
     mask = None
-    if bool((context < total).any()):
-        mask = key_padding_mask(context.to(device), total, cross_kv[0][0].dtype)
-    by_head = model.decoder.cross_attention_weights(tokens, cross_kv, mask, heads)
+    if bool((spans < total).any()):
+        mask = key_padding_mask(spans.to(device), total, cross_kv[0][0].dtype)
+    by_head = decoder.cross_attention_weights(tokens, cross_kv, mask, heads)
     for row, i in enumerate(chosen):
         text_tokens, probs, positions = items[i]
         length = len(sequences[row])
@@ -165,7 +165,8 @@ def _words(
         start = float(jump_times[boundary])
         end = float(jump_times[nxt]) if nxt < len(jump_times) else positions / TOKENS_PER_SECOND
         probability = float(np.mean(token_probs[boundary:nxt]))
-        result.append(Word(text, start, max(start, end), probability))
+        if text.strip():
+            result.append(Word(text.strip(), start, max(start, end), probability))
         boundary = nxt
     return _clamp_long_edges(result)
 

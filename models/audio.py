@@ -150,30 +150,30 @@ def pad_or_trim(audio: torch.Tensor, length: int = N_SAMPLES) -> torch.Tensor:
 
 
 def window_features(
-    audio: torch.Tensor, n_mels: int = 80, context_frames: int = N_FRAMES
+    audio: torch.Tensor, n_mels: int = 80, span_frames: int = N_FRAMES
 ) -> torch.Tensor:
-    """Features for one model window of at most 30 s of audio, shape (n_mels, context_frames).
+    """Features for one model window of at most 30 s of audio, shape (n_mels, span_frames).
 
     The log-mel is taken over the real audio only (plus one hop of zeros, so the last samples
     get a frame) and the window is then padded with zero *features*, as faster-whisper and
-    CTranslate2 do. context_frames=N_FRAMES is the full 30 s window (the training condition);
-    fewer frames is a shortened audio context: less encoder work (see `context_frames_for`).
+    CTranslate2 do. span_frames=N_FRAMES is the full 30 s window (the training condition);
+    fewer frames is a shorter encoder span: less encoder work (see `encoder_frames_for`).
     """
     audio = audio[:N_SAMPLES]
     mel = log_mel_spectrogram(torch.nn.functional.pad(audio, (0, HOP_LENGTH)), n_mels)
     content = max(1, mel.shape[-1] - 1)
-    frames = max(context_frames, content + content % 2)
+    frames = max(span_frames, content + content % 2)
     return pad_or_trim(mel[:, :content], min(N_FRAMES, frames))
 
 
-def context_frames_for(samples: int, min_context_s: float, margin_s: float) -> int:
-    """Encoder context for a window of `samples`: at least `min_context_s`, and at least
+def encoder_frames_for(samples: int, min_encoder_s: float, margin_s: float) -> int:
+    """Encoder span for a window of `samples`: at least `min_encoder_s`, and at least
     `margin_s` of padding after the audio, never more than 30 s; always even (conv stride 2).
 
     Measured (docs/benchmarks.md): encoding only the real audio makes tiny.en loop or stop
-    early on most clips; with >= 15 s of context it matches the full window at half the cost.
+    early on most clips; with >= 15 s of span it matches the full window at half the cost.
     """
-    seconds = max(min_context_s, samples / SAMPLE_RATE + margin_s)
+    seconds = max(min_encoder_s, samples / SAMPLE_RATE + margin_s)
     # rounded up to whole seconds: a streaming window grows by a few frames every step, and
     # each distinct encoder width is a new shape for the CPU kernels (oneDNN caches
     # primitives per shape: resident memory crept up over a held load) and for CUDA caches

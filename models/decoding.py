@@ -1,25 +1,28 @@
-"""Batched greedy decoding with a key/value cache and Whisper's logit rules.
+"""Batched greedy decoding with a key/value cache, Whisper's logit filters and draft checking.
 
-One call decodes many utterances at once: prompts of different lengths are left-padded and
-masked, finished items leave the batch (their cache rows are dropped), and the loop stops when
-every item has ended or hit a guard.
+Whisper's own shape: `DecodingOptions` (frozen, validated), small `LogitFilter`s (suppressed
+tokens, blank start, timestamp rules) and one token decoder, `greedy_decode`. One call decodes
+many windows at once: prompts of different lengths are left-padded and masked, finished items
+leave the batch (their cache rows are dropped), and the loop stops when every item has ended
+or hit a guard.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from .tokenizer import TIME_PRECISION, WhisperTokenizer
-from .whisper import KVCache, Whisper, key_padding_mask
+from .tokenizer import TIME_PRECISION, SpecialTokens, WhisperTokenizer
+from .whisper import KVCache, TextDecoder, key_padding_mask
 
 NEG_INF = float("-inf")
 # Guessed tokens fed per pass: each needs a row of logits (the 51864-wide output
 # projection), so a long guess that breaks early costs more than it saves.
 MAX_DRAFT = 16
-RESYNC_AHEAD = 3  # draft tokens looked through for the picked one after a mismatch
+RESYNC_LOOKAHEAD = 3  # draft tokens looked through for the picked one after a mismatch
 
 
 @dataclass(frozen=True)
@@ -29,12 +32,25 @@ class DecodingOptions:
     max_prompt_tokens: int = 223  # previous-text tokens kept (Whisper keeps n_text_ctx//2 - 1)
     suppress_blank: bool = True  # no blank or end-of-text as the first token
     max_initial_timestamp: float = 1.0  # seconds: the first timestamp may not be later
-    cap_timestamps_to_audio: bool = False  # forbid timestamps past each item's audio end
     # Repetition-loop guard: stop when the tail is the same n-gram (n <= loop_max_ngram)
     # repeated at least loop_min_repeats times and covering loop_min_tokens tokens or more.
     loop_max_ngram: int = 12
     loop_min_repeats: int = 3
     loop_min_tokens: int = 12
+
+    def __post_init__(self) -> None:
+        _verify_options(self)
+
+
+def _verify_options(options: DecodingOptions) -> None:
+    if options.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, not {options.max_new_tokens}")
+    if options.max_prompt_tokens < 0:
+        raise ValueError(f"max_prompt_tokens must not be negative ({options.max_prompt_tokens})")
+    if options.max_initial_timestamp < 0:
+        raise ValueError("max_initial_timestamp must not be negative")
+    if options.loop_max_ngram < 1 or options.loop_min_repeats < 2 or options.loop_min_tokens < 1:
+        raise ValueError("the loop guard needs loop_max_ngram >= 1, loop_min_repeats >= 2")
 
 
 @dataclass
@@ -66,35 +82,44 @@ def find_repetition_loop(tokens: list[int], options: DecodingOptions) -> int | N
     return None
 
 
-class LogitRules:
-    """Whisper's suppression and timestamp rules, applied to a batch of logits in place."""
+# ---- logit filters ------------------------------------------------------------------------
+class LogitFilter(Protocol):
+    def apply(self, logits: Tensor, sampled: list[list[int]]) -> None:
+        """Mask `logits` (one row per candidate) in place; `sampled`: each row's tokens so far."""
 
-    def __init__(
-        self,
-        tokenizer: WhisperTokenizer,
-        suppress: list[int],
-        suppress_begin: list[int],
-        options: DecodingOptions,
-    ) -> None:
-        self.special = tokenizer.special
-        self.options = options
-        self.suppress = torch.tensor(sorted(set(suppress)), dtype=torch.long)
-        self.suppress_begin = torch.tensor(sorted(set(suppress_begin)), dtype=torch.long)
-        self.max_initial = round(options.max_initial_timestamp / TIME_PRECISION)
 
-    def apply(self, logits: Tensor, sampled: list[list[int]], max_ts: list[int] | None) -> None:
-        logits[:, self.suppress.to(logits.device)] = NEG_INF
-        # rows that have not produced (or been given) a token yet
+class SuppressTokens:
+    """Tokens the model never emits (speaker tags, sound marks, task tokens)."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens = torch.tensor(sorted(set(tokens)), dtype=torch.long)
+
+    def apply(self, logits: Tensor, sampled: list[list[int]]) -> None:
+        logits[:, self.tokens.to(logits.device)] = NEG_INF
+
+
+class SuppressBlank:
+    """No blank and no end of text as a transcript's first token."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens = torch.tensor(sorted(set(tokens)), dtype=torch.long)
+
+    def apply(self, logits: Tensor, sampled: list[list[int]]) -> None:
         first = [k for k, seq in enumerate(sampled) if not seq]
-        if first and self.options.suppress_blank:
+        if first:
             rows = torch.tensor(first, device=logits.device)[:, None]
-            logits[rows, self.suppress_begin.to(logits.device)[None, :]] = NEG_INF
-        if self.options.timestamps:
-            self._timestamps(logits, sampled, first, max_ts)
+            logits[rows, self.tokens.to(logits.device)[None, :]] = NEG_INF
 
-    def _timestamps(
-        self, logits: Tensor, sampled: list[list[int]], first: list[int], max_ts: list[int] | None
-    ) -> None:
+
+class TimestampRules:
+    """Whisper's timestamp grammar: pairs, never backwards, the first one early enough, and a
+    timestamp whenever all timestamps together outweigh the best text token."""
+
+    def __init__(self, special: SpecialTokens, max_initial_timestamp: float) -> None:
+        self.special = special
+        self.max_initial = round(max_initial_timestamp / TIME_PRECISION)
+
+    def apply(self, logits: Tensor, sampled: list[list[int]]) -> None:
         ts_begin, eot = self.special.timestamp_begin, self.special.eot
         logits[:, self.special.no_timestamps] = NEG_INF
         for k, seq in enumerate(sampled):
@@ -109,18 +134,30 @@ class LogitRules:
             if stamps:  # timestamps never go back; a segment is never empty
                 floor = stamps[-1] if last_ts and not penultimate_ts else stamps[-1] + 1
                 logits[k, ts_begin:floor] = NEG_INF
-            if max_ts is not None:
-                logits[k, ts_begin + max_ts[k] + 1 :] = NEG_INF
-        for k in first:  # a transcript opens with a timestamp, no later than max_initial
-            logits[k, :ts_begin] = NEG_INF
-            logits[k, ts_begin + self.max_initial + 1 :] = NEG_INF
-        # Take a timestamp whenever all timestamps together outweigh the best text token.
+            if not seq:  # a transcript opens with a timestamp, no later than max_initial
+                logits[k, :ts_begin] = NEG_INF
+                logits[k, ts_begin + self.max_initial + 1 :] = NEG_INF
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         ts_mass = logprobs[:, ts_begin:].logsumexp(dim=-1)
         best_text = logprobs[:, :ts_begin].max(dim=-1).values
         force = ts_mass > best_text
         if bool(force.any()):
             logits[force, :ts_begin] = NEG_INF
+
+
+def logit_filters(
+    tokenizer: WhisperTokenizer,
+    suppress: list[int],
+    suppress_begin: list[int],
+    options: DecodingOptions,
+) -> tuple[LogitFilter, ...]:
+    """The filters `options` asks for, in Whisper's order."""
+    filters: list[LogitFilter] = [SuppressTokens(suppress)]
+    if options.suppress_blank:
+        filters.append(SuppressBlank(suppress_begin))
+    if options.timestamps:
+        filters.append(TimestampRules(tokenizer.special, options.max_initial_timestamp))
+    return tuple(filters)
 
 
 def initial_tokens(
@@ -136,18 +173,31 @@ def initial_tokens(
     return tokens
 
 
-def _left_pad(sequences: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
-    width = max(len(s) for s in sequences)
-    pads = torch.tensor([width - len(s) for s in sequences])
-    rows = [[pad] * (width - len(s)) + s for s in sequences]
-    return torch.tensor(rows, dtype=torch.long), pads
+# ---- the token decoder --------------------------------------------------------------------
+@dataclass(frozen=True)
+class DecodeInputs:
+    """What one batch decodes. features: (batch, positions, state) from the encoder;
+    audio_positions: real encoder positions per item (None = all are real); cross_kv: the
+    decoder's audio keys/values if the caller computed them already (`cross_cache`).
+
+    prompts: earlier text per item (context, not part of the transcript). prefixes: the known
+    start of each transcript (a stream's committed words), fed in one forward pass. drafts: a
+    guess of the rest (a stream's previous hypothesis); guessed tokens are fed with the newest
+    sampled one and kept only as far as greedy decoding picks them too, so the transcript is
+    the greedy one whatever the guess ("prompt lookup" decoding)."""
+
+    features: Tensor
+    audio_positions: Tensor | None
+    prompts: list[list[int]]
+    prefixes: list[list[int]]
+    drafts: list[list[int]]
+    cross_kv: list[tuple[Tensor, Tensor]] | None = None
 
 
 @dataclass
 class _Row:
     """An item that is still decoding."""
 
-    index: int  # its place in the batch given to greedy_decode
     result: DecodedSequence
     known: int  # tokens of the result that were given (the prefix), not sampled
     cap: int  # most tokens it may sample
@@ -162,163 +212,183 @@ class _Row:
         return len(self.result.tokens) - self.known
 
 
+@dataclass
+class _Pass:
+    """The loop's state between forward passes."""
+
+    cache: KVCache
+    holes: Tensor  # (live items, cache columns): columns that hold no token of the item
+    cross_mask: Tensor | None
+    live: list[_Row]
+    hidden: Tensor  # decoder output of the block just fed
+    starts: list[int]  # per item, the column of `hidden` that predicts its next token
+    guesses: list[list[int]]  # per item, the draft tokens fed in the block after `starts`
+    dtype: torch.dtype  # of the masks (the decoder's activations)
+
+
 @torch.inference_mode()
 def greedy_decode(
-    model: Whisper,
+    decoder: TextDecoder,
     tokenizer: WhisperTokenizer,
-    rules: LogitRules,
-    audio_features: Tensor,
-    audio_positions: Tensor | None,
-    prompts: list[list[int]],
+    filters: tuple[LogitFilter, ...],
     options: DecodingOptions,
-    prefixes: list[list[int]] | None = None,
-    cross_kv: list[tuple[Tensor, Tensor]] | None = None,
-    drafts: list[list[int]] | None = None,
+    inputs: DecodeInputs,
 ) -> list[DecodedSequence]:
-    """Decode a batch. audio_features: (batch, positions, state) from the encoder;
-    audio_positions: real encoder positions per item (None = all are real).
+    """Decode a batch greedily; `decoder` is the text decoder whose kernels to use."""
+    results, state = _first_pass(decoder, tokenizer, options, inputs)
+    while True:
+        used = _verify(decoder, tokenizer, filters, options, state)
+        if not _keep_live(state, used):
+            return results
+        _feed(decoder, tokenizer, state)
 
-    prompts: earlier text per item (context, not part of the transcript). prefixes: the start
-    of each transcript, already known (a stream's committed words): it is fed in one forward
-    pass instead of being decoded token by token, and only the rest is decoded. cross_kv: the
-    decoder's audio keys/values if the caller computed them already (`cross_cache`).
 
-    drafts: a guess of the rest of each transcript (a stream's previous hypothesis). Guessed
-    tokens are fed with the newest sampled one and kept only as far as greedy decoding picks
-    them too, so the transcript is the greedy one whatever the guess; a good guess makes it
-    take a few forward passes instead of one per token ("prompt lookup" decoding)."""
-    device = audio_features.device
-    prefixes = prefixes or [[] for _ in prompts]
-    drafts = drafts or [[] for _ in prompts]
-    openings = [initial_tokens(tokenizer, p, options) + f for p, f in zip(prompts, prefixes)]
-    caps = [max(0, min(options.max_new_tokens, model.dims.n_text_ctx - len(o))) for o in openings]
-    guesses = [_guess(d, 0, 0, c) for d, c in zip(drafts, caps)]
+def _first_pass(
+    decoder: TextDecoder, tokenizer: WhisperTokenizer, options: DecodingOptions, x: DecodeInputs
+) -> tuple[list[DecodedSequence], _Pass]:
+    """Feed every item's prompt, opening, prefix and first guess in one pass."""
+    device, dtype = x.features.device, x.features.dtype
+    n_ctx = decoder.positional_embedding.shape[0]
+    openings = [initial_tokens(tokenizer, p, options) + f for p, f in zip(x.prompts, x.prefixes)]
+    caps = [max(0, min(options.max_new_tokens, n_ctx - len(o))) for o in openings]
+    guesses = [_guess(d, 0, 0, c) for d, c in zip(x.drafts, caps)]
     tokens, pads = _left_pad([o + g for o, g in zip(openings, guesses)], tokenizer.special.eot)
     tokens, pads = tokens.to(device), pads.to(device)
     batch, width = tokens.shape
-    dtype = audio_features.dtype
     cross_mask = None
-    if audio_positions is not None and bool((audio_positions < audio_features.shape[1]).any()):
-        cross_mask = key_padding_mask(audio_positions.to(device), audio_features.shape[1], dtype)
-    # Cache columns that hold no token of their item (left padding, rejected guesses): hidden.
+    if x.audio_positions is not None and bool((x.audio_positions < x.features.shape[1]).any()):
+        cross_mask = key_padding_mask(x.audio_positions.to(device), x.features.shape[1], dtype)
     holes = torch.arange(width, device=device)[None, :] < pads[:, None]
-    first_mask = _block_mask(holes, width, dtype)
-    # A padding query would see no key at all (a NaN row); let it see itself instead.
-    diagonal = torch.arange(width, device=device)
-    first_mask[:, :, diagonal, diagonal] = 0.0
+    mask = _block_mask(holes, width, dtype)
+    diagonal = torch.arange(width, device=device)  # a padding query would see no key at all
+    mask[:, :, diagonal, diagonal] = 0.0  # (a NaN row): let it see itself instead
     positions = (torch.arange(width, device=device)[None, :] - pads[:, None]).clamp(min=0)
-    cache = KVCache([], cross_kv or model.decoder.cross_cache(audio_features))
-    hidden, cache = model.decoder(tokens, positions, cache, first_mask, cross_mask)
-
-    opening = len(tokenizer.sot_sequence) + (0 if options.timestamps else 1)
-    rows = torch.arange(batch, device=device)
+    cache = KVCache([], x.cross_kv or decoder.cross_cache(x.features))
+    hidden, cache = decoder(tokens, positions, cache, mask, cross_mask)
     ends = [width - len(g) for g in guesses]  # column after each item's prefix
-    sot_index = torch.tensor([e - len(f) - opening for e, f in zip(ends, prefixes)], device=device)
-    # logits of one position per item are taken as (batch, 1, state): the int8 CPU head
-    # computes those row by row (see precision.RowwiseInt8Linear)
-    sot_logits = model.decoder.logits(hidden[rows, sot_index][:, None])[:, 0]
-    no_speech = sot_logits.softmax(dim=-1)[:, tokenizer.special.no_speech].tolist()
-    prefix_logprobs = _prefix_logprobs(model, hidden, prefixes, ends)
-
+    no_speech = _no_speech_probs(decoder, tokenizer, options, hidden, ends, x.prefixes)
+    prefix_logprobs = _prefix_logprobs(decoder, hidden, x.prefixes, ends)
     results = [
-        DecodedSequence(list(prefixes[i]), prefix_logprobs[i], no_speech[i], False, False)
+        DecodedSequence(list(x.prefixes[i]), prefix_logprobs[i], no_speech[i], False, False)
         for i in range(batch)
     ]
     live = [
-        _Row(i, results[i], len(prefixes[i]), caps[i], drafts[i], position=len(openings[i]) - 1)
+        _Row(results[i], len(x.prefixes[i]), caps[i], x.drafts[i], position=len(openings[i]) - 1)
         for i in range(batch)
     ]
-    max_ts = None
-    if options.cap_timestamps_to_audio and audio_positions is not None:
-        max_ts = audio_positions.tolist()
-    # Each pass: verify the guesses against the model's picks, hide the rejected columns,
-    # drop finished items, then feed every item's new token and its next guess.
-    starts = [e - 1 for e in ends]  # column whose output predicts each item's next token
-    while True:
-        used = _verify(model, tokenizer, rules, options, hidden, starts, live, guesses, max_ts)
-        block = holes.shape[1] - hidden.shape[1]
-        for k, count in enumerate(used):
-            if count is not None:
-                holes[k, block + count :] = True
-        keep = [k for k, count in enumerate(used) if count is not None]
-        if not keep:
-            break
-        if len(keep) < len(live):
-            index = torch.tensor(keep, device=device)
-            cache, holes = cache.select(index), holes[index]
-            cross_mask = None if cross_mask is None else cross_mask[index]
-            live = [live[k] for k in keep]
-        guesses = [_guess(r.draft, r.pointer, r.misses, r.cap - r.sampled) for r in live]
-        span = 1 + max(len(g) for g in guesses)
-        fed = [
-            [r.pending, *g] + [tokenizer.special.eot] * (span - 1 - len(g))
-            for r, g in zip(live, guesses)
-        ]
-        tokens = torch.tensor(fed, dtype=torch.long, device=device)
-        positions = torch.tensor([r.position for r in live], device=device)[:, None]
-        positions = (positions + torch.arange(span, device=device)).clamp(
-            max=model.dims.n_text_ctx - 1
-        )
-        padding = (
-            torch.arange(span, device=device)[None, :]
-            > torch.tensor([len(g) for g in guesses], device=device)[:, None]
-        )
-        holes = torch.cat([holes, padding], dim=1)
-        mask = _block_mask(holes, span, dtype)
-        hidden, cache = model.decoder(tokens, positions, cache, mask, cross_mask)
-        starts = [0] * len(live)
-    return results
+    starts = [e - 1 for e in ends]
+    return results, _Pass(cache, holes, cross_mask, live, hidden, starts, guesses, dtype)
+
+
+def _no_speech_probs(
+    decoder: TextDecoder,
+    tokenizer: WhisperTokenizer,
+    options: DecodingOptions,
+    hidden: Tensor,
+    ends: list[int],
+    prefixes: list[list[int]],
+) -> list[float]:
+    """P(<|nospeech|>) at each item's <|startoftranscript|>."""
+    opening = len(tokenizer.sot_sequence) + (0 if options.timestamps else 1)
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    sot = torch.tensor([e - len(f) - opening for e, f in zip(ends, prefixes)], device=rows.device)
+    # logits of one position per item are taken as (batch, 1, state): the int8 CPU head
+    # computes those row by row (see precision.RowwiseInt8Linear)
+    logits = decoder.logits(hidden[rows, sot][:, None])[:, 0]
+    return logits.softmax(dim=-1)[:, tokenizer.special.no_speech].tolist()
 
 
 def _verify(
-    model: Whisper,
+    decoder: TextDecoder,
     tokenizer: WhisperTokenizer,
-    rules: LogitRules,
+    filters: tuple[LogitFilter, ...],
     options: DecodingOptions,
-    hidden: Tensor,
-    starts: list[int],
-    live: list[_Row],
-    guesses: list[list[int]],
-    max_ts: list[int] | None,
+    state: _Pass,
 ) -> list[int | None]:
-    """Take each live item's greedy picks from `hidden` (the block just fed): the token at its
-    `starts` column, and one more for each guessed token that was picked. Returns, per item,
-    how many columns of the block hold its tokens from now on (None: it has finished)."""
+    """Take each live item's greedy picks from the block just fed: the token at its start
+    column, and one more for each guessed token that was picked. Returns, per item, how many
+    columns of the block hold its tokens from now on (None: it has finished)."""
     items, columns, sampled = [], [], []
-    for k, (row, guess) in enumerate(zip(live, guesses)):
+    for k, (row, guess) in enumerate(zip(state.live, state.guesses)):
         for j in range(len(guess) + 1):
             items.append(k)
-            columns.append(starts[k] + j)
+            columns.append(state.starts[k] + j)
             sampled.append(row.result.tokens + guess[:j])
-    logits = model.decoder.logits(hidden[items, columns][:, None])[:, 0]
-    rules.apply(logits, sampled, [max_ts[live[k].index] for k in items] if max_ts else None)
+    logits = decoder.logits(state.hidden[items, columns][:, None])[:, 0]
+    for logit_filter in filters:
+        logit_filter.apply(logits, sampled)
     logprobs = torch.log_softmax(logits, dim=-1)
     best = logprobs.argmax(dim=-1)
     best_logprobs = logprobs.gather(1, best[:, None])[:, 0].tolist()
     best = best.tolist()
     used: list[int | None] = []
     n = 0
-    for k, (row, guess) in enumerate(zip(live, guesses)):
-        count = None
-        for j in range(len(guess) + 1):
-            token = best[n + j]
-            if row.sampled >= row.cap:
-                break
-            if not _take(row.result, token, best_logprobs[n + j], tokenizer, options):
-                break
-            if row.sampled >= row.cap:
-                break
-            if j < len(guess) and token == guess[j]:
-                continue  # the guess is what the model picks: its column stands
-            if guess:  # a taken guess restores the full size; six misses end guessing
-                row.misses = row.misses + 1 if j == 0 else 0
-            row.pending, row.position = token, row.position + j + 1
-            row.pointer = _resync(row.draft, row.pointer + j, token, tokenizer)
-            count = starts[k] + j + 1
-            break
+    for k, (row, guess) in enumerate(zip(state.live, state.guesses)):
+        picks = list(zip(best[n : n + len(guess) + 1], best_logprobs[n : n + len(guess) + 1]))
+        taken = _accept(row, guess, picks, tokenizer, options)
+        used.append(None if taken is None else state.starts[k] + taken)
         n += len(guess) + 1
-        used.append(count)
     return used
+
+
+def _accept(
+    row: _Row,
+    guess: list[int],
+    picks: list[tuple[int, float]],
+    tokenizer: WhisperTokenizer,
+    options: DecodingOptions,
+) -> int | None:
+    """Append the model's picks for one item while they confirm its guess; returns how many
+    columns of the block stand (None: the item has finished)."""
+    for j, (token, logprob) in enumerate(picks):
+        if row.sampled >= row.cap or not _take(row.result, token, logprob, tokenizer, options):
+            return None
+        if row.sampled >= row.cap:
+            return None
+        if j < len(guess) and token == guess[j]:
+            continue  # the guess is what the model picks: its column stands
+        if guess:  # a taken guess restores the full size (see _guess)
+            row.misses = row.misses + 1 if j == 0 else 0
+        row.pending, row.position = token, row.position + j + 1
+        row.pointer = _resync(row.draft, row.pointer + j, token, tokenizer)
+        return j + 1
+    return None
+
+
+def _keep_live(state: _Pass, used: list[int | None]) -> bool:
+    """Hide the rejected columns and drop finished items; False when none is left."""
+    block = state.holes.shape[1] - state.hidden.shape[1]
+    for k, count in enumerate(used):
+        if count is not None:
+            state.holes[k, block + count :] = True
+    keep = [k for k, count in enumerate(used) if count is not None]
+    if keep and len(keep) < len(state.live):
+        index = torch.tensor(keep, device=state.holes.device)
+        state.cache, state.holes = state.cache.select(index), state.holes[index]
+        state.cross_mask = None if state.cross_mask is None else state.cross_mask[index]
+        state.live = [state.live[k] for k in keep]
+    return bool(keep)
+
+
+def _feed(decoder: TextDecoder, tokenizer: WhisperTokenizer, state: _Pass) -> None:
+    """One forward pass: every item's pending token followed by its next guess."""
+    device, dtype = state.holes.device, state.dtype
+    n_ctx = decoder.positional_embedding.shape[0]
+    guesses = [_guess(r.draft, r.pointer, r.misses, r.cap - r.sampled) for r in state.live]
+    span = 1 + max(len(g) for g in guesses)
+    fed = [
+        [r.pending, *g] + [tokenizer.special.eot] * (span - 1 - len(g))
+        for r, g in zip(state.live, guesses)
+    ]
+    tokens = torch.tensor(fed, dtype=torch.long, device=device)
+    positions = torch.tensor([r.position for r in state.live], device=device)[:, None]
+    positions = (positions + torch.arange(span, device=device)).clamp(max=n_ctx - 1)
+    lengths = torch.tensor([len(g) for g in guesses], device=device)
+    padding = torch.arange(span, device=device)[None, :] > lengths[:, None]
+    state.holes = torch.cat([state.holes, padding], dim=1)
+    mask = _block_mask(state.holes, span, dtype)
+    state.hidden, state.cache = decoder(tokens, positions, state.cache, mask, state.cross_mask)
+    state.starts, state.guesses = [0] * len(state.live), guesses
 
 
 def _guess(draft: list[int], pointer: int, misses: int, room: int) -> list[int]:
@@ -359,7 +429,7 @@ def _resync(draft: list[int], at: int, token: int, tokenizer: WhisperTokenizer) 
     tokens); at the same place after a punctuation mark (inserted: the later interims'
     words lack the punctuation that the end of a sentence gets); else past one token
     (a different word)."""
-    for ahead in range(RESYNC_AHEAD):
+    for ahead in range(RESYNC_LOOKAHEAD):
         if at + ahead < len(draft) and draft[at + ahead] == token:
             return at + ahead + 1
     text = tokenizer.decode([token])
@@ -368,7 +438,7 @@ def _resync(draft: list[int], at: int, token: int, tokenizer: WhisperTokenizer) 
 
 
 def _prefix_logprobs(
-    model: Whisper, hidden: Tensor, prefixes: list[list[int]], ends: list[int]
+    decoder: TextDecoder, hidden: Tensor, prefixes: list[list[int]], ends: list[int]
 ) -> list[list[float]]:
     """Log-probability of each given prefix token (ending before column `ends`), from the
     position before it."""
@@ -378,10 +448,17 @@ def _prefix_logprobs(
             out.append([])
             continue
         start = end - len(prefix)
-        logprobs = torch.log_softmax(model.decoder.logits(hidden[i, start - 1 : end - 1]), -1)
+        logprobs = torch.log_softmax(decoder.logits(hidden[i, start - 1 : end - 1]), -1)
         ids = torch.tensor(prefix, device=hidden.device)[:, None]
         out.append(logprobs.gather(1, ids)[:, 0].tolist())
     return out
+
+
+def _left_pad(sequences: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
+    width = max(len(s) for s in sequences)
+    pads = torch.tensor([width - len(s) for s in sequences])
+    rows = [[pad] * (width - len(s)) + s for s in sequences]
+    return torch.tensor(rows, dtype=torch.long), pads
 
 
 def _block_mask(holes: Tensor, span: int, dtype: torch.dtype) -> Tensor:

@@ -4,8 +4,9 @@ What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
 - The decoder is memory-bound: each token reads the 51864 x 384 output projection. int8
   weights cut that step ~3x on x86 CPUs, so `int8` quantizes the decoder's Linear layers, the
   output projection and the embedding table (int8 rows + scales). Interims use dynamic
-  activation quantization (fastest); finals use row-by-row kernels over the same int8 weights
-  (Int8Linear), so a stream's final does not depend on the other streams in its batch.
+  activation quantization (fastest); finals use a twin decoder with row-by-row kernels over
+  the same int8 weights (`Whisper.exact_decoder`, picked by TranscribeOptions.batch_invariant),
+  so a final does not depend on the other items of its batch.
 - The encoder is compute-bound over hundreds of frames. int8 there is slower than fp32 on
   CPUs without VNNI and only slightly faster with it; bf16 is 2x faster where the CPU has
   native bf16 (AMX/AVX512-BF16) and much slower elsewhere. So `auto` times the candidates on
@@ -15,14 +16,12 @@ What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import copy
 import gc
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -136,11 +135,11 @@ def _calibrate(model: Whisper) -> PrecisionPlan:
     embedding = model.decoder.token_embedding.weight
     shared = nn.Parameter(embedding.data, requires_grad=embedding.requires_grad)
     candidate = copy.deepcopy(model.decoder, memo={id(embedding): shared})
-    _convert_decoder(candidate, "int8", "cpu")
+    exact = _convert_decoder(candidate, "int8", "cpu")
     timings["decoder_int8"] = _time_ms(lambda d=candidate: _decoder_probe(d, hidden))
     if timings["decoder_int8"] < timings["decoder_fp32"]:
-        model.decoder = candidate
-    del candidate, shared, embedding
+        model.decoder, model.exact_decoder = candidate, exact
+    del candidate, exact, shared, embedding
 
     encoder = min(("fp32", "bf16", "int8"), key=lambda m: timings[f"encoder_{m}"])
     decoder = min(("fp32", "int8"), key=lambda m: timings[f"decoder_{m}"])
@@ -178,20 +177,6 @@ class Int8Embedding(nn.Module):
         return self.qweight[ids].to(self.dtype) * self.scale[ids]
 
 
-_BATCH_INVARIANT = contextvars.ContextVar("batch_invariant", default=False)
-
-
-@contextlib.contextmanager
-def batch_invariant(enabled: bool = True) -> Iterator[None]:
-    """Within this block the int8 CPU decoder computes each batch item exactly as it would
-    alone (see Int8Linear); used for finals. Scoped to the calling thread."""
-    token = _BATCH_INVARIANT.set(enabled)
-    try:
-        yield
-    finally:
-        _BATCH_INVARIANT.reset(token)
-
-
 class RowwiseInt8Linear(nn.Module):
     """int8 weights (one scale per output channel), computed so that each row of the input
     gets the same result whatever else is in the batch.
@@ -227,24 +212,6 @@ class RowwiseInt8Linear(nn.Module):
         return out.reshape(*x.shape[:-1], -1).to(x.dtype)
 
 
-class Int8Linear(nn.Module):
-    """The decoder's int8 Linear on CPU, with two kernels over the same weights.
-
-    `fast`: dynamic quantization (fbgemm/oneDNN). It scales the activations of the whole input
-    with one factor, so an item's result moves with the other items of its batch: measured, 3
-    of 12 windows decoded differently alone and next to other streams (punctuation, word
-    times), so a final depended on the server's load. Fine for interims, which the
-    next step replaces. `exact` (RowwiseInt8Linear): each row on its own, for finals
-    (`batch_invariant`)."""
-
-    def __init__(self, fast: nn.Module, exact: RowwiseInt8Linear) -> None:
-        super().__init__()
-        self.fast, self.exact = fast, exact
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.exact(x) if _BATCH_INVARIANT.get() else self.fast(x)
-
-
 def rowwise_int8_supported() -> bool:
     """Whether this torch build has the CPU kernels RowwiseInt8Linear needs."""
     try:
@@ -256,11 +223,6 @@ def rowwise_int8_supported() -> bool:
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
     return True
-
-
-def _int8_linear(linear: nn.Linear) -> Int8Linear:
-    exact = RowwiseInt8Linear.from_linear(linear)
-    return Int8Linear(_dynamic_int8(nn.Sequential(linear))[0], exact)
 
 
 def _quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -334,12 +296,12 @@ def _convert_encoder(encoder: nn.Module, mode: str, device: str) -> None:
     encoder.to(_DTYPES.get(mode, torch.float16))
 
 
-def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> None:
+def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> TextDecoder | None:
+    """Convert `decoder` in place; returns its batch-invariant twin where the converted
+    kernels are not batch-invariant themselves (int8 on CPU), else None."""
     if mode != "int8":
         decoder.to(_DTYPES[mode])
-        return
-    if isinstance(decoder.token_embedding, Int8Embedding):
-        return  # converted already, by `auto`'s calibration
+        return None
     cuda = device.startswith("cuda")
     dtype = torch.float16 if cuda else torch.float32
     weight = decoder.token_embedding.weight.data.float()
@@ -349,22 +311,28 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> None:
         _swap_linears(decoder.blocks, Int8WeightOnlyLinear.from_linear)
         decoder.logits_head = Int8WeightOnlyLinear(weight, None)
         decoder.token_embedding = embedding
-        return
+        return None
+    exact = _shared_copy(decoder) if rowwise_int8_supported() else None
     # built on the meta device: no random init of a 51864 x 384 matrix that is replaced at
     # once (nn.utils.skip_init does the same but imports sympy on first use: +0.9 s load time)
     head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
     head.weight = nn.Parameter(weight, requires_grad=False)
-    fast_head = _dynamic_int8(nn.Sequential(head))
-    if rowwise_int8_supported():
-        _swap_linears(decoder.blocks, _int8_linear)
-        # the output projection is the embedding matrix: its int8 rows serve both
-        exact_head = RowwiseInt8Linear(embedding.qweight, embedding.scale, None)
-        decoder.logits_head = Int8Linear(fast_head, exact_head)
-    else:  # older torch: dynamic quantization only (finals vary slightly with the batch)
-        for i, block in enumerate(decoder.blocks):
-            decoder.blocks[i] = _dynamic_int8(block)
-        decoder.logits_head = fast_head
+    for i, block in enumerate(decoder.blocks):
+        decoder.blocks[i] = _dynamic_int8(block)
+    decoder.logits_head = _dynamic_int8(nn.Sequential(head))
     decoder.token_embedding = embedding
+    if exact is not None:  # older torch: dynamic quantization only (see rowwise_int8_supported)
+        _swap_linears(exact.blocks, RowwiseInt8Linear.from_linear)
+        # the output projection is the embedding matrix: its int8 rows serve both
+        exact.logits_head = RowwiseInt8Linear(embedding.qweight, embedding.scale, None)
+        exact.token_embedding = embedding
+    return exact
+
+
+def _shared_copy(module: nn.Module) -> nn.Module:
+    """A new module tree over the same parameter and buffer tensors (no weights copied)."""
+    shared = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    return copy.deepcopy(module, memo=shared)
 
 
 def apply_precision(model: Whisper, plan: PrecisionPlan) -> None:
@@ -373,7 +341,8 @@ def apply_precision(model: Whisper, plan: PrecisionPlan) -> None:
     if plan.device == "cpu" and "x86" in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = "x86"
     _convert_encoder(model.encoder, plan.encoder, plan.device)
-    _convert_decoder(model.decoder, plan.decoder, plan.device)
+    if not isinstance(model.decoder.token_embedding, Int8Embedding):  # else `auto` did it
+        model.exact_decoder = _convert_decoder(model.decoder, plan.decoder, plan.device)
     model.to(plan.device)
     if plan.device == "cpu" and (plan.encoder, plan.decoder) != ("fp32", "fp32"):
         _release_freed_heap()  # the fp32 weights (and `auto`'s candidate copies) are gone

@@ -3,7 +3,7 @@
 Parameter names follow openai-whisper's state dict, so its checkpoints load as they are; the
 other formats are renamed into these names by `checkpoints.py`.
 
-Batching: items of one batch may have different audio lengths (a truncated audio context) and
+Batching: items of one batch may have different audio lengths (a shorter encoder span) and
 different prompt lengths. Audio is right-padded and masked; prompts are left-padded and masked,
 so every item sees exactly what it would see alone.
 """
@@ -113,14 +113,19 @@ class ResidualAttentionBlock(nn.Module):
         cross_kv: tuple[Tensor, Tensor],
         self_mask: Tensor | None,
         cross_mask: Tensor | None,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        heads: list[int] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor | None]:
+        """One decoder layer. Returns its output, its self-attention keys/values (past + new)
+        and, for `heads`, their cross-attention probabilities (word alignment)."""
         h = self.attn_ln(x)
         k, v = self.attn.project_kv(h)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         x = x + self.attn.attend(h, (k, v), self_mask)
-        x = x + self.cross_attn.attend(self.cross_attn_ln(x), cross_kv, cross_mask)
-        return x + self.mlp(self.mlp_ln(x)), (k, v)
+        h = self.cross_attn_ln(x)
+        weights = self.cross_attn.weights(h, cross_kv, cross_mask, heads) if heads else None
+        x = x + self.cross_attn.attend(h, cross_kv, cross_mask)
+        return x + self.mlp(self.mlp_ln(x)), (k, v), weights
 
 
 def key_padding_mask(valid: Tensor, total: int, dtype: torch.dtype) -> Tensor:
@@ -201,7 +206,7 @@ class TextDecoder(nn.Module):
         new_self = []
         for i, block in enumerate(self.blocks):
             past = cache.self_kv[i] if cache.self_kv else None
-            x, kv = block.decode(x, past, cache.cross_kv[i], self_mask, cross_mask)
+            x, kv, _ = block.decode(x, past, cache.cross_kv[i], self_mask, cross_mask)
             new_self.append(kv)
         return self.ln(x), KVCache(new_self, cache.cross_kv)
 
@@ -223,18 +228,10 @@ class TextDecoder(nn.Module):
         causal = torch.full((t, t), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
         last = max(layer for layer, _ in heads)
         weights = {}
-        for index, (block, audio_kv) in enumerate(zip(self.blocks, cross_kv)):
-            h = block.attn_ln(x)
-            x = x + block.attn.attend(h, block.attn.project_kv(h), causal)
-            h = block.cross_attn_ln(x)
+        for index, (block, audio_kv) in enumerate(zip(self.blocks[: last + 1], cross_kv)):
             wanted = [head for layer, head in heads if layer == index]
-            if wanted:
-                probs = block.cross_attn.weights(h, audio_kv, cross_mask, wanted)
-                weights.update({(index, head): probs[:, k] for k, head in enumerate(wanted)})
-            if index == last:
-                break
-            x = x + block.cross_attn.attend(h, audio_kv, cross_mask)
-            x = x + block.mlp(block.mlp_ln(x))
+            x, _, probs = block.decode(x, None, audio_kv, causal, cross_mask, wanted)
+            weights.update({(index, head): probs[:, k] for k, head in enumerate(wanted)})
         return weights
 
 
@@ -244,6 +241,10 @@ class Whisper(nn.Module):
         self.dims = dims
         self.encoder = AudioEncoder(dims)
         self.decoder = TextDecoder(dims)
+        # A copy of `decoder` over the same weights whose kernels compute each batch item as
+        # it would be computed alone (precision.py sets it where the fast kernels do not);
+        # TranscribeOptions.batch_invariant picks it.
+        self.exact_decoder: TextDecoder | None = None
 
     @property
     def is_multilingual(self) -> bool:

@@ -23,15 +23,16 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from streamstt.models.decoding import DecodingOptions
-from streamstt.models.transcriber import TranscribeOptions, Transcriber
+from streamstt.models.transcriber import Request, Transcriber
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
+from .admission import Admission
 from .readiness import Readiness
 from .scheduler import Scheduler
 from .servicer import RecognizerServicer
 from .settings import ServerConfig
-from .vad import SileroVad
+from .stream.vad import SileroVad
+from .workers import Workers
 
 SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["Recognizer"].full_name
 _LOGGER = logging.getLogger("streamstt.server")
@@ -104,6 +105,7 @@ class RunningServer:
     port: int
     servicer: RecognizerServicer
     scheduler: Scheduler
+    workers: Workers
     health: health.aio.HealthServicer
     readiness: Readiness
     config: ServerConfig
@@ -123,13 +125,13 @@ class RunningServer:
         await self.readiness.stop()
         await self.server.stop(max(0.0, min(STOP_GRACE_S, deadline - time.monotonic())))
         await self.scheduler.stop()
+        self.workers.shutdown()
 
 
 def load_transcriber(config: ServerConfig) -> Transcriber:
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    transcriber = Transcriber.load(config.model, config.device, config.precision)
-    return transcriber
+    return Transcriber.load(config.model, config.device, config.precision)
 
 
 def warm_up(transcriber: Transcriber) -> float:
@@ -137,20 +139,38 @@ def warm_up(transcriber: Transcriber) -> float:
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(0)
     audio = 0.01 * torch.randn(int(WARMUP_SECONDS * 16000), generator=generator)
-    transcriber.transcribe_batch([audio, audio[: len(audio) // 2]])
+    transcriber.transcribe_batch([Request(audio), Request(audio[: len(audio) // 2])])
     return time.perf_counter() - started
 
 
-def streaming_options() -> tuple[TranscribeOptions, TranscribeOptions]:
-    """(interim, final) decoding options, chosen by measurement (docs/benchmarks.md):
-    interims re-decode often, so they use the shorter encoder context (>= 15 s); a final is
-    decoded once per utterance with the full 30 s window. Both decode without timestamp
-    tokens (word times come from the alignment heads) and start from the committed words as
-    a given prefix, so only the words after them are decoded token by token."""
-    no_timestamps = DecodingOptions(timestamps=False)
-    interim = TranscribeOptions(full_window=False, decoding=no_timestamps)
-    final = TranscribeOptions(full_window=True, decoding=no_timestamps, batch_invariant=True)
-    return interim, final
+def build_service(
+    config: ServerConfig, transcriber: Transcriber, metrics=None
+) -> tuple[RecognizerServicer, Scheduler, Workers]:
+    """The engine and the service over it, not yet started."""
+    workers = Workers()
+    streams: dict = {}
+    scheduler = Scheduler(
+        transcriber,
+        workers,
+        streams,
+        max_batch_size=config.max_batch_size,
+        max_wait_ms=config.max_wait_ms,
+    )
+    admission = Admission(scheduler, streams, config.admission_utilization)
+    servicer = RecognizerServicer(config, transcriber, workers, admission, SileroVad(), metrics)
+    servicer.notify = scheduler.notify
+    return servicer, scheduler, workers
+
+
+def _grpc_server(
+    config: ServerConfig, servicer: RecognizerServicer, health_servicer
+) -> grpc.aio.Server:
+    server = grpc.aio.server(options=grpc_options(config), interceptors=_interceptors(config))
+    asr_pb2_grpc.add_RecognizerServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+    reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+    return server
 
 
 async def start_server(
@@ -163,52 +183,31 @@ async def start_server(
 
         metrics = Metrics()
     transcriber = transcriber or await asyncio.to_thread(load_transcriber, config)
-    interim, final = streaming_options()
-    scheduler = Scheduler(
-        transcriber,
-        max_batch_size=config.max_batch_size,
-        max_wait_ms=config.max_wait_ms,
-        admission_utilization=config.admission_utilization,
-        options=interim,
-        final_options=final,
-    )
-    vad = SileroVad()
-    servicer = RecognizerServicer(config, transcriber, scheduler, vad, metrics)
-    server = grpc.aio.server(options=grpc_options(config), interceptors=_interceptors(config))
-    asr_pb2_grpc.add_RecognizerServicer_to_server(servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    readiness = Readiness(health_servicer, ("", SERVICE_NAME), config)
+    servicer, scheduler, workers = build_service(config, transcriber, metrics)
+    server = _grpc_server(config, servicer, health_servicer)
+    readiness = Readiness(health_servicer, ("", SERVICE_NAME))
     await readiness.loading()
     port = _bind(server, config)
     servicer.replica = config.replica_name or f"{socket.gethostname()}:{port}"
     servicer.on_change = readiness.poke
     await server.start()
-    warm = await asyncio.get_running_loop().run_in_executor(
-        scheduler.model_thread, warm_up, transcriber
-    )
+    warm = await workers.model(warm_up, transcriber)
     scheduler.start()
     await readiness.start(servicer.refusal_reason)
+    plan = transcriber.plan
     _LOGGER.info(
         "serving",
         extra={
             "port": port,
             "model": transcriber.name,
-            "precision": transcriber.plan.describe(),
-            "device": transcriber.plan.device,
+            "precision": plan.describe(),
+            "device": plan.device,
             "replica": servicer.replica,
             "warmup_s": round(warm, 3),
         },
     )
     running = RunningServer(
-        server, port, servicer, scheduler, health_servicer, readiness, config, metrics
+        server, port, servicer, scheduler, workers, health_servicer, readiness, config, metrics
     )
     if metrics is not None:
         running.metrics_port = metrics.serve(config.host, config.metrics_port, running)

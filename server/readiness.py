@@ -20,8 +20,6 @@ import logging
 
 from grpc_health.v1 import health, health_pb2
 
-from .settings import ServerConfig
-
 LIVENESS = "liveness"
 # The admission estimate moves with every batch, not only when streams start or end: recheck
 # at least this often so "at capacity" clears soon after the cost drops.
@@ -38,11 +36,9 @@ class Readiness:
         self,
         servicer: health.aio.HealthServicer,
         ready_names: tuple[str, ...],
-        config: ServerConfig,
     ) -> None:
         self.health = servicer
         self.ready_names = ready_names
-        self.config = config
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._ready: bool | None = None

@@ -1,9 +1,8 @@
-"""The batching scheduler: many streams, one model, a two-stage pipeline.
+"""The batcher: many streams' decodes, one model, a two-stage pipeline.
 
-Stage 1 (the prefetch thread) decodes, resamples and VAD-scores incoming chunks, and builds
-the next batch's log-mel features (pinned and copied on a side stream on CUDA). Stage 2 (the
-model thread) runs encoder + batched decoding + word alignment. While batch k is on the model,
-batch k+1 is collected and prepared, so the model never waits for input preparation.
+Stage 1 (the prefetch thread) prepares a batch: log-mel features and tokens (pinned and
+copied on a side stream on CUDA). Stage 2 (the model thread) runs encoder, batched decoding
+and word alignment. While batch k is on the model, batch k+1 is collected and prepared.
 
 Batches are formed earliest-deadline-first (a stream's deadline is when its oldest undecoded
 audio arrived plus its latency budget), up to `max_batch_size`, waiting at most `max_wait_ms`
@@ -18,45 +17,33 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import numpy as np
 import torch
 
-from streamstt.models.audio import SAMPLE_RATE
-from streamstt.models.memory import trim_heap
-from streamstt.models.transcriber import PreparedBatch, TranscribeOptions, Transcriber
+from streamstt.models.transcriber import PreparedBatch, Request, Transcriber, Transcript
 
-from .stream import Job
+from .stream.job import Job
+from .stream.session import Timing
+from .workers import Workers
 
 _LOGGER = logging.getLogger(__name__)
-TRIM_EVERY = 64  # batches between returns of freed heap memory to the OS (glibc malloc_trim)
 TIMELINE_LENGTH = 256  # batches of stage timestamps kept for metrics and tests
 COST_SMOOTHING = 0.2  # weight of the newest batch in the per-step cost average
-# A new stream that arrives while the first batch of a fresh server is on the model waits this
-# long at most for that batch's cost: with no measurement yet, admission would let any
-# number of streams in (a cold server admitted 4 streams that broke their budgets).
-FIRST_MEASUREMENT_WAIT_S = 3.0
 
 
 class Session(Protocol):
-    """What the scheduler needs from a stream (implemented by server.session)."""
+    """What the batcher needs from a stream (server.stream.StreamSession)."""
 
     stream_id: str
 
-    def next_job(self, ahead: bool = True, join: bool = False) -> Job | None: ...
-    def window(self, job: Job) -> np.ndarray: ...
+    def next_job(self, allow_early: bool = True, join: bool = False) -> Job | None: ...
+    def request(self, job: Job) -> Request: ...
     def deadline(self) -> float: ...
-    def budget_s(self) -> float: ...
-    def deliver(self, job: Job, transcript, timing: dict[str, float]) -> None: ...
+    def deliver(self, job: Job, transcript: Transcript, timing: Timing) -> None: ...
     def fail(self, code: str, message: str) -> None: ...
-
-
-class AdmissionError(Exception):
-    """A new stream would exceed a limit; the message says which."""
 
 
 @dataclass
@@ -65,10 +52,19 @@ class BatchTiming:
 
     size: int
     finals: int = 0  # items that close an utterance (a final runs alone: see _collect)
+    enqueued: float = 0.0
     prep_start: float = 0.0
     prep_end: float = 0.0
     model_start: float = 0.0
     model_end: float = 0.0
+
+    @property
+    def queue_s(self) -> float:
+        return self.model_start - self.enqueued
+
+    @property
+    def compute_s(self) -> float:
+        return self.model_end - self.model_start
 
 
 @dataclass
@@ -77,56 +73,52 @@ class SchedulerStats:
     steps: int = 0  # stream-steps (batch items) decoded
     max_batch: int = 0
     multi_stream_batches: int = 0  # batches holding two or more streams
-    ahead_decodes: int = 0  # finals decoded ahead of their endpoint (server.stream)
-    failed_batches: int = 0
+    early_finals: int = 0  # finals decoded before their endpoint (server.stream.planning)
     cost_per_step_s: float = 0.0  # smoothed model seconds per stream-step
     timeline: deque[BatchTiming] = field(default_factory=lambda: deque(maxlen=TIMELINE_LENGTH))
 
 
 @dataclass(frozen=True)
-class _Planned:
+class _Batch:
     sessions: list[Session]
     jobs: list[Job]
-    audios: list[torch.Tensor]
-    prompts: list[str]
+    requests: list[Request]
     timing: BatchTiming
-    enqueued: float
 
 
-# A prepared batch with its prompt, prefix and draft tokens, per item.
-_Inputs = tuple[PreparedBatch, list[list[int]], list[list[int]], list[list[int]]]
+_Ready = tuple[float, Session, Job]
 
 
 class Scheduler:
     def __init__(
         self,
         transcriber: Transcriber,
+        workers: Workers,
+        streams: Mapping[str, Session],
         *,
         max_batch_size: int,
         max_wait_ms: float,
-        admission_utilization: float,
-        options: TranscribeOptions,
-        final_options: TranscribeOptions,
     ) -> None:
         self.transcriber = transcriber
+        self.workers = workers
+        self.streams = streams  # the live streams (owned by the servicer)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
-        self.admission_utilization = admission_utilization
-        self.options, self.final_options = options, final_options
         self.stats = SchedulerStats()
-        self.sessions: dict[str, Session] = {}
-        self.prefetch = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
-        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self.measured = asyncio.Event()  # set when the first batch's cost is known
         # Test and chaos seam: called on the model thread with the batch's stream ids.
         self.fault_hook: Callable[[list[str]], None] | None = None
-        self.on_batch: Callable[[int], None] | None = None  # metrics: streams per batch
+        self.on_batch: Callable[[BatchTiming], None] | None = None  # metrics
         self._wake = asyncio.Event()
-        self._measured = asyncio.Event()  # set when the first batch's cost is known
         self._in_flight: set[str] = set()
         self._model_free = asyncio.Semaphore(1)
         self._task: asyncio.Task | None = None
 
-    # ---- lifecycle -------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """A batch is being prepared or run."""
+        return bool(self._in_flight)
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="scheduler")
 
@@ -135,88 +127,34 @@ class Scheduler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.prefetch.shutdown(wait=False, cancel_futures=True)
-        self.model_thread.shutdown(wait=False, cancel_futures=True)
-
-    # ---- streams ---------------------------------------------------------------------------
-    async def first_measurement(self) -> None:
-        """On a fresh server whose first batch is on the model, wait for that batch's cost
-        (at most FIRST_MEASUREMENT_WAIT_S) so that `admit` decides on a measurement."""
-        if not self.stats.cost_per_step_s and self._in_flight:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._measured.wait(), FIRST_MEASUREMENT_WAIT_S)
-
-    def admit(self, budget_s: float) -> None:
-        """Refuse a new stream (AdmissionError) when the measured cost says budgets would break."""
-        reason = self.capacity_error(budget_s)
-        if reason:
-            raise AdmissionError(reason)
-
-    def capacity_error(self, budget_s: float) -> str | None:
-        """Why one more stream with this budget would not fit, or None when it would.
-
-        All streams share one batched decode cycle, whose length is projected as the smoothed
-        model time per stream-step times the number of streams (conservative: batching makes
-        the real cost per stream lower). A word waits for the next cycle and then for its
-        compute, so the cycle must fit in half of the tightest latency budget, scaled by
-        `admission_utilization`."""
-        cost = self.stats.cost_per_step_s
-        if not cost or not self.sessions:
-            return None
-        streams = len(self.sessions) + 1
-        cycle = cost * streams
-        tightest = min([budget_s] + [s.budget_s() for s in self.sessions.values()])
-        allowed = self.admission_utilization * tightest / 2
-        if cycle <= allowed:
-            return None
-        return (
-            f"server at capacity: {streams} streams would need a {cycle * 1000:.0f} ms "
-            f"decode cycle, the tightest latency budget allows {allowed * 1000:.0f} ms; "
-            "retry later or on another replica"
-        )
-
-    def register(self, session: Session) -> None:
-        self.sessions[session.stream_id] = session
-
-    def unregister(self, session: Session) -> None:
-        self.sessions.pop(session.stream_id, None)
 
     def notify(self) -> None:
         """A stream may have work: wake the batching loop."""
         self._wake.set()
 
-    def run_prefetch(self, fn, *args):
-        """Run ingest work on the prefetch thread (ordered per caller)."""
-        return asyncio.get_running_loop().run_in_executor(self.prefetch, fn, *args)
-
-    # ---- the loop --------------------------------------------------------------------------
-    def _ready(self) -> list[tuple[float, Session, Job]]:
+    # ---- choosing a batch ------------------------------------------------------------------
+    def _ready(self, allow_early: bool = True, join: bool = False) -> list[_Ready]:
         ready = []
-        for session in self.sessions.values():
-            if session.stream_id in self._in_flight:
-                continue
-            job = session.next_job()
-            if job is not None:
-                ready.append((session.deadline(), session, job))
-        ready.sort(key=lambda item: item[0])
-        return ready
+        for session in list(self.streams.values()):
+            if session.stream_id not in self._in_flight:
+                job = session.next_job(allow_early, join)
+                if job is not None:
+                    ready.append((session.deadline(), session, job))
+        return sorted(ready, key=lambda item: item[0])
 
-    async def _collect(self) -> list[tuple[float, Session, Job]]:
-        while True:
-            ready = self._ready()
-            if ready:
-                break
+    async def _collect(self) -> list[_Ready]:
+        while not (ready := self._ready()):
             self._wake.clear()
             await self._wake.wait()
         if len(ready) < self.max_batch_size and self.max_wait_s > 0:
             await asyncio.sleep(self.max_wait_s)  # let concurrent streams join this batch
             ready = self._ready()
-        # A final decoded ahead of its endpoint only fills time the model would idle; with
-        # other work waiting, a stream in a pause gets its plain interim instead.
-        needed = [item for item in ready if not item[2].ahead]
+        # A final decoded early only fills time the model would idle; with other work
+        # waiting, a stream in a pause gets its plain interim instead.
+        needed = [item for item in ready if not item[2].early]
         if needed and len(needed) < len(ready):
             for deadline, session, job in ready:
-                if job.ahead and (plain := session.next_job(ahead=False)) is not None:
+                if job.early and (plain := session.next_job(allow_early=False)) is not None:
                     needed.append((deadline, session, plain))
             ready = sorted(needed, key=lambda item: item[0])
         # A final runs alone: it encodes the full 30 s window with the exact (slower) kernels,
@@ -226,124 +164,89 @@ class Scheduler:
             return ready[:1]
         interims = [item for item in ready if not item[2].final]
         if interims and len(interims) < self.max_batch_size:
-            interims += self._joining({session.stream_id for _, session, _ in ready})
+            taken = {session.stream_id for _, session, _ in ready}
+            joining = self._ready(allow_early=False, join=True)
+            interims += [i for i in joining if i[1].stream_id not in taken and not i[2].final]
         return interims[: self.max_batch_size]
 
-    def _joining(self, taken: set[str]) -> list[tuple[float, Session, Job]]:
-        """Interims of other streams that are far enough into their step to join a batch
-        (stream.JOIN_STEP)."""
-        joining = []
-        for session in self.sessions.values():
-            if session.stream_id in taken or session.stream_id in self._in_flight:
-                continue
-            job = session.next_job(ahead=False, join=True)
-            if job is not None and not job.final:
-                joining.append((session.deadline(), session, job))
-        return joining
-
+    # ---- running it ------------------------------------------------------------------------
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             chosen = await self._collect()
             if not chosen:
                 continue
-            sessions = [s for _, s, _ in chosen]
-            for session in sessions:
-                self._in_flight.add(session.stream_id)
-            planned = _Planned(
-                sessions,
-                [j for _, _, j in chosen],
-                [torch.from_numpy(s.window(j)) for _, s, j in chosen],
-                [j.prompt for _, _, j in chosen],
-                BatchTiming(len(chosen), sum(job.final for _, _, job in chosen)),
-                time.monotonic(),
-            )
+            batch = self._batch(chosen)
             try:
-                prepared = await loop.run_in_executor(self.prefetch, self._prepare, planned)
+                prepared = await self.workers.prefetch(self._prepare, batch)
             except Exception as exc:  # noqa: BLE001 - a bad batch must not stop the loop
-                self._fail(planned, exc)
+                self._fail(batch, exc)
                 continue
             await self._model_free.acquire()
-            future = loop.run_in_executor(self.model_thread, self._run, planned, prepared)
-            future.add_done_callback(lambda f, p=planned: self._finished(f, p))
+            future = self.workers.model(self._run, batch, prepared)
+            future.add_done_callback(lambda f, b=batch: self._finished(f, b))
 
-    def _prepare(self, planned: _Planned) -> _Inputs:
-        planned.timing.prep_start = time.monotonic()
-        final = any(job.final for job in planned.jobs)
-        prepared = self.transcriber.prepare(
-            planned.audios, self.final_options if final else self.options
-        )
-        tokenizer = self.transcriber.tokenizer
-        prompts = [tokenizer.encode(" " + p) if p else [] for p in planned.prompts]
-        prefixes = [tokenizer.encode(" " + j.prefix) if j.prefix else [] for j in planned.jobs]
-        drafts = [tokenizer.encode(" " + j.draft) if j.draft else [] for j in planned.jobs]
-        planned.timing.prep_end = time.monotonic()
-        return prepared, prompts, prefixes, drafts
+    def _batch(self, chosen: list[_Ready]) -> _Batch:
+        sessions = [session for _, session, _ in chosen]
+        jobs = [job for _, _, job in chosen]
+        assert len({job.final for job in jobs}) == 1, "a final runs alone (see _collect)"
+        self._in_flight.update(s.stream_id for s in sessions)
+        timing = BatchTiming(len(jobs), sum(j.final for j in jobs), enqueued=time.monotonic())
+        requests = [s.request(j) for s, j in zip(sessions, jobs)]
+        return _Batch(sessions, jobs, requests, timing)
 
-    def _run(self, planned: _Planned, prepared: _Inputs):
-        planned.timing.model_start = time.monotonic()
+    def _prepare(self, batch: _Batch) -> PreparedBatch:
+        batch.timing.prep_start = time.monotonic()
+        prepared = self.transcriber.prepare(batch.requests, batch.jobs[0].options)
+        batch.timing.prep_end = time.monotonic()
+        return prepared
+
+    def _run(self, batch: _Batch, prepared: PreparedBatch) -> list[Transcript]:
+        batch.timing.model_start = time.monotonic()
         if self.fault_hook is not None:
-            self.fault_hook([s.stream_id for s in planned.sessions])
-        options = self.final_options if any(j.final for j in planned.jobs) else self.options
-        offsets = [job.start / SAMPLE_RATE for job in planned.jobs]
-        batch, prompts, prefixes, drafts = prepared
-        results = self.transcriber.run(
-            batch, prompts, options, offsets, prefixes=prefixes, drafts=drafts
-        )
-        planned.timing.model_end = time.monotonic()
+            self.fault_hook([s.stream_id for s in batch.sessions])
+        results = self.transcriber.run(prepared, batch.jobs[0].options)
+        batch.timing.model_end = time.monotonic()
         return results
 
-    def _finished(self, future: asyncio.Future, planned: _Planned) -> None:
+    def _finished(self, future: asyncio.Future, batch: _Batch) -> None:
         self._model_free.release()
-        for session in planned.sessions:
-            self._in_flight.discard(session.stream_id)
+        self._in_flight.difference_update(s.stream_id for s in batch.sessions)
         try:
             results = future.result()
         except Exception as exc:  # noqa: BLE001
-            self._fail(planned, exc)
-        else:
-            self._record(planned)
-            timing = planned.timing
-            info = {
-                "queue_ms": (timing.model_start - planned.enqueued) * 1000,
-                "compute_ms": (timing.model_end - timing.model_start) * 1000,
-            }
-            for session, job, result in zip(planned.sessions, planned.jobs, results):
-                if session.stream_id in self.sessions:
-                    session.deliver(job, result, info)
+            self._fail(batch, exc)
+            return
+        self._record(batch)
+        timing = Timing(batch.timing.queue_s * 1000, batch.timing.compute_s * 1000)
+        for session, job, result in zip(batch.sessions, batch.jobs, results):
+            if session.stream_id in self.streams:
+                session.deliver(job, result, timing)
         self._wake.set()
 
-    def _record(self, planned: _Planned) -> None:
-        stats, timing = self.stats, planned.timing
+    def _record(self, batch: _Batch) -> None:
+        stats, timing = self.stats, batch.timing
         stats.batches += 1
         stats.steps += timing.size
         stats.max_batch = max(stats.max_batch, timing.size)
         stats.multi_stream_batches += timing.size >= 2
-        stats.ahead_decodes += sum(job.ahead for job in planned.jobs)
+        stats.early_finals += sum(job.early for job in batch.jobs)
         stats.timeline.append(timing)
         if self.on_batch is not None:
-            self.on_batch(timing.size)
-        if stats.batches % TRIM_EVERY == 0:
-            trim_heap()
-        per_step = (timing.model_end - timing.model_start) / timing.size
+            self.on_batch(timing)
+        per_step = timing.compute_s / timing.size
         if stats.cost_per_step_s == 0:
             stats.cost_per_step_s = per_step
-            self._measured.set()
+            self.measured.set()
         else:
             stats.cost_per_step_s += COST_SMOOTHING * (per_step - stats.cost_per_step_s)
 
-    def _fail(self, planned: _Planned, exc: BaseException) -> None:
-        self.stats.failed_batches += 1
+    def _fail(self, batch: _Batch, exc: BaseException) -> None:
         out_of_memory = isinstance(exc, (MemoryError, torch.OutOfMemoryError))
         code = "RESOURCE_EXHAUSTED" if out_of_memory else "INTERNAL"
         what = "out of memory" if out_of_memory else "internal error"
-        _LOGGER.error(
-            "batch of %d failed: %r",
-            len(planned.sessions),
-            exc,
-            extra={"streams": [s.stream_id for s in planned.sessions]},
-        )
-        for session in planned.sessions:
-            self._in_flight.discard(session.stream_id)
+        ids = [s.stream_id for s in batch.sessions]
+        _LOGGER.error("batch of %d failed: %r", len(ids), exc, extra={"streams": ids})
+        self._in_flight.difference_update(ids)
+        for session in batch.sessions:
             session.fail(code, f"recognition failed ({what} in a model batch); retry the stream")
         self._wake.set()

@@ -68,11 +68,11 @@ def test_a_thousand_cancels_leave_nothing_behind(make_server):
     channel.close()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (
-        running.running.servicer.active or running.scheduler.sessions
+        running.running.servicer.active or running.scheduler.streams
     ):
         time.sleep(0.2)
     assert not running.running.servicer.active
-    assert not running.scheduler.sessions
+    assert not running.scheduler.streams
     gc.collect()
     assert tasks() <= baseline_tasks + 2
     # Even trimmed, the 200-cancel marks swing by ~30 MB with no trend (measured this

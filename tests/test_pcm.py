@@ -1,4 +1,4 @@
-"""Tests for streamstt.server.pcm: raw streaming audio -> mono float32."""
+"""Tests for streamstt.server.stream.pcm: raw streaming audio -> mono float32."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamstt.server import pcm
-from streamstt.server.pcm import AudioFormatError, bytes_per_frame, decode_chunk
+from streamstt.server.stream import pcm
+from streamstt.server.stream.pcm import AudioFormatError, bytes_per_frame, decode_chunk
 from streamstt.v1 import asr_pb2
 
 STREAMING_ENCODINGS = [asr_pb2.LINEAR16, asr_pb2.FLOAT32, asr_pb2.MULAW, asr_pb2.ALAW]

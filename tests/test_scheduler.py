@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from streamstt.models.transcriber import TranscribeOptions
 from streamstt.server.scheduler import Scheduler
-from streamstt.server.stream import Job
+from streamstt.server.stream.job import Job
 
 
 class Scripted:
@@ -25,7 +24,7 @@ class Scripted:
         self.gone_after = gone_after
         self.joins_only = joins_only  # its step is not due, but far enough to join a batch
 
-    def next_job(self, ahead: bool = True, join: bool = False) -> Job | None:
+    def next_job(self, allow_early: bool = True, join: bool = False) -> Job | None:
         self.calls += 1
         if self.joins_only and not join:
             return None
@@ -34,23 +33,11 @@ class Scripted:
     def deadline(self) -> float:
         return self._deadline
 
-    def budget_s(self) -> float:
-        return 2.0
-
 
 def _scheduler(*sessions: Scripted, max_wait_ms: float = 1.0) -> Scheduler:
-    options = TranscribeOptions()
-    scheduler = Scheduler(
-        None,  # never called: _collect only chooses the batch
-        max_batch_size=8,
-        max_wait_ms=max_wait_ms,
-        admission_utilization=0.9,
-        options=options,
-        final_options=options,
-    )
-    for session in sessions:
-        scheduler.register(session)
-    return scheduler
+    streams = {session.stream_id: session for session in sessions}
+    # neither the model nor the threads are used: _collect only chooses the batch
+    return Scheduler(None, None, streams, max_batch_size=8, max_wait_ms=max_wait_ms)
 
 
 def _collect(scheduler: Scheduler) -> list[str]:
@@ -74,12 +61,12 @@ def test_interims_share_a_batch_and_a_final_runs_alone():
 def test_a_stream_part_way_into_its_step_joins_an_interim_batch():
     a, b = Scripted("a", INTERIM, 2.0), Scripted("b", INTERIM, 3.0, joins_only=True)
     assert _collect(_scheduler(a, b)) == ["a", "b"]
-    # ...but not a final's batch, and not an idle-time decode ahead of an endpoint
+    # ...but not a final's batch, and not an idle-time decode early, before an endpoint
     final, b = Scripted("f", FINAL, 1.0), Scripted("b", INTERIM, 3.0, joins_only=True)
     assert _collect(_scheduler(final, b)) == ["f"]
-    ahead = Scripted("x", Job(True, 0, 16000, "", ahead=True), 1.0)
+    early = Scripted("x", Job(True, 0, 16000, "", early=True), 1.0)
     b = Scripted("b", INTERIM, 3.0, joins_only=True)
-    assert _collect(_scheduler(ahead, b)) == ["x"]
+    assert _collect(_scheduler(early, b)) == ["x"]
 
 
 def test_a_stream_gone_while_the_batch_waits_leaves_an_empty_batch():

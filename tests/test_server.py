@@ -137,9 +137,9 @@ def test_two_utterances_two_finals_with_word_times(server):
 def test_a_pause_final_is_decoded_ahead_at_real_time_pace(server):
     """In the 1.5 s pause the first utterance's final is decoded while silence_ms runs out
     (the model is idle); the finals are as right as ever."""
-    before = server.scheduler.stats.ahead_decodes
+    before = server.scheduler.stats.early_finals
     results = finals(run_stream(server.target, "two_utterances", pace=0.1))
-    assert server.scheduler.stats.ahead_decodes > before
+    assert server.scheduler.stats.early_finals > before
     times = utterance_times()["utterances"]
     assert [r.utterance_index for r in results] == [0, 1]
     for result, expected in zip(results, times):
@@ -376,9 +376,9 @@ def test_admission_on_a_fresh_server_waits_for_the_first_measurement(make_server
     )
     holder.start()
     deadline = time.monotonic() + 30
-    while not scheduler._in_flight and time.monotonic() < deadline:
+    while not scheduler.busy and time.monotonic() < deadline:
         time.sleep(0.002)
-    assert scheduler.stats.batches == 0 and scheduler._in_flight  # the first batch is running
+    assert scheduler.stats.batches == 0 and scheduler.busy  # the first batch is running
     with pytest.raises(StreamInterrupted) as refused:
         run_stream(running.target, "sample")
     assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED

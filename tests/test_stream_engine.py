@@ -6,175 +6,186 @@ import numpy as np
 import pytest
 
 from streamstt.models.audio import resample
-from streamstt.server import stream as engine
-from streamstt.server.ingest import StreamingResampler
+from streamstt.models.transcriber import Word
 from streamstt.server.settings import StreamSettings
-from streamstt.server.vad import VAD_FRAME
+from streamstt.server.stream import planning, steps
+from streamstt.server.stream.endpointing import END_PAD, PRE_ROLL, SpeechBegin
+from streamstt.server.stream.ingest import StreamingResampler
+from streamstt.server.stream.job import Job
+from streamstt.server.stream.state import StreamState
+from streamstt.server.stream.vad import VAD_FRAME
 from streamstt.v1 import asr_pb2
 
 SETTINGS = StreamSettings(
     asr_pb2.LINEAR16, 16000, 1, True, False, 1000, 500, 20000, True, True, True
 )
+SILENCE_FRAMES = SETTINGS.silence_ms * 16000 // 1000 // VAD_FRAME + 1  # enough for an endpoint
 
 
-def words(text: str, start: float = 0.0) -> list[engine.TimedWord]:
+def words(text: str, start: float = 0.0) -> list[Word]:
     return [
-        engine.TimedWord(w, start + i * 0.3, start + i * 0.3 + 0.25, 0.9)
-        for i, w in enumerate(text.split())
+        Word(w, start + i * 0.3, start + i * 0.3 + 0.25, 0.9) for i, w in enumerate(text.split())
     ]
 
 
-def feed(state: engine.StreamState, probs: list[float]) -> list[engine.SpeechEvent]:
-    audio = np.zeros(len(probs) * VAD_FRAME, dtype=np.float32)
-    return engine.on_audio(state, audio, np.array(probs, dtype=np.float32))
+def feed(state: StreamState, probs: list[float]) -> tuple[StreamState, list]:
+    """Audio whose VAD frames have these probabilities; the new state and its speech events."""
+    return steps.on_audio(state, len(probs) * VAD_FRAME, np.array(probs, dtype=np.float32))
+
+
+def texts(ws) -> list[str]:
+    return [w.word for w in ws]
+
+
+def finalise(state: StreamState, job: Job, hypothesis: list[Word]):
+    """Deliver a final's decode and close its utterance; (state, result)."""
+    state, result, closed = steps.take_final(steps.keep_final(state, job, hypothesis))
+    assert closed
+    return state, result
 
 
 def test_local_agreement_commits_what_two_hypotheses_share():
-    state = engine.StreamState(SETTINGS)
-    job = engine.Job(False, 0, 16000, "")
-    engine.apply_interim(state, job, words("the cat sat"))
-    assert state.committed == [] and [w.word for w in state.tentative] == ["the", "cat", "sat"]
-    engine.apply_interim(state, job, words("the cat sat on the"))
-    assert [w.word for w in state.committed] == ["the", "cat", "sat"]
-    assert [w.word for w in state.tentative] == ["on", "the"]
+    state = StreamState(SETTINGS)
+    job = Job(False, 0, 16000, "")
+    state = steps.on_interim(state, job, words("the cat sat"))
+    assert state.words.committed == () and texts(state.words.tentative) == ["the", "cat", "sat"]
+    state = steps.on_interim(state, job, words("the cat sat on the"))
+    assert texts(state.words.committed) == ["the", "cat", "sat"]
+    assert texts(state.words.tentative) == ["on", "the"]
 
 
 def test_a_changing_hypothesis_is_not_committed():
-    state = engine.StreamState(SETTINGS)
-    job = engine.Job(False, 0, 16000, "")
+    state = StreamState(SETTINGS)
+    job = Job(False, 0, 16000, "")
     for text in ("could more", "good more", "would morning", "could morning"):
-        engine.apply_interim(state, job, words(text))
-    assert state.committed == []
+        state = steps.on_interim(state, job, words(text))
+    assert state.words.committed == ()
 
 
 def test_committed_words_are_not_repeated():
-    state = engine.StreamState(SETTINGS)
-    job = engine.Job(False, 0, 16000, "")
-    engine.apply_interim(state, job, words("good morning how"))
-    engine.apply_interim(state, job, words("good morning how are"))
-    engine.apply_interim(state, job, words("good morning how are you"))
-    assert [w.word for w in state.committed] == ["good", "morning", "how", "are"]
+    state = StreamState(SETTINGS)
+    job = Job(False, 0, 16000, "")
+    for text in ("good morning how", "good morning how are", "good morning how are you"):
+        state = steps.on_interim(state, job, words(text))
+    assert texts(state.words.committed) == ["good", "morning", "how", "are"]
 
 
 def test_decodes_carry_the_interim_words_as_their_draft():
     """The decoder checks a guess in one pass (decoding.greedy_decode): an interim's guess is
     the previous hypothesis's tentative tail, a final's is every interim word of its audio."""
-    state = engine.StreamState(SETTINGS)
-    feed(state, [0.9] * 20)
-    feed(state, [0.9] * 20)
-    job = engine.next_job(state)
+    state, _ = feed(StreamState(SETTINGS), [0.9] * 20)  # speech begins: the step starts
+    state, _ = feed(state, [0.9] * 20)
+    job = planning.next_job(state)
     assert (job.prefix, job.draft) == ("", "")
-    engine.apply_interim(state, job, words("good morning how"))
-    feed(state, [0.9] * 20)
-    job = engine.next_job(state)
+    state = steps.on_interim(state, job, words("good morning how"))
+    state, _ = feed(state, [0.9] * 20)
+    job = planning.next_job(state)
     assert (job.prefix, job.draft) == ("", "good morning how")
-    engine.apply_interim(state, job, words("good morning how are"))
-    feed(state, [0.9] * 20)
-    job = engine.next_job(state)
+    state = steps.on_interim(state, job, words("good morning how are"))
+    state, _ = feed(state, [0.9] * 20)
+    job = planning.next_job(state)
     assert (job.prefix, job.draft) == ("good morning how", "are")
-    engine.close(state)
-    final = engine.next_job(state)
+    state, _ = steps.close(state)
+    final = planning.next_job(state)
     assert final.final and (final.prefix, final.draft) == ("", "good morning how are")
 
 
 def test_an_interim_may_join_a_batch_half_way_into_its_step():
-    state = engine.StreamState(SETTINGS)
     step_frames = SETTINGS.step_ms * 16000 // 1000 // VAD_FRAME
-    feed(state, [0.9] * 20)
-    feed(state, [0.9] * 20)
-    engine.apply_interim(state, engine.next_job(state), words("good"))
-    feed(state, [0.9] * (step_frames // 2 + 1))
-    assert engine.next_job(state) is None  # its own step is not due...
-    assert engine.next_job(state, join=True) is not None  # ...but it may join another's batch
+    state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
+    state, _ = feed(state, [0.9] * 20)
+    state = steps.on_interim(state, planning.next_job(state), words("good"))
+    state, _ = feed(state, [0.9] * (step_frames // 2 + 1))
+    assert planning.next_job(state) is None  # its own step is not due...
+    assert planning.next_job(state, join=True) is not None  # ...but it may join another's batch
 
 
 def test_speech_begin_and_endpoint_after_the_silence_limit():
-    state = engine.StreamState(SETTINGS)
-    events = feed(state, [0.0] * 5 + [0.9] * 20)
-    assert [e.begin for e in events] == [True]
-    silence_frames = SETTINGS.silence_ms * 16000 // 1000 // VAD_FRAME
-    assert feed(state, [0.1] * (silence_frames - 1)) == []
-    events = feed(state, [0.1] * 2)
-    assert [e.begin for e in events] == [False]
-    job = engine.next_job(state)
-    assert job.final and job.end <= (25 * VAD_FRAME) + engine.END_PAD
+    state, events = feed(StreamState(SETTINGS), [0.0] * 5 + [0.9] * 20)
+    assert [isinstance(e, SpeechBegin) for e in events] == [True]
+    state, events = feed(state, [0.1] * (SILENCE_FRAMES - 2))
+    assert events == []
+    state, events = feed(state, [0.1] * 2)
+    assert [isinstance(e, SpeechBegin) for e in events] == [False]
+    job = planning.next_job(state)
+    assert job.final and job.end <= (25 * VAD_FRAME) + END_PAD
 
 
-def _in_a_pause(state: engine.StreamState, frames: int) -> engine.Job | None:
+def _in_a_pause(frames: int) -> tuple[StreamState, Job | None]:
     """Speech for 40 frames, then `frames` quiet ones; the job the stream asks for then."""
-    feed(state, [0.9] * 20)
-    feed(state, [0.9] * 20 + [0.1] * frames)  # an interim step is due by now
-    return engine.next_job(state)
+    state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
+    state, _ = feed(state, [0.9] * 20 + [0.1] * frames)  # an interim step is due by now
+    return state, planning.next_job(state)
 
 
-def test_a_final_is_decoded_ahead_in_a_pause_and_used_at_the_endpoint():
-    state = engine.StreamState(SETTINGS)
-    pad_frames = -(-engine.END_PAD // VAD_FRAME)
-    assert not _in_a_pause(state, pad_frames - 1).ahead  # too short a pause: an interim
-    state = engine.StreamState(SETTINGS)
-    ahead = _in_a_pause(state, pad_frames)
-    assert ahead.final and ahead.ahead and ahead.end == state.last_voiced + engine.END_PAD
-    assert engine.next_job(state, ahead=False).ahead is False  # a busy model: plain interim
-    engine.apply_interim(state, ahead, words("hello there"))  # shown as an interim, and kept
-    engine.keep_ahead(state, ahead, words("Hello there."))
-    assert engine.next_job(state) is None  # decoded once per pause
-    assert engine.take_ahead(state) is None  # no endpoint yet
-    silence = SETTINGS.silence_ms * 16000 // 1000 // VAD_FRAME + 1
-    events = feed(state, [0.1] * silence)
-    assert [e.begin for e in events] == [False]
-    job, hypothesis = engine.take_ahead(state)  # the endpoint closes the decoded window
-    assert (job.start, job.end, job.ahead) == (ahead.start, ahead.end, False)
-    result = engine.apply_final(state, job, hypothesis)
-    assert result.transcript == "Hello there." and engine.next_job(state) is None
+def test_a_final_is_decoded_early_in_a_pause_and_used_at_the_endpoint():
+    pad_frames = -(-END_PAD // VAD_FRAME)
+    assert not _in_a_pause(pad_frames - 1)[1].early  # too short a pause: an interim
+    state, early = _in_a_pause(pad_frames)
+    assert early.final and early.early and early.end == state.speech.last_voiced + END_PAD
+    assert planning.next_job(state, allow_early=False).early is False  # busy model: interim
+    state = steps.on_interim(state, early, words("hello there"))  # shown as an interim...
+    state = steps.keep_final(state, early, words("Hello there."))  # ...and kept
+    assert planning.next_job(state) is None  # decoded once per pause
+    assert steps.take_final(state)[2] is False  # no endpoint yet
+    state, events = feed(state, [0.1] * SILENCE_FRAMES)
+    assert [isinstance(e, SpeechBegin) for e in events] == [False]
+    state, result, closed = steps.take_final(state)  # the endpoint closes the decoded window
+    assert closed and result.transcript == "Hello there." and result.end == early.end / 16000
+    assert planning.next_job(state) is None
 
 
-def test_a_final_decoded_ahead_is_dropped_when_speech_resumes():
-    state = engine.StreamState(SETTINGS)
-    ahead = _in_a_pause(state, -(-engine.END_PAD // VAD_FRAME))
-    engine.keep_ahead(state, ahead, words("hello"))
-    silence = SETTINGS.silence_ms * 16000 // 1000 // VAD_FRAME + 1
-    feed(state, [0.9] * 20 + [0.1] * silence)  # more speech, then the endpoint
-    assert state.endpoints and engine.take_ahead(state) is None  # another window
-    job = engine.next_job(state)
-    assert job.final and not job.ahead and job.end > ahead.end  # decoded as usual
+def test_a_final_decoded_early_is_dropped_when_speech_resumes():
+    state, early = _in_a_pause(-(-END_PAD // VAD_FRAME))
+    state = steps.keep_final(state, early, words("hello"))
+    state, _ = feed(state, [0.9] * 20 + [0.1] * SILENCE_FRAMES)  # more speech, then the endpoint
+    assert state.pending and steps.take_final(state)[2] is False  # another window
+    job = planning.next_job(state)
+    assert job.final and not job.early and job.end > early.end  # decoded as usual
 
 
 def test_max_utterance_forces_a_final():
     settings = StreamSettings(
         asr_pb2.LINEAR16, 16000, 1, True, False, 1000, 500, 2000, False, False, False
     )
-    state = engine.StreamState(settings)
-    feed(state, [0.9] * (3 * 16000 // VAD_FRAME))
-    job = engine.next_job(state)
+    state, _ = feed(StreamState(settings), [0.9] * (3 * 16000 // VAD_FRAME))
+    job = planning.next_job(state)
     assert job is not None and job.final
 
 
 def test_half_close_finalises_open_speech():
-    state = engine.StreamState(SETTINGS)
-    feed(state, [0.9] * 30)
-    engine.close(state)
-    job = engine.next_job(state)
+    state, _ = feed(StreamState(SETTINGS), [0.9] * 30)
+    state, _ = steps.close(state)
+    job = planning.next_job(state)
     assert job.final and job.end == state.received
-    result = engine.apply_final(state, job, words("hello there"))
+    state, result = finalise(state, job, words("hello there"))
     assert result.transcript == "hello there" and result.utterance_index == 0
-    assert state.utterance_index == 1
+    assert state.utterance_index == 1 and state.done
 
 
 def test_silence_alone_needs_no_decode_and_keeps_little_audio():
-    state = engine.StreamState(SETTINGS)
+    state = StreamState(SETTINGS)
     for _ in range(50):
-        feed(state, [0.05] * 10)
-        assert engine.next_job(state) is None
-    assert len(state.audio) <= engine.PRE_ROLL
+        state, _ = feed(state, [0.05] * 10)
+        assert planning.next_job(state) is None
+    assert state.received - state.audio_start <= PRE_ROLL
 
 
 def test_a_final_without_words_is_not_an_utterance():
-    state = engine.StreamState(SETTINGS)
-    feed(state, [0.9] * 5)
-    engine.close(state)
-    job = engine.next_job(state)
-    assert engine.apply_final(state, job, []) is None
-    assert state.utterance_index == 0
+    state, _ = feed(StreamState(SETTINGS), [0.9] * 5)
+    state, _ = steps.close(state)
+    state, result = finalise(state, planning.next_job(state), [])
+    assert result is None and state.utterance_index == 0
+
+
+def test_single_utterance_ignores_audio_after_its_end():
+    single = StreamSettings(
+        asr_pb2.LINEAR16, 16000, 1, True, True, 1000, 500, 20000, True, True, True
+    )
+    state, _ = feed(StreamState(single), [0.9] * 20 + [0.1] * SILENCE_FRAMES + [0.9] * 20)
+    assert state.speech.finished and not state.speech.in_speech and len(state.pending) == 1
+    later, events = feed(state, [0.9] * 20)
+    assert later == state and events == []
 
 
 RESAMPLE_RATES = [8000, 11025, 22050, 44100, 48000]

@@ -207,7 +207,7 @@ def test_client_deadline_shorter_than_audio(server):
     while server.running.servicer.active and time.monotonic() < deadline:
         time.sleep(0.05)
     # the stream is gone from the server, so no later batch can pick it up
-    assert not server.running.servicer.active and not server.scheduler.sessions
+    assert not server.running.servicer.active and not server.scheduler.streams
 
 
 def test_a_client_that_stops_reading_is_aborted(make_server):

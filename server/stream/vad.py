@@ -15,7 +15,7 @@ import numpy as np
 
 VAD_RATE = 16000  # Hz: the rate the model runs at
 VAD_FRAME = 512  # samples (32 ms): the frame the 16 kHz model takes
-VAD_CONTEXT = 64  # samples of the previous frame the model expects in front of each frame
+VAD_LOOKBACK = 64  # samples of the previous frame the model expects in front of each frame
 STATE_SHAPE = (2, 1, 128)
 
 
@@ -24,9 +24,8 @@ class VadState:
     """Per-stream detector state: the model's recurrent state and unconsumed samples."""
 
     rnn: np.ndarray = field(default_factory=lambda: np.zeros(STATE_SHAPE, dtype=np.float32))
-    context: np.ndarray = field(default_factory=lambda: np.zeros(VAD_CONTEXT, dtype=np.float32))
+    lookback: np.ndarray = field(default_factory=lambda: np.zeros(VAD_LOOKBACK, dtype=np.float32))
     pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-    frames_done: int = 0  # 512-sample frames scored so far
 
 
 def _model_path() -> Path:
@@ -60,13 +59,12 @@ class SileroVad:
         probs = np.zeros(count, dtype=np.float32)
         for i in range(count):
             frame = pending[i * VAD_FRAME : (i + 1) * VAD_FRAME]
-            window = np.concatenate([state.context, frame])[None, :]
+            window = np.concatenate([state.lookback, frame])[None, :]
             with self._lock:
                 out, state.rnn = self._session.run(
                     None, {"input": window, "state": state.rnn, "sr": self._rate}
                 )
             probs[i] = float(out.reshape(-1)[0])
-            state.context = frame[-VAD_CONTEXT:].copy()
+            state.lookback = frame[-VAD_LOOKBACK:].copy()
         state.pending = pending[count * VAD_FRAME :].copy()
-        state.frames_done += count
         return probs

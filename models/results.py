@@ -1,0 +1,132 @@
+"""From decoded tokens to what callers read: text, segments, words, confidences, guards."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+
+from .alignment import Word
+from .audio import TOKENS_PER_SECOND
+from .decoding import DecodedSequence
+from .options import TranscribeOptions
+from .tokenizer import WhisperTokenizer
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # seconds, in the caller's time (the window's offset added)
+    end: float
+    text: str
+    tokens: tuple[int, ...]
+
+
+@dataclass
+class Transcript:
+    text: str
+    segments: list[Segment]
+    words: list[Word]
+    tokens: list[int]  # sampled tokens of every window, timestamps included
+    no_speech_prob: float
+    avg_logprob: float
+    confidence: float  # mean token probability of the text
+    repetition_loop: bool = False
+    dropped: str = ""  # why text was suppressed by a guard ("" = kept)
+    # the text tokens (no specials) and their probabilities, for word alignment
+    text_tokens: list[int] = field(default_factory=list, repr=False)
+    token_probs: list[float] = field(default_factory=list, repr=False)
+
+
+def compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(raw) / max(1, len(zlib.compress(raw)))
+
+
+def guard(seq: DecodedSequence, text: str, options: TranscribeOptions) -> str:
+    """Why Whisper's guards drop this window's text ("" = it is kept): the silence rule
+    (high <|nospeech|> probability and low average log-probability) or a degenerate loop."""
+    if (
+        seq.no_speech_prob > options.no_speech_threshold
+        and seq.avg_logprob < options.logprob_threshold
+    ):
+        return "no_speech"
+    if compression_ratio(text) > options.compression_ratio_threshold:
+        return "compression_ratio"
+    return ""
+
+
+def to_transcript(
+    seq: DecodedSequence,
+    tokenizer: WhisperTokenizer,
+    options: TranscribeOptions,
+    positions: int,
+    offset: float,
+) -> Transcript:
+    """A window's transcript (words are added by alignment); `positions`: encoder positions
+    of real audio, `offset`: the window's start in the caller's time."""
+    eot = tokenizer.special.eot
+    text_tokens = [t for t in seq.tokens if t < eot]
+    probs = [math.exp(lp) for t, lp in zip(seq.tokens, seq.token_logprobs) if t < eot]
+    text = tokenizer.decode(text_tokens)
+    dropped = guard(seq, text, options)
+    if dropped:
+        text_tokens, probs, text = [], [], ""
+    return Transcript(
+        text=text.strip(),
+        segments=[] if dropped else segments(tokenizer, seq.tokens, offset, positions),
+        words=[],
+        tokens=list(seq.tokens),
+        no_speech_prob=seq.no_speech_prob,
+        avg_logprob=seq.avg_logprob,
+        confidence=sum(probs) / len(probs) if probs else 0.0,
+        repetition_loop=seq.repetition_loop,
+        dropped=dropped,
+        text_tokens=text_tokens,
+        token_probs=probs,
+    )
+
+
+def segments(
+    tokenizer: WhisperTokenizer, tokens: list[int], offset: float, positions: int
+) -> list[Segment]:
+    """Split sampled tokens at timestamp pairs; text without timestamps is one segment."""
+    end_of_audio = positions / TOKENS_PER_SECOND
+    found: list[Segment] = []
+    current: list[int] = []
+    start = 0.0
+    for token in tokens:
+        if not tokenizer.is_timestamp(token):
+            current.append(token)
+            continue
+        stamp = tokenizer.timestamp_seconds(token)
+        if current:
+            end = offset + min(stamp, end_of_audio)
+            found.append(_segment(tokenizer, current, offset + start, end))
+            current = []
+        start = stamp
+    if current:
+        found.append(_segment(tokenizer, current, offset + start, offset + end_of_audio))
+    return [s for s in found if s.text]
+
+
+def _segment(tokenizer: WhisperTokenizer, tokens: list[int], start: float, end: float) -> Segment:
+    return Segment(start, end, tokenizer.decode(tokens).strip(), tuple(tokens))
+
+
+def merge(pieces: list[Transcript]) -> Transcript:
+    """The transcripts of consecutive windows as one."""
+    if not pieces:
+        return Transcript("", [], [], [], 1.0, 0.0, 0.0)
+    texts = [p.text for p in pieces if p.text]
+    confidences = [p.confidence for p in pieces if p.text]
+    return Transcript(
+        text=" ".join(texts),
+        segments=[s for p in pieces for s in p.segments],
+        words=[w for p in pieces for w in p.words],
+        tokens=[t for p in pieces for t in p.tokens],
+        no_speech_prob=min(p.no_speech_prob for p in pieces),
+        avg_logprob=sum(p.avg_logprob for p in pieces) / len(pieces),
+        confidence=sum(confidences) / len(confidences) if confidences else 0.0,
+        repetition_loop=any(p.repetition_loop for p in pieces),
+        dropped=",".join(p.dropped for p in pieces if p.dropped),
+    )

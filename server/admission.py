@@ -1,0 +1,63 @@
+"""Admission control: may one more stream start here without breaking latency budgets?
+
+All streams share one batched decode cycle, whose length is projected as the measured model
+time per stream-step (the scheduler's smoothed cost) times the number of streams
+(conservative: batching makes the real cost per stream lower). A word waits for the next
+cycle and then for its compute, so the cycle must fit in half of the tightest latency budget,
+scaled by `utilization`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+
+from .scheduler import Scheduler
+from .stream.session import StreamSession
+
+# A new stream that arrives while the first batch of a fresh server is on the model waits this
+# long at most for that batch's cost: with no measurement yet, admission would let any
+# number of streams in (a cold server admitted 4 streams that broke their budgets).
+FIRST_MEASUREMENT_WAIT_S = 3.0
+
+
+class AdmissionError(Exception):
+    """A new stream would exceed a limit; the message says which."""
+
+
+class Admission:
+    def __init__(
+        self, scheduler: Scheduler, streams: Mapping[str, StreamSession], utilization: float
+    ) -> None:
+        self.scheduler, self.streams, self.utilization = scheduler, streams, utilization
+
+    async def first_measurement(self) -> None:
+        """On a fresh server whose first batch is on the model, wait for that batch's cost
+        (at most FIRST_MEASUREMENT_WAIT_S) so that `admit` decides on a measurement."""
+        if not self.scheduler.stats.cost_per_step_s and self.scheduler.busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.scheduler.measured.wait(), FIRST_MEASUREMENT_WAIT_S)
+
+    def admit(self, budget_s: float) -> None:
+        """Refuse a new stream (AdmissionError) when the measured cost says budgets would break."""
+        reason = self.capacity_error(budget_s)
+        if reason:
+            raise AdmissionError(reason)
+
+    def capacity_error(self, budget_s: float) -> str | None:
+        """Why one more stream with this budget would not fit, or None when it would."""
+        cost = self.scheduler.stats.cost_per_step_s
+        if not cost or not self.streams:
+            return None
+        streams = len(self.streams) + 1
+        cycle = cost * streams
+        budgets = [s.settings.latency_budget_ms / 1000 for s in self.streams.values()]
+        allowed = self.utilization * min([budget_s, *budgets]) / 2
+        if cycle <= allowed:
+            return None
+        return (
+            f"server at capacity: {streams} streams would need a {cycle * 1000:.0f} ms "
+            f"decode cycle, the tightest latency budget allows {allowed * 1000:.0f} ms; "
+            "retry later or on another replica"
+        )

@@ -1,0 +1,58 @@
+"""A decode that a stream needs, and the decoding options of each kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from streamstt.models.audio import SAMPLE_RATE
+from streamstt.models.decoding import DecodingOptions
+from streamstt.models.transcriber import Request, TranscribeOptions
+
+# Chosen by measurement (docs/benchmarks.md). Interims re-decode often, so they encode a
+# shorter span (>= 15 s); a final is decoded once per utterance with the full 30 s window and
+# the batch-invariant kernels. Neither samples timestamp tokens: word times come from the
+# alignment heads.
+INTERIM_OPTIONS = TranscribeOptions(full_window=False, decoding=DecodingOptions(timestamps=False))
+FINAL_OPTIONS = TranscribeOptions(
+    full_window=True, decoding=DecodingOptions(timestamps=False), batch_invariant=True
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A decode of the window [start, end) of stream time; `final` closes the utterance."""
+
+    final: bool
+    start: int
+    end: int
+    prompt: str  # earlier text, given to the model as context
+    prefix: str = ""  # known start of the transcript: committed words, or left-context words
+    # The window starts after the settled words (their audio is not in it): the final's words
+    # are the settled words followed by the decoded ones.
+    after_settled: bool = False
+    early: bool = False  # a final decoded before its endpoint came (planning.py)
+    # A final's left context: samples of the previous utterance's audio that lead the window,
+    # and how many of its words open `prefix`.
+    lead_samples: int = 0
+    context_words: int = 0
+    # A guess of the words after `prefix` (the stream's interim words for this audio): the
+    # decoder checks it in one pass. It changes how fast the result comes, never the result.
+    draft: str = ""
+
+    @property
+    def first(self) -> int:
+        """First sample of this utterance's own audio in the window (after any lead)."""
+        return self.start + self.lead_samples
+
+    @property
+    def options(self) -> TranscribeOptions:
+        return FINAL_OPTIONS if self.final else INTERIM_OPTIONS
+
+    def request(self, audio: np.ndarray) -> Request:
+        """What the model is asked, given the window's samples."""
+        return Request(
+            torch.from_numpy(audio), self.prompt, self.prefix, self.draft, self.start / SAMPLE_RATE
+        )

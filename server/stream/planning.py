@@ -1,0 +1,143 @@
+"""Job planning: which decode a stream needs now. Pure functions of its `StreamState`.
+
+- A final for the oldest ended utterance, decoded afresh over its whole audio, with the end of
+  the previous final as left context when speech ran on across the cut.
+- While the voice pauses inside an utterance, the final that an endpoint would close, decoded
+  early (the model would idle otherwise).
+- An interim of the open utterance every `step_ms`, or half-way into its step when another
+  stream's batch is forming (so streams share model calls).
+docs/architecture.md explains each rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from streamstt.models.audio import N_SAMPLES, SAMPLE_RATE
+from streamstt.models.transcriber import Word
+
+from .agreement import COMMIT_TOLERANCE, normal
+from .endpointing import END_PAD
+from .job import Job
+from .state import StreamState
+
+FINAL_WINDOW = N_SAMPLES  # the longest utterance a final decodes in one piece
+MIN_WINDOW = int(0.3 * SAMPLE_RATE)  # no decode of less audio than this
+PROMPT_WORDS = 40  # words of earlier text given to the model as its prompt
+LEFT_CONTEXT = int(3.0 * SAMPLE_RATE)  # at most this much of the previous final leads a final
+LEFT_CONTEXT_GAP = int(1.0 * SAMPLE_RATE)  # ...if the utterance starts within this of its end
+CONTEXT_ONSET = int(0.1 * SAMPLE_RATE)  # audio held before the first context word's start
+JOIN_STEP = 0.5  # share of its step after which an interim may join another stream's batch
+DRAFT_SLACK = 0.3  # seconds: interim words this far outside a final's window still guess it
+
+
+def next_job(state: StreamState, allow_early: bool = True, join: bool = False) -> Job | None:
+    """The decode this stream needs now, if any (finals first). In a pause that may be an
+    endpoint, the final decoded early (unless `allow_early` is False: then a plain interim).
+    `join`: another stream's batch is forming; an interim is due after JOIN_STEP of its step."""
+    if state.pending:
+        return final_job(state, *state.pending[0])
+    if not (state.speech.in_speech and state.settings.interim_results):
+        return None
+    early = _early_final(state) if allow_early else None
+    if early is not None:  # once per pause; its words serve as an interim hypothesis too
+        done = state.decoded is not None and same_window(state.decoded.job, early)
+        return None if done else early
+    step = state.settings.step_ms * SAMPLE_RATE // 1000
+    if join:
+        step = int(step * JOIN_STEP)
+    start = max(state.words.window_start, state.speech.start_or(state.audio_start))
+    if state.received - state.last_step < step or state.received - start < MIN_WINDOW:
+        return None
+    prefix = " ".join(w.word for w in state.words.committed)
+    draft = " ".join(w.word for w in state.words.tentative)
+    return Job(False, start, state.received, _prompt(state), prefix, draft=draft)
+
+
+def final_job(state: StreamState, start: int, end: int) -> Job:
+    """The decode that closes the utterance from `start` to `end`."""
+    start = min(max(start, state.audio_start), end)
+    if state.words.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
+        start = min(max(start, state.words.window_start), end)  # settled words stand
+        draft = _draft(state, start, end)
+        return Job(True, start, end, _prompt(state), after_settled=True, draft=draft)
+    draft = _draft(state, start, end)
+    # No interim words as prefix: the final is decoded afresh from the whole utterance, so it
+    # gets the casing and punctuation that the interims' word-by-word commits lose, and words
+    # that the interims committed wrongly at a window edge are decoded again in context.
+    context = _left_context(state, start, end)
+    prompt = _prompt(state, settled=False, drop=len(context))
+    if not context:
+        return Job(True, start, end, prompt, draft=draft)
+    lead = start - max(state.audio_start, onset(context[0]))
+    text = " ".join(w.word for w in context)
+    return Job(
+        True, start - lead, end, prompt, text, lead_samples=lead, context_words=len(context),
+        draft=draft,
+    )  # fmt: skip
+
+
+def same_window(a: Job, b: Job) -> bool:
+    """The same decode (the draft only guesses its result)."""
+    return replace(a, early=False, draft="") == replace(b, early=False, draft="")
+
+
+def without_context(job: Job, hypothesis: list[Word]) -> list[Word]:
+    """The decoded words of the job's own audio: its left-context words dropped."""
+    if not job.context_words:
+        return hypothesis
+    first = job.first / SAMPLE_RATE
+    known = [normal(w) for w in job.prefix.split()]
+    if [normal(w.word) for w in hypothesis[: job.context_words]] == known:
+        own = hypothesis[job.context_words :]
+    else:  # the model ran the last context word on into a new one (no space): judge by time
+        own = [w for w in hypothesis if w.end > first + COMMIT_TOLERANCE]
+    # Alignment may start the first own word inside the context audio: the previous final
+    # owns that time, so results never overlap.
+    return [w if w.start >= first else replace(w, start=first, end=max(w.end, first)) for w in own]
+
+
+def onset(word: Word) -> int:
+    """First sample of audio held for a context word (a little before its aligned start)."""
+    return int(word.start * SAMPLE_RATE) - CONTEXT_ONSET
+
+
+def _early_final(state: StreamState) -> Job | None:
+    """The final an endpoint would close, once the voice has been quiet for END_PAD."""
+    speech = state.speech
+    if speech.silence_run < END_PAD or speech.utterance_start is None:
+        return None
+    end = speech.last_voiced + END_PAD
+    if end > state.received:
+        return None
+    job = final_job(state, speech.utterance_start, end)
+    return None if job.after_settled else replace(job, early=True)
+
+
+def _prompt(state: StreamState, settled: bool = True, drop: int = 0) -> str:
+    """Earlier text as context: earlier finals (less the last `drop` words, given as the
+    window's left context), and the settled words of this utterance when the window leaves
+    their audio out."""
+    history = state.history.split()
+    own = [w.word for w in state.words.settled] if settled else []
+    return " ".join((history[: len(history) - drop] + own)[-PROMPT_WORDS:])
+
+
+def _draft(state: StreamState, start: int, end: int) -> str:
+    """The interim words heard between `start` and `end`: the final's likely transcript."""
+    words = [*state.words.stable, *state.words.tentative]
+    low, high = start / SAMPLE_RATE - DRAFT_SLACK, end / SAMPLE_RATE + DRAFT_SLACK
+    return " ".join(w.word for w in words if w.start >= low and w.end <= high)
+
+
+def _left_context(state: StreamState, start: int, end: int) -> list[Word]:
+    """The previous final's words to lead the window from `start` to `end`, if its speech
+    ran on into this utterance and their audio is still held."""
+    tail = state.previous_tail
+    if not tail or start - int(tail[-1].end * SAMPLE_RATE) > LEFT_CONTEXT_GAP:
+        return []
+    return [
+        w
+        for w in tail
+        if onset(w) >= end - FINAL_WINDOW and int(w.start * SAMPLE_RATE) >= state.audio_start
+    ]

@@ -1,0 +1,193 @@
+"""StreamSession: the single owner of one streaming call's state.
+
+It takes bytes (`feed`), runs ingest on the prefetch thread, folds the result into its state
+with the pure steps (steps.py), answers the scheduler (`next_job`, `request`, `deliver`) and
+emits typed events (events.py) into its outbox through one exit, `_emit`. Everything but
+ingest runs on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from streamstt.models.audio import SAMPLE_RATE
+from streamstt.models.transcriber import Request, Transcript
+
+from ..settings import StreamSettings
+from . import planning, steps
+from .buffer import AudioBuffer
+from .endpointing import SpeechBegin, SpeechEnd
+from .events import End, Event, Final, Interim, Progress, SingleUtteranceEnded, SpeechActivity
+from .ingest import IngestResult, IngestState, StreamingResampler, ingest
+from .job import Job
+from .outbox import Outbox
+from .state import StreamState
+from .vad import SileroVad
+
+_IDS = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What a decode cost: its wait for the model, and the model's time."""
+
+    queue_ms: float
+    compute_ms: float
+
+
+class StreamSession:
+    def __init__(
+        self,
+        settings: StreamSettings,
+        outbox: Outbox,
+        *,
+        prefetch: Callable,
+        vad: SileroVad,
+        notify: Callable[[], None],
+        max_samples: int,
+        phrases: str = "",
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.stream_id = f"s{next(_IDS)}"
+        self.settings = settings
+        self.outbox = outbox
+        self.state = StreamState(settings, history=phrases)
+        self.ended = False
+        self._audio = AudioBuffer()
+        self._ingest = IngestState(
+            settings.encoding, settings.channels, StreamingResampler(settings.sample_rate)
+        )
+        self._prefetch, self._vad, self._notify = prefetch, vad, notify
+        self._max_samples = max_samples
+        self._on_event = on_event
+        self._pending_since: float | None = None  # arrival of the oldest undecoded audio
+        self._final_timing: Timing | None = None  # of the decode behind state.decoded
+        self._end_status: End | None = None  # sent once all finals are out
+
+    # ---- the client's side ---------------------------------------------------------------
+    async def feed(self, data: bytes) -> bool:
+        """One chunk of audio bytes. False when the stream takes no more audio: its length
+        limit was reached (it ends with OUT_OF_RANGE after its finals) or it is over."""
+        if self.ended or self.state.speech.finished:
+            return not self.ended  # single_utterance is over: later audio is ignored
+        self._fold(await self._prefetch(ingest, self._ingest, self._vad, data))
+        if self.state.received < self._max_samples:
+            return True
+        seconds = self._max_samples / SAMPLE_RATE
+        message = f"stream exceeded max_stream_seconds={seconds:g}; finals so far were delivered"
+        await self.finish(End("OUT_OF_RANGE", message))
+        return False
+
+    async def finish(self, status: End | None = None) -> None:
+        """No more audio: flush the resampler, finalise what is open, then end with OK (or
+        `status`) once the finals are out."""
+        if not self.ended:
+            self._fold(await self._prefetch(ingest, self._ingest, self._vad, b"", True))
+        self.state, events = steps.close(self.state)
+        self._speech_events(events)
+        self._end_status = status
+        self._advance(None)
+
+    def fail(self, code: str, message: str) -> None:
+        """End the stream now with this status (grpc.StatusCode name)."""
+        self._end(End(code, message))
+
+    def cancel(self) -> None:
+        """The call is gone: no more work for this stream."""
+        self.ended = True
+
+    # ---- the scheduler's side ------------------------------------------------------------
+    def next_job(self, allow_early: bool = True, join: bool = False) -> Job | None:
+        return None if self.ended else planning.next_job(self.state, allow_early, join)
+
+    def request(self, job: Job) -> Request:
+        return job.request(self._audio.window(job.start, job.end))
+
+    def deadline(self) -> float:
+        arrived = self._pending_since or time.monotonic()
+        return arrived + self.settings.latency_budget_ms / 1000
+
+    def deliver(self, job: Job, transcript: Transcript, timing: Timing) -> None:
+        if self.ended:
+            return
+        words = planning.without_context(job, transcript.words)
+        done = self.state.processed >= self.state.received
+        self._pending_since = None if done else time.monotonic()
+        if not job.final or job.early:  # an early final's words serve as an interim too
+            self.state = steps.on_interim(self.state, job, words)
+            self._emit(self._interim(job, timing), droppable=True)
+        if job.final:
+            self.state = steps.keep_final(self.state, job, words)
+            self._final_timing = timing
+        self._advance(timing)
+
+    # ---- inside ----------------------------------------------------------------------------
+    def _fold(self, result: IngestResult) -> None:
+        if self.ended:
+            return
+        if len(result.audio) and self._pending_since is None:
+            self._pending_since = time.monotonic()
+        before = self.state.received
+        self.state, events = steps.on_audio(self.state, len(result.audio), result.speech_probs)
+        if self.state.received > before:
+            self._audio.append(result.audio)
+        self._audio.trim(self.state.audio_start)
+        self._speech_events(events)
+        self._advance(None)
+
+    def _advance(self, timing: Timing | None) -> None:
+        """Send the next final if it is decoded (the one place finals leave); end the stream
+        once it has nothing more to say; wake the scheduler."""
+        self.state, final, closed = steps.take_final(self.state)
+        self._audio.trim(self.state.audio_start)
+        if final is not None:
+            self._emit(Final(final, self._progress(self._final_timing or timing)))
+        if closed:
+            self._final_timing = None
+        if self.state.done:
+            self._end(self._end_status or End("OK"))
+        self._notify()
+
+    def _speech_events(self, events: list[SpeechBegin | SpeechEnd]) -> None:
+        for event in events:
+            begin = isinstance(event, SpeechBegin)
+            time_s = event.sample / SAMPLE_RATE
+            if self.settings.vad_events:
+                self._emit(SpeechActivity(begin, time_s, self._progress(None)))
+            if not begin and self.settings.single_utterance:
+                self._emit(SingleUtteranceEnded(time_s, self._progress(None)))
+
+    def _interim(self, job: Job, timing: Timing) -> Interim:
+        words = self.state.words
+        return Interim(
+            self.state.utterance_index,
+            words.stable,
+            words.tentative,
+            job.end / SAMPLE_RATE,
+            self._progress(timing),
+        )
+
+    def _progress(self, timing: Timing | None) -> Progress:
+        progress = Progress(self.state.received / SAMPLE_RATE, self.state.processed / SAMPLE_RATE)
+        if timing is None:
+            return progress
+        return replace(progress, queue_ms=timing.queue_ms, compute_ms=timing.compute_ms)
+
+    def _emit(self, event: Event, droppable: bool = False) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
+        if not self.outbox.put(event, droppable):
+            seconds = self.outbox.timeout_s
+            message = (
+                f"the client stopped reading responses for more than {seconds:g} s "
+                "(outbox_timeout_s); stream aborted"
+            )
+            self._end(End("RESOURCE_EXHAUSTED", message), discard=True)
+
+    def _end(self, status: End, discard: bool = False) -> None:
+        if not self.ended:
+            self.ended = True
+            self.outbox.end(status, discard)

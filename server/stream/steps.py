@@ -1,0 +1,143 @@
+"""The stream's pure steps: each takes a `StreamState` and an input and returns the new state
+(and what a client should hear of it). No network, threads, clocks or model here.
+
+- `on_audio`: new samples and their VAD probabilities (endpointing).
+- `on_interim`: an interim hypothesis (agreement, then the pause cut).
+- `keep_final` / `take_final`: a final's decode, and the one place a final result is made.
+- `close`: the client half-closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from streamstt.models.audio import SAMPLE_RATE
+from streamstt.models.transcriber import Word
+
+from . import agreement, endpointing
+from .endpointing import PRE_ROLL, SpeechBegin, SpeechEnd, UtteranceEnd
+from .job import Job
+from .planning import LEFT_CONTEXT, final_job, onset, same_window
+from .state import Decoded, FinalResult, StreamState
+
+HISTORY_CHARS = 2000  # text of earlier finals kept for prompts (PROMPT_WORDS take its end)
+
+
+def on_audio(
+    state: StreamState, samples: int, probs: np.ndarray
+) -> tuple[StreamState, list[SpeechBegin | SpeechEnd]]:
+    """`samples` new samples arrived, with the probabilities of the VAD frames they
+    completed. Returns the speech events the client may be told of."""
+    if state.speech.finished:
+        return state, []  # single_utterance is over: later audio is ignored
+    received = state.received + samples
+    speech, events = endpointing.on_vad(
+        state.speech, probs, state.settings, state.audio_start, received, state.words.committed
+    )
+    state = replace(state, received=received, speech=speech)
+    shown: list[SpeechBegin | SpeechEnd] = []
+    for event in events:
+        if isinstance(event, UtteranceEnd):
+            state = replace(state, pending=(*state.pending, (event.start, event.end)))
+            continue
+        if isinstance(event, SpeechBegin) and event.opens_utterance:
+            state = replace(state, last_step=received)
+        shown.append(event)
+    if state.idle:
+        state = _trim(state, received - PRE_ROLL)  # keep only the pre-roll
+    return state, shown
+
+
+def on_interim(state: StreamState, job: Job, hypothesis: Sequence[Word]) -> StreamState:
+    """LocalAgreement-2 over an interim decode; a long utterance may close at a pause."""
+    state = replace(
+        state, last_step=max(state.last_step, job.end), processed=max(state.processed, job.end)
+    )
+    words, newly = agreement.commit(state.words, hypothesis, job.first / SAMPLE_RATE)
+    state = replace(state, words=words)
+    if newly:
+        speech, cut = endpointing.pause_cut(state.speech, newly, state.received, state.settings)
+        state = replace(state, speech=speech)
+        if cut is not None:
+            state = replace(state, pending=(*state.pending, (cut.start, cut.end)))
+    return replace(state, words=agreement.settle(state.words, job.end))
+
+
+def keep_final(state: StreamState, job: Job, hypothesis: Sequence[Word]) -> StreamState:
+    """Hold a final's decode until `take_final` finds its utterance next in line."""
+    return replace(state, decoded=Decoded(job, tuple(hypothesis)))
+
+
+def take_final(state: StreamState) -> tuple[StreamState, FinalResult | None, bool]:
+    """Close the oldest ended utterance if its final has been decoded. A final decoded early
+    counts only if the endpoint closed exactly the window it decoded. Returns the state, the
+    final (None for an utterance without words: a false VAD trigger) and whether one closed."""
+    if not state.pending or state.decoded is None:
+        return state, None, False
+    job, words = state.decoded.job, state.decoded.words
+    if job.early:
+        planned = final_job(state, *state.pending[0])
+        if not same_window(job, planned):
+            return state, None, False
+        job = planned
+    state, result = _close_utterance(state, job, words)
+    return state, result, True
+
+
+def close(state: StreamState) -> tuple[StreamState, list[SpeechBegin | SpeechEnd]]:
+    """The client half-closed: whatever speech is open becomes a final (and ends here)."""
+    has_words = bool(state.words.committed or state.words.tentative)
+    speech, events = endpointing.close(state.speech, state.audio_start, state.received, has_words)
+    state = replace(state, speech=speech, closed=True)
+    shown: list[SpeechBegin | SpeechEnd] = []
+    for event in events:
+        if isinstance(event, UtteranceEnd):
+            state = replace(state, pending=(*state.pending, (event.start, event.end)))
+        else:
+            shown.append(event)
+    return state, shown
+
+
+def _close_utterance(
+    state: StreamState, job: Job, hypothesis: tuple[Word, ...]
+) -> tuple[StreamState, FinalResult | None]:
+    """The final decode's words are final; the utterance's state is reset."""
+    settled, committed = state.words.settled, state.words.committed
+    words = (settled if job.after_settled else ()) + hypothesis
+    if not hypothesis and (settled or committed):
+        words = settled + committed  # the final decode lost words the interims agreed on
+    # the end of this final stays as the next one's left context while speech runs on
+    tail = tuple(w for w in words if w.start * SAMPLE_RATE >= job.end - LEFT_CONTEXT)
+    state = replace(
+        state,
+        pending=state.pending[1:],
+        decoded=None,
+        processed=max(state.processed, job.end),
+        words=agreement.Agreement(window_start=state.words.window_start),
+        previous_tail=tail,
+        last_step=state.received,
+    )
+    state = _trim(state, min(onset(tail[0]), job.end) if tail else job.end)
+    state = replace(
+        state, words=replace(state.words, window_start=max(state.words.window_start, job.end))
+    )
+    if not words:
+        return state, None
+    # The window may start after the utterance did (its early words were settled and their
+    # audio trimmed): the utterance starts at its first word then.
+    start = min(job.first / SAMPLE_RATE, words[0].start)
+    result = FinalResult(state.utterance_index, words, start, job.end / SAMPLE_RATE)
+    history = (state.history + " " + result.transcript).strip()[-HISTORY_CHARS:]
+    return replace(state, utterance_index=state.utterance_index + 1, history=history), result
+
+
+def _trim(state: StreamState, sample: int) -> StreamState:
+    """Hold no audio before `sample` (stream time)."""
+    audio_start = min(max(sample, state.audio_start), state.received)
+    window_start = max(state.words.window_start, audio_start)
+    return replace(
+        state, audio_start=audio_start, words=replace(state.words, window_start=window_start)
+    )
