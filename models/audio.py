@@ -33,7 +33,7 @@ MAX_INPUT_RATE = 192000  # Hz: highest rate a file may have
 # passband ripple lie far below the 80 dB the log-mel keeps under each utterance's peak, so
 # "VHQ" (28-bit) cannot change the features; VHQ's longer filter would also hold back up to
 # 85 ms in a stream instead of 20-40 ms (at 22-48 kHz input). Offline (`resample`) and
-# streaming (server/ingest.py) use the same recipe, so both give the same samples.
+# streaming (server/stream/ingest.py) use the same recipe, so both give the same samples.
 RESAMPLE_QUALITY = "HQ"
 
 

@@ -22,7 +22,7 @@ def transcribe_long(
     tokenizer = transcriber.tokenizer
     total = audio.shape[-1]
     seek, pieces = 0, []
-    prompt_tokens = tokenizer.encode(" " + prompt.strip()) if prompt.strip() else []
+    prompt_tokens = tokenizer.encode_text(prompt)
     while seek < total:
         window = audio[seek : seek + N_SAMPLES]
         if window.shape[-1] < HOP_LENGTH * 2:

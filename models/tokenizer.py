@@ -9,6 +9,7 @@ vocabularies both work.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,13 @@ class WhisperTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_text(self, text: str | Sequence[int]) -> list[int]:
+        """Tokens of text that follows other text (a prompt, a prefix): it gets the leading
+        space words carry in Whisper's vocabulary. Token ids pass through as they are."""
+        if not isinstance(text, str):
+            return list(text)
+        return self.encode(" " + text.strip()) if text.strip() else []
 
     def decode(self, ids: list[int]) -> str:
         """Text of the ordinary (non-special) tokens in `ids`."""

@@ -79,7 +79,7 @@ class Transcriber:
         towards the model's device, and the token ids of the texts. Runs on a prefetch thread
         while the model works on the previous batch; on CUDA the copy is issued on a side
         stream from pinned memory and recorded with events that the model stream waits for."""
-        mels = [self._features(r.audio, options) for r in requests]
+        mels = [_features(r.audio, options, self.model.dims.n_mels) for r in requests]
         frames = torch.tensor([m.shape[-1] for m in mels])
         cuda = self.device.type == "cuda"
         batch = torch.zeros(len(mels), mels[0].shape[0], int(frames.max()), pin_memory=cuda)
@@ -93,9 +93,9 @@ class Transcriber:
             mel=batch,
             frames=frames,
             audio_positions=torch.minimum(audio_positions, (frames + 1) // 2),
-            prompts=[self._tokens(r.prompt) for r in requests],
-            prefixes=[self._tokens(r.prefix) for r in requests],
-            drafts=[self._tokens(r.draft) for r in requests],
+            prompts=[self.tokenizer.encode_text(r.prompt) for r in requests],
+            prefixes=[self.tokenizer.encode_text(r.prefix) for r in requests],
+            drafts=[self.tokenizer.encode_text(r.draft) for r in requests],
             offsets=[r.offset_s for r in requests],
             ready=ready,
             copy_started=copy_started,
@@ -141,22 +141,6 @@ class Transcriber:
         """A whole recording of any length (models.longform)."""
         return transcribe_long(self, audio, options, prompt)
 
-    def _features(self, audio: Tensor, options: TranscribeOptions) -> Tensor:
-        """Log-mel features of one window (<= 30 s), shape (n_mels, encoder frames)."""
-        span = (
-            N_FRAMES
-            if options.full_window
-            else encoder_frames_for(
-                audio.shape[-1], options.min_encoder_s, options.encoder_margin_s
-            )
-        )
-        return window_features(audio.float(), self.model.dims.n_mels, span)
-
-    def _tokens(self, text: str | Sequence[int]) -> list[int]:
-        if not isinstance(text, str):
-            return list(text)
-        return self.tokenizer.encode(" " + text.strip()) if text.strip() else []
-
     def _to_device(
         self, batch: Tensor
     ) -> tuple[Tensor, torch.cuda.Event | None, torch.cuda.Event | None]:
@@ -199,3 +183,12 @@ class Transcriber:
                 self.tokenizer, loaded.suppress, loaded.suppress_begin, options
             )
         return self._filters[options]
+
+
+def _features(audio: Tensor, options: TranscribeOptions, n_mels: int) -> Tensor:
+    """Log-mel features of one window (<= 30 s), shape (n_mels, encoder frames)."""
+    if options.full_window:
+        span = N_FRAMES
+    else:
+        span = encoder_frames_for(audio.shape[-1], options.min_encoder_s, options.encoder_margin_s)
+    return window_features(audio.float(), n_mels, span)

@@ -10,18 +10,16 @@ from streamstt.models.transcriber import Transcript, Word
 from streamstt.v1 import asr_pb2
 
 from .settings import StreamSettings
-from .stream.events import (
-    Event,
-    Final,
-    Interim,
-    Progress,
-    SingleUtteranceEnded,
-    SpeechActivity,
-)
+from .stream.events import Event, Final, Interim, Progress, SpeechEvent
 
 Response = asr_pb2.StreamingRecognizeResponse
 STABLE, TENTATIVE = 0.9, 0.1  # stability reported for committed and tentative words
 SEGMENT_SLACK_S = 0.05  # a word belongs to a Recognize segment it starts this close to
+_SPEECH_EVENTS = {
+    "BEGIN": Response.SPEECH_ACTIVITY_BEGIN,
+    "END": Response.SPEECH_ACTIVITY_END,
+    "END_OF_SINGLE_UTTERANCE": Response.END_OF_SINGLE_UTTERANCE,
+}
 
 
 def duration(seconds: float) -> Duration:
@@ -36,14 +34,10 @@ def streaming(event: Event, settings: StreamSettings) -> Response:
         return _interim(event, settings)
     if isinstance(event, Final):
         return _final(event, settings)
-    if isinstance(event, SpeechActivity):
-        kind = Response.SPEECH_ACTIVITY_BEGIN if event.begin else Response.SPEECH_ACTIVITY_END
-    elif isinstance(event, SingleUtteranceEnded):
-        kind = Response.END_OF_SINGLE_UTTERANCE
-    else:
+    if not isinstance(event, SpeechEvent):
         raise TypeError(f"no response reports {type(event).__name__}")
     return Response(
-        speech_event_type=kind,
+        speech_event_type=_SPEECH_EVENTS[event.kind],
         speech_event_time=duration(event.time_s),
         processing=_processing(event.progress),
     )

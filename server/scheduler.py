@@ -43,7 +43,7 @@ class Session(Protocol):
     def request(self, job: Job) -> Request: ...
     def deadline(self) -> float: ...
     def deliver(self, job: Job, transcript: Transcript, timing: Timing) -> None: ...
-    def fail(self, code: str, message: str) -> None: ...
+    def end(self, code: str, message: str) -> None: ...
 
 
 @dataclass
@@ -77,13 +77,50 @@ class SchedulerStats:
     cost_per_step_s: float = 0.0  # smoothed model seconds per stream-step
     timeline: deque[BatchTiming] = field(default_factory=lambda: deque(maxlen=TIMELINE_LENGTH))
 
+    def record(self, timing: BatchTiming, early: int) -> None:
+        """A batch ran (`early`: how many of its items were finals decoded early)."""
+        self.batches += 1
+        self.steps += timing.size
+        self.max_batch = max(self.max_batch, timing.size)
+        self.multi_stream_batches += timing.size >= 2
+        self.early_finals += early
+        self.timeline.append(timing)
+        per_step = timing.compute_s / timing.size
+        if self.cost_per_step_s == 0:
+            self.cost_per_step_s = per_step
+        else:
+            self.cost_per_step_s += COST_SMOOTHING * (per_step - self.cost_per_step_s)
+
 
 @dataclass(frozen=True)
 class _Batch:
+    """A batch on its way through the two stages; all its jobs are of one kind."""
+
     sessions: list[Session]
     jobs: list[Job]
     requests: list[Request]
     timing: BatchTiming
+
+    def prepare(self, transcriber: Transcriber) -> PreparedBatch:
+        """Stage 1, on the prefetch thread."""
+        self.timing.prep_start = time.monotonic()
+        prepared = transcriber.prepare(self.requests, self.jobs[0].options)
+        self.timing.prep_end = time.monotonic()
+        return prepared
+
+    def run(
+        self,
+        transcriber: Transcriber,
+        prepared: PreparedBatch,
+        fault_hook: Callable[[list[str]], None] | None,
+    ) -> list[Transcript]:
+        """Stage 2, on the model thread."""
+        self.timing.model_start = time.monotonic()
+        if fault_hook is not None:
+            fault_hook([s.stream_id for s in self.sessions])
+        results = transcriber.run(prepared, self.jobs[0].options)
+        self.timing.model_end = time.monotonic()
+        return results
 
 
 _Ready = tuple[float, Session, Job]
@@ -177,12 +214,12 @@ class Scheduler:
                 continue
             batch = self._batch(chosen)
             try:
-                prepared = await self.workers.prefetch(self._prepare, batch)
+                prepared = await self.workers.prefetch(batch.prepare, self.transcriber)
             except Exception as exc:  # noqa: BLE001 - a bad batch must not stop the loop
                 self._fail(batch, exc)
                 continue
             await self._model_free.acquire()
-            future = self.workers.model(self._run, batch, prepared)
+            future = self.workers.model(batch.run, self.transcriber, prepared, self.fault_hook)
             future.add_done_callback(lambda f, b=batch: self._finished(f, b))
 
     def _batch(self, chosen: list[_Ready]) -> _Batch:
@@ -194,20 +231,6 @@ class Scheduler:
         requests = [s.request(j) for s, j in zip(sessions, jobs)]
         return _Batch(sessions, jobs, requests, timing)
 
-    def _prepare(self, batch: _Batch) -> PreparedBatch:
-        batch.timing.prep_start = time.monotonic()
-        prepared = self.transcriber.prepare(batch.requests, batch.jobs[0].options)
-        batch.timing.prep_end = time.monotonic()
-        return prepared
-
-    def _run(self, batch: _Batch, prepared: PreparedBatch) -> list[Transcript]:
-        batch.timing.model_start = time.monotonic()
-        if self.fault_hook is not None:
-            self.fault_hook([s.stream_id for s in batch.sessions])
-        results = self.transcriber.run(prepared, batch.jobs[0].options)
-        batch.timing.model_end = time.monotonic()
-        return results
-
     def _finished(self, future: asyncio.Future, batch: _Batch) -> None:
         self._model_free.release()
         self._in_flight.difference_update(s.stream_id for s in batch.sessions)
@@ -216,29 +239,15 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001
             self._fail(batch, exc)
             return
-        self._record(batch)
+        self.stats.record(batch.timing, sum(job.early for job in batch.jobs))
+        self.measured.set()
+        if self.on_batch is not None:
+            self.on_batch(batch.timing)
         timing = Timing(batch.timing.queue_s * 1000, batch.timing.compute_s * 1000)
         for session, job, result in zip(batch.sessions, batch.jobs, results):
             if session.stream_id in self.streams:
                 session.deliver(job, result, timing)
         self._wake.set()
-
-    def _record(self, batch: _Batch) -> None:
-        stats, timing = self.stats, batch.timing
-        stats.batches += 1
-        stats.steps += timing.size
-        stats.max_batch = max(stats.max_batch, timing.size)
-        stats.multi_stream_batches += timing.size >= 2
-        stats.early_finals += sum(job.early for job in batch.jobs)
-        stats.timeline.append(timing)
-        if self.on_batch is not None:
-            self.on_batch(timing)
-        per_step = timing.compute_s / timing.size
-        if stats.cost_per_step_s == 0:
-            stats.cost_per_step_s = per_step
-            self.measured.set()
-        else:
-            stats.cost_per_step_s += COST_SMOOTHING * (per_step - stats.cost_per_step_s)
 
     def _fail(self, batch: _Batch, exc: BaseException) -> None:
         out_of_memory = isinstance(exc, (MemoryError, torch.OutOfMemoryError))
@@ -248,5 +257,5 @@ class Scheduler:
         _LOGGER.error("batch of %d failed: %r", len(ids), exc, extra={"streams": ids})
         self._in_flight.difference_update(ids)
         for session in batch.sessions:
-            session.fail(code, f"recognition failed ({what} in a model batch); retry the stream")
+            session.end(code, f"recognition failed ({what} in a model batch); retry the stream")
         self._wake.set()

@@ -85,7 +85,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 "server is shutting down; retry on another replica", "draining",
             )  # fmt: skip
         requests = request_iterator.__aiter__()
-        first = await self._next(requests, context)
+        first = await _next_request(requests, context, self.config.idle_timeout_s)
         if first is None:
             return  # an empty stream ends OK with no results
         session, meter = await self._open(first, context)
@@ -187,36 +187,24 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             self.metrics.rejected(reason)
         await context.abort(code, message, trailing_metadata=((RETRY_HEADER, reason),))
 
-    async def _next(self, requests, context):
-        """The next request, None at the end; the idle limit ends a silent client."""
-        try:
-            return await asyncio.wait_for(requests.__anext__(), self.config.idle_timeout_s)
-        except StopAsyncIteration:
-            return None
-        except asyncio.TimeoutError:
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"no request for {self.config.idle_timeout_s:g} s (idle_timeout_s); stream closed",
-            )
-
     async def _read(self, session: StreamSession, requests, meter: StreamMeter | None) -> None:
         """Feed each request's audio to the session; a bad request fails the stream."""
         try:
             await self._read_loop(session, requests, meter)
         except validation.InvalidRequest as exc:
-            session.fail(exc.code.name, exc.message)
+            session.end(exc.code.name, exc.message)
         except AudioFormatError as exc:
-            session.fail("INVALID_ARGUMENT", str(exc))
+            session.end("INVALID_ARGUMENT", str(exc))
         except asyncio.TimeoutError:
             limit = self.config.idle_timeout_s
-            session.fail(
+            session.end(
                 "DEADLINE_EXCEEDED", f"no audio for {limit:g} s (idle_timeout_s); stream closed"
             )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the client went away or broke the stream
             _LOGGER.info("stream reader ended: %r", exc, extra={"stream": session.stream_id})
-            session.fail("CANCELLED", "the request stream failed")
+            session.end("CANCELLED", "the request stream failed")
 
     async def _read_loop(self, session: StreamSession, requests, meter: StreamMeter | None) -> None:
         while True:
@@ -246,7 +234,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         config = request.config
         try:
             channels = validation.check_common(config, self.config, self.model_names)
-            audio = self._decode_file(request.audio_content, config, channels)
+            audio = _decode_file(request.audio_content, config, channels)
         except validation.InvalidRequest as exc:
             await context.abort(exc.code, exc.message)
         except (AudioFormatError, AudioDecodeError) as exc:
@@ -266,17 +254,6 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         _LOGGER.info("recognize done", extra=extra)
         return responses.recognize(transcript, seconds, config)
 
-    def _decode_file(self, data: bytes, config, channels: int) -> torch.Tensor:
-        if config.encoding in validation.RAW_ENCODINGS:
-            validation.check_rate(config.sample_rate_hertz)
-            samples = decode_chunk(data, config.encoding, channels)
-            return resample(samples, config.sample_rate_hertz)
-        if not data:
-            raise validation.InvalidRequest(
-                grpc.StatusCode.INVALID_ARGUMENT, "audio_content is empty"
-            )
-        return decode_audio(bytes(data))
-
     # ---- ListModels ------------------------------------------------------------------------
     async def ListModels(self, request, context):  # noqa: N802
         plan = self.transcriber.plan
@@ -292,3 +269,27 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 )
             ]
         )
+
+
+async def _next_request(requests, context, idle_timeout_s: float):
+    """The next request, None at the end; the idle limit ends a silent client."""
+    try:
+        return await asyncio.wait_for(requests.__anext__(), idle_timeout_s)
+    except StopAsyncIteration:
+        return None
+    except asyncio.TimeoutError:
+        await context.abort(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"no request for {idle_timeout_s:g} s (idle_timeout_s); stream closed",
+        )
+
+
+def _decode_file(data: bytes, config, channels: int) -> torch.Tensor:
+    """A Recognize request's audio as 16 kHz mono samples."""
+    if config.encoding in validation.RAW_ENCODINGS:
+        validation.check_rate(config.sample_rate_hertz)
+        samples = decode_chunk(data, config.encoding, channels)
+        return resample(samples, config.sample_rate_hertz)
+    if not data:
+        raise validation.InvalidRequest(grpc.StatusCode.INVALID_ARGUMENT, "audio_content is empty")
+    return decode_audio(bytes(data))

@@ -9,48 +9,102 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
+GROUPS = {
+    "network": "where and how the server listens",
+    "model": "the acoustic model and where it runs",
+    "limits": "what one caller may use; past a limit the caller gets the status named",
+    "scheduling": "how streams share the model",
+    "stream defaults": "per-stream defaults; a request's own value wins",
+    "security": "TLS, client certificates, bearer tokens",
+    "observability": "metrics, logs, names",
+}
+
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """Every server setting; OPTIONS says what each one is (its `--help` line)."""
+
     host: str = "127.0.0.1"
-    port: int = 50051  # 0 = pick a free port and print it
-    model: str = "tiny.en"  # bundled name, or a path to weights
-    device: str = "auto"  # auto | cpu | cuda[:N]
-    precision: str = "auto"  # auto | fp32 | fp16 | bf16 | int8
-    threads: int = 0  # torch intra-op threads for the model; 0 = all cores
-    # --- limits -------------------------------------------------------------------------
-    max_streams: int = 16  # concurrent streaming calls; more -> RESOURCE_EXHAUSTED at once
-    max_message_bytes: int = 4 * 1024 * 1024  # one request message; more -> RESOURCE_EXHAUSTED
-    max_stream_seconds: float = 3600.0  # audio per streaming call; more -> OUT_OF_RANGE
-    idle_timeout_s: float = 30.0  # no message for this long -> DEADLINE_EXCEEDED, stream closed
-    outbox_size: int = 64  # responses queued for a slow reader before its stream is aborted
-    outbox_timeout_s: float = 10.0  # how long a full outbox may stay full before aborting
-    max_channels: int = 8  # interleaved channels accepted in raw audio
-    max_recognize_seconds: float = 600.0  # audio in one unary Recognize call
-    grace_s: float = 10.0  # on SIGTERM: time running streams get to finish
-    keepalive_min_ping_s: float = 10.0  # pings closer than this from a client -> GOAWAY
-    max_connection_age_s: float = 0.0  # 0 = unlimited; else connections are recycled
+    port: int = 50051
+    keepalive_min_ping_s: float = 10.0
+    max_connection_age_s: float = 0.0
     max_connection_age_grace_s: float = 30.0
-    # --- scheduling ---------------------------------------------------------------------
-    max_batch_size: int = 8  # streams in one model call
-    max_wait_ms: float = 5.0  # how long a batch waits for more streams to join
-    # Refuse a new stream when the projected decode cycle (measured cost per stream-step x
-    # streams) exceeds this fraction of half the tightest latency budget.
+    model: str = "tiny.en"
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 0
+    max_streams: int = 16
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_stream_seconds: float = 3600.0
+    idle_timeout_s: float = 30.0
+    outbox_size: int = 64
+    outbox_timeout_s: float = 10.0
+    max_channels: int = 8
+    max_recognize_seconds: float = 600.0
+    grace_s: float = 10.0
+    max_batch_size: int = 8
+    max_wait_ms: float = 5.0
     admission_utilization: float = 0.9
-    # --- per-stream defaults (a request's own values win) ------------------------------
-    latency_budget_ms: int = 1000  # target audio-to-interim delay
-    silence_ms: int = 500  # trailing silence that ends an utterance
-    max_utterance_ms: int = 20000  # force a final after this much speech without a pause
-    # --- security and observability -----------------------------------------------------
-    metrics_port: int = -1  # Prometheus /metrics on this port; -1 = off, 0 = any free port
-    tls_cert: str = ""  # PEM server certificate; empty = plaintext
+    latency_budget_ms: int = 1000
+    silence_ms: int = 500
+    max_utterance_ms: int = 20000
+    tls_cert: str = ""
     tls_key: str = ""
-    tls_client_ca: str = ""  # PEM CA; set = clients must present a certificate (mTLS)
-    auth_tokens_file: str = ""  # one bearer token per line; set = calls need a token
-    log_json: bool = True  # structured (JSON) logs
-    # Sent to streaming callers in the `streamstt-replica` header and logged; empty = host:port
-    # (in Kubernetes, set it to the pod name).
+    tls_client_ca: str = ""
+    auth_tokens_file: str = ""
+    metrics_port: int = -1
+    log_json: bool = True
     replica_name: str = ""
+
+
+# group -> option name -> what it is: its unit, and what a caller sees past it
+OPTIONS: dict[str, dict[str, str]] = {
+    "network": {
+        "host": "address to bind (0.0.0.0: every interface)",
+        "port": "TCP port; 0 picks a free one and prints it",
+        "keepalive_min_ping_s": "seconds; a client pinging more often gets GOAWAY (2 strikes)",
+        "max_connection_age_s": "seconds until a connection gets GOAWAY (rebalancing); 0 = never",
+        "max_connection_age_grace_s": "seconds a recycled connection's calls get to finish",
+    },
+    "model": {
+        "model": "bundled model name, or a path to weights",
+        "device": "auto | cpu | cuda[:N]",
+        "precision": "auto | fp32 | fp16 | bf16 | int8 (auto measures on CPU at start-up)",
+        "threads": "torch intra-op threads for the model; 0 = all cores",
+    },
+    "limits": {
+        "max_streams": "concurrent streams; one more gets RESOURCE_EXHAUSTED at once",
+        "max_message_bytes": "bytes in one request message; more: RESOURCE_EXHAUSTED",
+        "max_stream_seconds": "audio seconds per stream; past it the finals, then OUT_OF_RANGE",
+        "idle_timeout_s": "seconds without a request; then DEADLINE_EXCEEDED",
+        "outbox_size": "responses queued for a slow reader; past it stale interims are skipped",
+        "outbox_timeout_s": "seconds a reader may lag; then RESOURCE_EXHAUSTED, stream aborted",
+        "max_channels": "interleaved channels; more: INVALID_ARGUMENT",
+        "max_recognize_seconds": "audio seconds in one Recognize call; more: OUT_OF_RANGE",
+        "grace_s": "seconds running streams get to finish after SIGTERM; new calls UNAVAILABLE",
+    },
+    "scheduling": {
+        "max_batch_size": "streams in one model call",
+        "max_wait_ms": "milliseconds a batch waits for more streams",
+        "admission_utilization": "max decode-cycle share of budget/2; past: RESOURCE_EXHAUSTED",
+    },
+    "stream defaults": {
+        "latency_budget_ms": "milliseconds from audio to the interim that shows it (100-60000)",
+        "silence_ms": "milliseconds of trailing silence that end an utterance",
+        "max_utterance_ms": "milliseconds of speech before a final is forced (<= 30000)",
+    },
+    "security": {
+        "tls_cert": "PEM server certificate file; empty = plaintext",
+        "tls_key": "PEM private key file of --tls-cert",
+        "tls_client_ca": "PEM CA file; set = clients must present a certificate (mTLS)",
+        "auth_tokens_file": "bearer tokens, one a line; set = a call without one: UNAUTHENTICATED",
+    },
+    "observability": {
+        "metrics_port": "Prometheus /metrics port; -1 = off, 0 = a free port",
+        "log_json": "structured JSON logs on stderr",
+        "replica_name": "name in the streamstt-replica header and logs; empty = host:port",
+    },
+}
 
 
 ENV_PREFIX = "STREAMSTT_"
@@ -60,10 +114,10 @@ def config_from_env(env: dict[str, str] | None = None, **overrides: object) -> S
     """Defaults, then STREAMSTT_<FIELD> environment variables, then explicit overrides."""
     env = os.environ if env is None else env
     values: dict[str, object] = {}
-    for field in fields(ServerConfig):
-        raw = env.get(ENV_PREFIX + field.name.upper())
+    for option in fields(ServerConfig):
+        raw = env.get(ENV_PREFIX + option.name.upper())
         if raw is not None:
-            values[field.name] = _parse(field.type, raw, field.name)
+            values[option.name] = _parse(option.type, raw, option.name)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return ServerConfig(**values)
 

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 from conftest import DATA
 
-from streamstt.client import bench_report, latency
-from streamstt.client.bench import load_baseline_module
-from streamstt.client.latency import ChunkSend, Response, Result, StreamTimeline, Word
+from streamstt.client.bench import baseline, latency
+from streamstt.client.bench import report as bench_report
+from streamstt.client.bench.latency import ChunkSend, Response, Result, StreamTimeline, Word
 
 # ---- a synthetic stream ------------------------------------------------------------------------
 # 20 chunks of 100 ms; chunk k (audio (k*0.1, (k+1)*0.1]) is sent at 10 + k*0.1.
@@ -236,7 +236,6 @@ def test_paired_wer_scores_only_the_streams_every_system_completed():
 
 
 # ---- the baseline's LocalAgreement-2 loop, on a scripted model ---------------------------------
-baseline = load_baseline_module()
 
 
 def tw(start: float, end: float, text: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -168,3 +169,27 @@ def test_sigterm_drains_streams_and_exits_zero(served):
     assert wer([reference("en_us_female")], [text]) <= 0.15
     assert process.wait(20) == 0
     assert time.monotonic() - signalled < 8 + 2
+
+
+def test_every_flag_of_every_subcommand_says_what_it_is():
+    """`--help` is where people look: no flag without a description, and the server's
+    options come in their groups (network, limits, model, security, observability, ...)."""
+    import argparse
+
+    from streamstt.client.cli import build_parser
+    from streamstt.server.settings import GROUPS, OPTIONS, ServerConfig
+
+    parser = build_parser()
+    (subcommands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [
+        f"{name} {'/'.join(action.option_strings) or action.dest}"
+        for name, sub in subcommands.choices.items()
+        for action in sub._actions
+        if not action.help or action.help == argparse.SUPPRESS
+    ]
+    assert not missing, missing
+    options = {name for group in OPTIONS.values() for name in group}
+    assert options == {f.name for f in dataclasses.fields(ServerConfig)}
+    assert set(OPTIONS) == set(GROUPS)
+    serve_help = subcommands.choices["serve"].format_help()
+    assert all(f"\n{group}:" in serve_help for group in GROUPS), serve_help

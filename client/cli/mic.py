@@ -7,7 +7,7 @@ import contextlib
 import queue
 import sys
 
-from .client import StreamInterrupted, streaming_config
+from ..client import StreamInterrupted, streaming_config
 
 BLOCK_QUEUE_CHUNKS = 50  # chunks buffered between the audio callback and the sender
 

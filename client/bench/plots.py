@@ -10,7 +10,7 @@ import numpy as np
 from . import latency
 
 if TYPE_CHECKING:
-    from .bench import LevelRun
+    from .run import LevelRun
 
 STYLE = {"streamstt": "-", "baseline": "--"}
 

@@ -4,7 +4,8 @@ For each stream count N of the sweep, N clients stream audio files at a fixed pa
 time) over their own connections, staggered by `--stagger-ms`; every chunk's send time and
 every response's receive time are recorded, and latency/accuracy metrics (docs/latency.md) are
 computed from that timeline afterwards. `--baseline` repeats the sweep on an in-process
-faster-whisper LocalAgreement-2 loop (benchmarks/baseline_streaming.py) for comparison.
+faster-whisper LocalAgreement-2 loop (bench/baseline.py, our re-creation of
+whisper_streaming) for comparison.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import os
 import sys
 import time
@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import latency
-from .bench_server import ProcessSampler, ProcessUsage, SpawnedServer, wait_serving
+from .spawn import ProcessSampler, ProcessUsage, SpawnedServer, wait_serving
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 DEFAULT_TARGET = "127.0.0.1:50051"
 STREAM_TIMEOUT_SLACK_S = 120.0  # beyond the audio's own wall time, before a stream is abandoned
-BASELINE_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "baseline_streaming.py"
 
 
 @dataclass(frozen=True)
@@ -109,13 +108,17 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
         help="audio files or folders; a sidecar .txt is the reference transcript",
     )
     parser.add_argument("--streams", default="1,2,4", help="stream counts to sweep, e.g. 1,2,4,8")
-    parser.add_argument("--chunk-ms", type=int, default=100, help="audio per request")
+    parser.add_argument("--chunk-ms", type=int, default=100, help="milliseconds of audio a request")
     parser.add_argument("--pace", type=float, default=1.0, help="1.0 = real time, 2.0 = twice")
-    parser.add_argument("--stagger-ms", type=float, default=0.0, help="start offset per stream")
+    parser.add_argument(
+        "--stagger-ms", type=float, default=0.0, help="milliseconds between stream starts"
+    )
     parser.add_argument(
         "--duration-s", type=float, default=0.0, help="cap on each stream's sending time (0 = none)"
     )
-    parser.add_argument("--budget-ms", type=float, default=2000.0, help="p95 emission bar")
+    parser.add_argument(
+        "--budget-ms", type=float, default=2000.0, help="milliseconds: the p95 emission bar"
+    )
     parser.add_argument(
         "--latency-budget-ms", type=int, default=0, help="sent in each stream config (0 = default)"
     )
@@ -123,14 +126,19 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline", action="store_true", help="also run the faster-whisper LocalAgreement loop"
     )
-    parser.add_argument("--baseline-min-chunk-s", type=float, default=1.0)
+    parser.add_argument(
+        "--baseline-min-chunk-s",
+        type=float,
+        default=1.0,
+        help="seconds of new audio between the baseline's passes",
+    )
     parser.add_argument(
         "--threads", type=int, default=0, help="model threads, server and baseline (0 = all cores)"
     )
     parser.add_argument(
         "--offline-wer", action="store_true", help="also score finals against offline transcripts"
     )
-    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     parser.add_argument("--settle-s", type=float, default=1.0, help="pause between levels")
 
 
@@ -177,7 +185,7 @@ def run_bench(args: argparse.Namespace) -> int:
     except (ValueError, OSError, RuntimeError, ImportError) as exc:
         print(f"streamstt bench: {exc}", file=sys.stderr)
         return 2
-    from . import bench_report
+    from . import report as bench_report
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,7 +204,7 @@ def run_bench(args: argparse.Namespace) -> int:
     bench_report.write_json(report, out / "report.json")
     print(bench_report.format_table(report))
     if config.plots:
-        from . import bench_plots
+        from . import plots as bench_plots
 
         for path in bench_plots.write_plots(report, levels, out, config.budget_ms):
             print(f"wrote {path}", file=sys.stderr)
@@ -221,7 +229,7 @@ def audio_paths(specs: tuple[str, ...]) -> list[Path]:
 
 
 def load_inputs(config: BenchConfig) -> list[BenchInput]:
-    from .client import file_chunks
+    from ..client import file_chunks
 
     inputs = []
     # A stream sends for at most duration_s wall seconds, i.e. duration_s * pace audio seconds.
@@ -363,7 +371,7 @@ async def _stream_all(
 async def _stream_one(
     config: BenchConfig, target: str, item: BenchInput, start_at: float, progress: Progress
 ) -> latency.StreamTimeline:
-    from .client import AsyncStreamingClient, StreamInterrupted, streaming_config
+    from ..client import AsyncStreamingClient, StreamInterrupted, streaming_config
 
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     sent: list[latency.ChunkSend] = []
@@ -430,23 +438,11 @@ def response_record(recv_t: float, response) -> latency.Response:
 
 
 # ---- baseline -----------------------------------------------------------------------------
-def load_baseline_module():
-    """benchmarks/baseline_streaming.py lives outside the installed packages (faster-whisper is
-    a benchmark dependency only), so it is loaded from the source tree."""
-    if not BASELINE_PATH.is_file():
-        raise RuntimeError(f"--baseline needs {BASELINE_PATH} (run from a source checkout)")
-    spec = importlib.util.spec_from_file_location("streamstt_baseline_streaming", BASELINE_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being created
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_baseline_levels(
     config: BenchConfig, inputs: list[BenchInput], info: dict
 ) -> list[LevelRun]:
-    baseline = load_baseline_module()
+    from . import baseline
+
     settings = baseline.BaselineConfig(
         min_chunk_s=config.baseline_min_chunk_s, threads=config.model_threads
     )

@@ -17,7 +17,7 @@ server's interim decoding; whisper_streaming defaults to 5), words are compared 
 normalisation (lower case, no punctuation; whisper_streaming compares raw strings, which only
 commits later), and trimming is at committed words rather than at segment ends.
 
-Imported by streamstt.client.bench; faster-whisper is a benchmark/test dependency only.
+faster-whisper is a benchmark/test dependency only: it is imported where it is used.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamstt.client import latency
+from . import latency
 
 SAMPLE_RATE = 16000
 NO_SPEECH_SKIP = 0.9  # segments above this no-speech probability give no words (as upstream)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from . import latency
 
 if TYPE_CHECKING:
-    from .bench import BenchConfig, BenchInput, LevelRun, StreamRun
+    from .run import BenchConfig, BenchInput, LevelRun, StreamRun
 
 SCHEMA = "streamstt-bench/1"
 

@@ -1,0 +1,163 @@
+"""Load shedding: past max_streams new streams are refused at once, and the admitted ones
+keep their latency."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+from conftest import DATA
+from test_validation import audio, call, config
+
+
+def _wave(target: str, streams: int) -> list[tuple[grpc.StatusCode, float]]:
+    """Open `streams` streams at once; refused ones end at once, the others are released
+    after 1.5 s. Returns (status, seconds to end) per stream."""
+    import threading
+    import time
+
+    release = threading.Event()
+    outcomes: list[tuple[grpc.StatusCode, float]] = []
+    lock = threading.Lock()
+
+    def requests():
+        yield config()
+        yield audio(b"\0\0" * 1600)
+        release.wait(20)
+
+    channel = grpc.insecure_channel(target)
+    grpc.channel_ready_future(channel).result(timeout=10)  # time the call, not the connect
+
+    def one() -> None:
+        started = time.monotonic()
+        status, _, _ = call(target, requests(), timeout=30, channel=channel)
+        with lock:
+            outcomes.append((status, time.monotonic() - started))
+
+    threads = [threading.Thread(target=one) for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    channel.close()
+    return outcomes
+
+
+def test_load_shedding_holds_the_limit_in_three_waves(make_server):
+    """max_streams + k streams at once: exactly k are refused in under 100 ms; three waves."""
+    limit, extra = 3, 2
+    running = make_server(max_streams=limit, admission_utilization=1e6)
+    for _ in range(3):
+        outcomes = _wave(running.target, limit + extra)
+        refused = [t for s, t in outcomes if s == grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert len(refused) == extra, outcomes
+        assert all(elapsed < 0.1 for elapsed in refused), outcomes
+        assert sum(s == grpc.StatusCode.OK for s, _ in outcomes) == limit, outcomes
+
+
+def test_refused_streams_do_not_slow_the_admitted_one(make_server):
+    """The admitted stream's end-of-audio-to-final time with a flood of refused streams
+    around it stays close to its time alone."""
+    import threading
+    import time
+
+    from streamstt.client.client import StreamingClient, file_chunks, streaming_config
+
+    running = make_server(max_streams=1, admission_utilization=1e6)
+    rate, channels, chunks = file_chunks(DATA / "sample.wav", 100)
+
+    def final_delay() -> float:
+        with StreamingClient(running.target) as client:
+            responses = client.stream(
+                streaming_config(rate, channels=channels), chunks, pace_s=0.1, timeout=60
+            )
+            started = time.monotonic()
+            finals = [time.monotonic() for r in responses for x in r.results if x.is_final]
+        return finals[-1] - started - len(chunks) * 0.1
+
+    alone = final_delay()
+    stop = threading.Event()
+    refused: list[grpc.StatusCode] = []
+
+    def flood() -> None:
+        while not stop.is_set():
+            status, _, _ = call(running.target, [config()], timeout=10)
+            refused.append(status)
+            time.sleep(0.05)
+
+    flooding = threading.Thread(target=flood)
+    flooding.start()
+    time.sleep(0.2)
+    crowded = final_delay()
+    stop.set()
+    flooding.join(30)
+    assert refused and set(refused) <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OK}
+    assert refused.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 10
+    assert crowded <= alone * 1.5 + 0.5, (alone, crowded)
+
+
+def test_admitted_streams_keep_their_latency_through_shedding_waves(make_server):
+    """max_streams real-time speech streams run while three waves of k more arrive: each wave
+    is refused at once, and the admitted streams' word emission latency stays what it is
+    without the waves (measured with the latency harness's own definitions)."""
+    import asyncio
+    import threading
+    import time
+
+    from streamstt.client.bench import latency
+    from streamstt.client.bench import run as bench
+
+    limit, extra = 2, 2
+    running = make_server(max_streams=limit, admission_utilization=1e6)
+    clips = (str(DATA / "en_us_female.wav"), str(DATA / "en_us_male.wav"))
+    harness = bench.BenchConfig(
+        server=running.target, spawn=False, serve_args=(), audio=clips, streams=(limit,),
+        chunk_ms=100, pace=1.0, stagger_ms=0, duration_s=0, budget_ms=2000,
+        latency_budget_ms=0, out="", baseline=False, baseline_min_chunk_s=0.5, threads=0,
+        offline_wer=False, plots=False, settle_s=0,
+    )  # fmt: skip
+    inputs = bench.load_inputs(harness)
+
+    def p95_emission() -> float:
+        progress = bench.Progress(sum(i.audio_s for i in inputs), "admitted")
+        try:
+            timelines = asyncio.run(bench._stream_all(harness, running.target, inputs, progress))
+        finally:
+            progress.close()
+        assert all(t.error is None for t in timelines), [t.error for t in timelines]
+        emissions = [e.emission_s for t in timelines for e in latency.word_emissions(t)]
+        assert len(emissions) >= 15
+        return float(np.percentile(emissions, 95))
+
+    alone = p95_emission()
+    refusals: list[tuple[grpc.StatusCode, float]] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def waves() -> None:
+        channel = grpc.insecure_channel(running.target)
+        grpc.channel_ready_future(channel).result(timeout=10)
+        for _ in range(3):
+            stop.wait(1.5)
+
+            def one() -> None:
+                started = time.monotonic()
+                status, _, _ = call(running.target, [config()], timeout=10, channel=channel)
+                with lock:
+                    refusals.append((status, time.monotonic() - started))
+
+            wave = [threading.Thread(target=one) for _ in range(extra)]
+            for thread in wave:
+                thread.start()
+            for thread in wave:
+                thread.join(10)
+        channel.close()
+
+    shedding = threading.Thread(target=waves)
+    shedding.start()
+    crowded = p95_emission()
+    shedding.join(30)
+    assert len(refusals) == 3 * extra, refusals
+    assert all(s == grpc.StatusCode.RESOURCE_EXHAUSTED and t < 0.1 for s, t in refusals), refusals
+    assert crowded <= alone * 1.5 + 0.3, (alone, crowded)
