@@ -144,19 +144,37 @@ def _matched(hypothesis: Sequence[Word], final: Sequence[Word]) -> Iterable[int]
             seen, word = hypothesis[block.a + k], final[block.b + k]
             if not b[block.b + k]:
                 continue
-            if seen.timed and word.timed and abs(seen.end_s - word.end_s) > WORD_MATCH_TOLERANCE_S:
-                continue
-            yield block.b + k
+            if _near(seen, word):
+                yield block.b + k
 
 
 def word_emissions(timeline: StreamTimeline) -> list[WordEmission]:
     """Emission latency of every word of every final (words that normalise to nothing, such
-    as a lone punctuation mark, are left out)."""
+    as a lone punctuation mark, are left out): a word counts as shown once a hypothesis shows
+    it, wherever it stands."""
+    return _emissions(timeline, _matched)
+
+
+def correct_prefix_emissions(timeline: StreamTimeline) -> list[WordEmission]:
+    """Correct-prefix latency of every word of every final: word i counts as shown only once
+    a hypothesis shows words 0..i of its utterance's final exactly (normalised), in a row."""
+    return _emissions(timeline, _prefix)
+
+
+def _finals(timeline: StreamTimeline) -> dict[int, tuple[float, tuple[Word, ...]]]:
+    """Per utterance, the receive time and words of its (first) final result."""
     finals: dict[int, tuple[float, tuple[Word, ...]]] = {}
     for response in timeline.responses:
         for result in response.results:
             if result.is_final and result.utterance not in finals:
                 finals[result.utterance] = (response.recv_t, result.words)
+    return finals
+
+
+def _emissions(timeline: StreamTimeline, shows) -> list[WordEmission]:
+    """For every final word, the first response whose hypothesis `shows` it (a function of
+    the hypothesis and the final's words that yields the indexes of the words it shows)."""
+    finals = _finals(timeline)
     first_seen: dict[tuple[int, int], float] = {}
     closed: set[int] = set()  # utterances whose final arrived in an earlier response
     for response in timeline.responses:
@@ -170,22 +188,48 @@ def word_emissions(timeline: StreamTimeline) -> list[WordEmission]:
             # utterance's interims, are in the next one's final. The reader saw them.
             earlier = [word for u in still_open if u < utterance for word in shown[u]]
             hypothesis = earlier + shown.get(utterance, [])
-            for index in _matched(hypothesis, finals[utterance][1]):
+            for index in shows(hypothesis, finals[utterance][1]):
                 first_seen.setdefault((utterance, index), response.recv_t)
         closed |= final_now
     emissions = []
     for utterance, (final_t, words) in sorted(finals.items()):
         for index, word in enumerate(words):
-            if not normalise(word.text):
-                continue
             sent = send_time_at(timeline.chunks, word.end_s)
-            seen = first_seen.get((utterance, index), final_t)
-            if sent is None:
+            if not normalise(word.text) or sent is None:
                 continue
+            seen = first_seen.get((utterance, index), final_t)
             emissions.append(
                 WordEmission(utterance, index, word.text, word.end_s, seen, final_t, seen - sent)
             )
     return emissions
+
+
+def _prefix(hypothesis: Sequence[Word], final: Sequence[Word]) -> list[int]:
+    """Indexes of the final's words 0..i that the hypothesis shows in a row, for the
+    longest such i (words that normalise to nothing are passed over on both sides); the run
+    must start where the final's first word ends (within WORD_MATCH_TOLERANCE_S, if timed)."""
+    hyp = [w for w in hypothesis if normalise(w.text)]
+    wanted = [(i, w) for i, w in enumerate(final) if normalise(w.text)]
+    if not wanted:
+        return []
+    best = 0
+    for start, word in enumerate(hyp):
+        first = wanted[0][1]
+        if normalise(word.text) != normalise(first.text) or not _near(word, first):
+            continue
+        length = 0
+        while (
+            length < len(wanted)
+            and start + length < len(hyp)
+            and normalise(hyp[start + length].text) == normalise(wanted[length][1].text)
+        ):
+            length += 1
+        best = max(best, length)
+    return [i for i, _ in wanted[:best]]
+
+
+def _near(seen: Word, word: Word) -> bool:
+    return not (seen.timed and word.timed) or abs(seen.end_s - word.end_s) <= WORD_MATCH_TOLERANCE_S
 
 
 @dataclass(frozen=True)
