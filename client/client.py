@@ -296,11 +296,8 @@ class StreamingClient:
                     yield response
                 return
             except StreamInterrupted as exc:
-                alive.clear()
-                if not state.can_resume(exc.error, max_resumes):
-                    raise StreamInterrupted(exc.error, state.finals) from exc
-            state.resume()
-            time.sleep(RESUME_BACKOFF_S * state.resumes)
+                wait_s = _resume_or_raise(state, exc, alive, max_resumes)
+            time.sleep(wait_s)
 
     def _call(self, requests, timeout, on_replica):
         finals: list = []
@@ -418,11 +415,8 @@ class AsyncStreamingClient:
                     yield response
                 return
             except StreamInterrupted as exc:
-                alive.clear()
-                if not state.can_resume(exc.error, max_resumes):
-                    raise StreamInterrupted(exc.error, state.finals) from exc
-            state.resume()
-            await asyncio.sleep(RESUME_BACKOFF_S * state.resumes)
+                wait_s = _resume_or_raise(state, exc, alive, max_resumes)
+            await asyncio.sleep(wait_s)
 
     async def _call(self, requests, timeout, on_replica):
         finals: list = []
@@ -454,6 +448,18 @@ class AsyncStreamingClient:
 
     async def list_models(self) -> asr_pb2.ListModelsResponse:
         return await self.stub.ListModels(asr_pb2.ListModelsRequest(), metadata=self._metadata)
+
+
+def _resume_or_raise(
+    state: Continuation, exc: StreamInterrupted, alive: threading.Event, max_resumes: int
+) -> float:
+    """After a broken stream: stop its sender, and return how long to wait before the next
+    stream, or raise with every final so far when the stream may not be resumed."""
+    alive.clear()
+    if not state.can_resume(exc.error, max_resumes):
+        raise StreamInterrupted(exc.error, state.finals) from exc
+    state.resume()
+    return RESUME_BACKOFF_S * state.resumes
 
 
 async def _after_admission(requests, admitted: asyncio.Event):

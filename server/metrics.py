@@ -5,6 +5,7 @@ A private registry per server, so several servers in one process (tests) do not 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 
@@ -33,35 +34,22 @@ class Metrics:
         self.audio = Counter(
             "streamstt_audio_seconds_total", "Audio seconds received", registry=registry
         )
+        seconds = functools.partial(Histogram, buckets=LATENCY_BUCKETS, registry=registry)
         self.batch_size = Histogram(
             "streamstt_batch_size",
             "Streams per model call",
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
-        self.queue = Histogram(
-            "streamstt_queue_seconds",
-            "Wait before a batch reached the model",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.compute = Histogram(
-            "streamstt_compute_seconds",
-            "Model time per batch",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.lag = Histogram(
+        self.queue = seconds("streamstt_queue_seconds", "Wait before a batch reached the model")
+        self.compute = seconds("streamstt_compute_seconds", "Model time per batch")
+        self.lag = seconds(
             "streamstt_result_lag_seconds",
             "Receive-to-result delay of the newest audio in a result",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
-        self.emission = Histogram(
+        self.emission = seconds(
             "streamstt_emission_latency_seconds",
             "From the arrival of a word's end audio to the first result showing the word",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
         self.budget_misses = Counter(
             "streamstt_budget_misses_total",
