@@ -39,6 +39,77 @@ SIMPLE = timeline(
 )
 
 
+# A wrong sentence start that the final corrects: "the bread" is shown, "the" is committed
+# at once, "bread" later; the final says "Red bread". The reader never saw the right start
+# before the final, so the correct-prefix latency of every word is the final's; difflib
+# emission credits "bread" at its first sighting.
+THE, BREAD = Word("the", 0.1, 0.3), Word("bread", 0.35, 0.7)
+WRONG_START = timeline(
+    Response(10.5, (Result(False, 0, 0.5, (THE,), 0.9), Result(False, 0, 0.5, (BREAD,), 0.1))),
+    Response(10.9, (Result(False, 0, 0.9, (THE, BREAD), 0.9),)),
+    Response(11.4, (Result(True, 0, 1.0, (Word("Red", 0.1, 0.3), Word("bread.", 0.35, 0.7))),)),
+)
+
+
+def test_correct_prefix_latency_waits_for_the_whole_start_to_be_right():
+    red, bread = latency.correct_prefix_emissions(WRONG_START)
+    assert red.first_seen_t == bread.first_seen_t == 11.4  # only the final shows "Red bread"
+    assert red.emission_s == pytest.approx(11.4 - 10.2)  # "Red" ends at 0.3 s: chunk 2
+    assert bread.emission_s == pytest.approx(11.4 - 10.6)
+    assert latency.word_emissions(WRONG_START)[1].first_seen_t == 10.5  # difflib: at once
+    # where the start is right, a word counts from the first response showing it after it
+    hello, world = latency.correct_prefix_emissions(SIMPLE)
+    assert hello.first_seen_t == 10.5 and world.first_seen_t == 10.9
+
+
+def test_correct_prefix_needs_the_words_in_a_row_from_the_start():
+    final = (Word("a", 0.1, 0.2), Word("b", 0.3, 0.4), Word("c", 0.5, 0.6))
+    stream = timeline(
+        Response(10.7, (Result(False, 0, 0.7, (final[0], Word("x", 0.3, 0.4), final[2])),)),
+        Response(10.9, (Result(False, 0, 0.9, final[:2]),)),
+        Response(11.3, (Result(True, 0, 1.0, final),)),
+    )
+    a, b, c = latency.correct_prefix_emissions(stream)
+    assert (a.first_seen_t, b.first_seen_t, c.first_seen_t) == (10.7, 10.9, 11.3)
+
+
+def test_committed_revision_rate_and_tentative_flicker():
+    from streamstt.client.bench.stability import stability
+
+    # committed "the" and "bread": the final keeps "bread" only; tentative "bread" (kept)
+    measured = stability(WRONG_START)
+    assert (measured.committed, measured.revised) == (2, 1)
+    assert (measured.tentative, measured.flicker) == (1, 0)
+    assert measured.revision_rate == 0.5
+    # SIMPLE: committed hello, world (both kept); tentative "word" (not kept)
+    measured = stability(SIMPLE)
+    assert (measured.committed, measured.revised, measured.tentative, measured.flicker) == (
+        2, 0, 1, 1,
+    )  # fmt: skip
+
+
+def test_committed_words_moved_to_the_next_utterance_by_a_cut_are_kept():
+    from streamstt.client.bench.stability import stability
+
+    stop, go = Word("stop", 0.1, 0.5), Word("go", 0.7, 0.9)
+    stream = timeline(
+        Response(10.9, (Result(False, 0, 1.0, (stop, go), 0.9),)),
+        Response(11.2, (Result(True, 0, 0.6, (stop,)),)),
+        Response(12.0, (Result(True, 1, 1.5, (go,)),)),
+    )
+    assert stability(stream).revised == 0
+    # a committed word that a later interim of the same utterance replaced counts twice:
+    # shown once as "cat", once as "hat"; the final keeps one of them
+    cat, hat = Word("cat", 0.1, 0.4), Word("hat", 0.1, 0.4)
+    flipped = timeline(
+        Response(10.5, (Result(False, 0, 0.5, (cat,), 0.9),)),
+        Response(10.8, (Result(False, 0, 0.8, (hat,), 0.9),)),
+        Response(11.0, (Result(True, 0, 1.0, (hat,)),)),
+    )
+    measured = stability(flipped)
+    assert (measured.committed, measured.revised) == (2, 1)
+
+
 def test_send_time_at_picks_the_chunk_holding_the_offset():
     assert latency.send_time_at(CHUNKS, 0.05) == pytest.approx(10.0)
     assert latency.send_time_at(CHUNKS, 0.1) == pytest.approx(10.0)  # a chunk's own end

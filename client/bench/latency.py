@@ -133,7 +133,7 @@ def _hypotheses(response: Response) -> dict[int, list[Word]]:
     return shown
 
 
-def _matched(hypothesis: Sequence[Word], final: Sequence[Word]) -> Iterable[int]:
+def matched_indexes(hypothesis: Sequence[Word], final: Sequence[Word]) -> Iterable[int]:
     """Indexes of final words that the hypothesis shows: aligned in order by normalised text
     (difflib matching blocks), and within WORD_MATCH_TOLERANCE_S of the final end time."""
     a = [normalise(w.text) for w in hypothesis]
@@ -152,7 +152,7 @@ def word_emissions(timeline: StreamTimeline) -> list[WordEmission]:
     """Emission latency of every word of every final (words that normalise to nothing, such
     as a lone punctuation mark, are left out): a word counts as shown once a hypothesis shows
     it, wherever it stands."""
-    return _emissions(timeline, _matched)
+    return _emissions(timeline, matched_indexes)
 
 
 def correct_prefix_emissions(timeline: StreamTimeline) -> list[WordEmission]:
@@ -161,7 +161,7 @@ def correct_prefix_emissions(timeline: StreamTimeline) -> list[WordEmission]:
     return _emissions(timeline, _prefix)
 
 
-def _finals(timeline: StreamTimeline) -> dict[int, tuple[float, tuple[Word, ...]]]:
+def finals_by_utterance(timeline: StreamTimeline) -> dict[int, tuple[float, tuple[Word, ...]]]:
     """Per utterance, the receive time and words of its (first) final result."""
     finals: dict[int, tuple[float, tuple[Word, ...]]] = {}
     for response in timeline.responses:
@@ -174,7 +174,7 @@ def _finals(timeline: StreamTimeline) -> dict[int, tuple[float, tuple[Word, ...]
 def _emissions(timeline: StreamTimeline, shows) -> list[WordEmission]:
     """For every final word, the first response whose hypothesis `shows` it (a function of
     the hypothesis and the final's words that yields the indexes of the words it shows)."""
-    finals = _finals(timeline)
+    finals = finals_by_utterance(timeline)
     first_seen: dict[tuple[int, int], float] = {}
     closed: set[int] = set()  # utterances whose final arrived in an earlier response
     for response in timeline.responses:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import latency
+from .stability import Stability, stability
 
 if TYPE_CHECKING:
     from .run import BenchConfig, BenchInput, LevelRun, StreamRun
@@ -50,6 +51,10 @@ def stream_report(run: StreamRun, offline: dict[Path, str]) -> dict:
         "wer_offline": _wer(offline_text, transcript),
         "first_result_ms": _ms(latency.time_to_first_result(timeline)),
         "emission_ms": latency.summary_ms([e.emission_s for e in emissions]),
+        "correct_prefix_ms": latency.summary_ms(
+            [e.emission_s for e in latency.correct_prefix_emissions(timeline)]
+        ),
+        **_stability_report(stability(timeline)),
         "final_ms": latency.summary_ms(latency.final_latencies(timeline)),
         "partial_lag_ms": latency.summary_ms([p.lag_s for p in lags]),
         "lag_first_third_ms": _ms(growth.first_s),
@@ -68,6 +73,17 @@ def stream_report(run: StreamRun, offline: dict[Path, str]) -> dict:
     }
 
 
+def _stability_report(measured: Stability) -> dict:
+    rate, flicker = measured.revision_rate, measured.flicker_rate
+    return {
+        "committed_words": measured.committed,
+        "revised_words": measured.revised,
+        "revision_rate": None if rate is None else round(rate, 4),
+        "tentative_words": measured.tentative,
+        "tentative_flicker": None if flicker is None else round(flicker, 4),
+    }
+
+
 def _wer(reference: str | None, hypothesis: str) -> float | None:
     if reference is None:
         return None
@@ -78,6 +94,7 @@ def _wer(reference: str | None, hypothesis: str) -> float | None:
 def level_report(level: LevelRun, budget_ms: float, offline: dict[Path, str]) -> dict:
     timelines = [run.timeline for run in level.runs]
     emissions = [e.emission_s for t in timelines for e in latency.word_emissions(t)]
+    prefixes = [e.emission_s for t in timelines for e in latency.correct_prefix_emissions(t)]
     finals = [v for t in timelines for v in latency.final_latencies(t)]
     lags = [p.lag_s for t in timelines for p in latency.partial_lags(t)]
     first = [v for t in timelines if (v := latency.time_to_first_result(t)) is not None]
@@ -106,6 +123,8 @@ def level_report(level: LevelRun, budget_ms: float, offline: dict[Path, str]) ->
         "audio_s": round(audio_s, 3),
         "rtfx": round(audio_s / level.wall_s, 3) if level.wall_s > 0 else None,
         "emission_ms": emission,
+        "correct_prefix_ms": latency.summary_ms(prefixes),
+        **_stability_report(sum((stability(t) for t in timelines), Stability(0, 0, 0, 0))),
         "final_ms": latency.summary_ms(finals),
         "partial_lag_ms": latency.summary_ms(lags),
         "first_result_ms": latency.summary_ms(first),
@@ -215,6 +234,9 @@ _COLUMNS = (
     ("p90", 6, lambda lv: lv["emission_ms"]["p90"]),
     ("p95", 6, lambda lv: lv["emission_ms"]["p95"]),
     ("p99", 6, lambda lv: lv["emission_ms"]["p99"]),
+    ("cp p50", 6, lambda lv: lv["correct_prefix_ms"]["p50"]),
+    ("p95", 6, lambda lv: lv["correct_prefix_ms"]["p95"]),
+    ("rev%", 5, lambda lv: _percent(lv["revision_rate"])),
     ("final p50", 9, lambda lv: lv["final_ms"]["p50"]),
     ("p95", 6, lambda lv: lv["final_ms"]["p95"]),
     ("lag p50", 7, lambda lv: lv["partial_lag_ms"]["p50"]),
@@ -228,6 +250,10 @@ _COLUMNS = (
     ("growth", 6, lambda lv: "yes" if lv["lag_growth"] else "no"),
     ("budget", 6, lambda lv: "ok" if lv["within_budget"] else "over"),
 )
+
+
+def _percent(share: float | None) -> float | None:
+    return None if share is None else round(100 * share, 1)
 
 
 def _cell(value: object, width: int) -> str:
@@ -248,8 +274,11 @@ def format_table(report: dict) -> str:
     for level in rows:
         lines.append(" ".join(_cell(get(level), w) for _, w, get in _COLUMNS))
     budget = report["config"]["budget_ms"]
-    lines.append("latencies in ms; WER vs reference (WERoff vs offline); CPU% and RSS: server")
-    lines.append("process when spawned, harness process for the baseline")
+    lines.append(
+        "latencies in ms; emit: word emission, cp: correct-prefix emission; rev%: committed"
+    )
+    lines.append("words the finals revised; WER vs reference (WERoff vs offline); CPU% and RSS:")
+    lines.append("server process when spawned, harness process for the baseline")
     for name, entry in report["systems"].items():
         best = entry["max_streams_within_budget"]
         lines.append(

@@ -1,0 +1,80 @@
+"""Whether live text kept its promises: committed words that the finals revised, and
+tentative words that no final kept. Pure functions of a recorded timeline (latency.py has the
+timeline types); docs/latency.md defines both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .latency import StreamTimeline, Word, finals_by_utterance, matched_indexes, normalise
+
+COMMITTED_STABILITY = 0.5  # interim results at or above this stability are committed words
+
+
+@dataclass(frozen=True)
+class Stability:
+    committed: int  # distinct committed words shown
+    revised: int  # of those, words the finals do not keep
+    tentative: int  # distinct tentative words shown
+    flicker: int  # of those, words the finals do not keep
+
+    @property
+    def revision_rate(self) -> float | None:
+        return self.revised / self.committed if self.committed else None
+
+    @property
+    def flicker_rate(self) -> float | None:
+        return self.flicker / self.tentative if self.tentative else None
+
+    def __add__(self, other: Stability) -> Stability:
+        return Stability(
+            self.committed + other.committed,
+            self.revised + other.revised,
+            self.tentative + other.tentative,
+            self.flicker + other.flicker,
+        )
+
+
+def stability(timeline: StreamTimeline) -> Stability:
+    """A word shown as committed (or tentative) is one (utterance, position, text) in an
+    interim hypothesis; it is kept when it aligns with the final of its utterance or, after a
+    cut, of the next one (latency.matched_indexes: in order, end times within 1 s)."""
+    finals = finals_by_utterance(timeline)
+    shown: dict[tuple[int, int, str, bool], tuple[Word, ...]] = {}  # word -> latest hypothesis
+    for response in timeline.responses:
+        for utterance, (committed, tentative) in _interims(response.results).items():
+            hypothesis = committed + tentative
+            for index, word in enumerate(hypothesis):
+                text = normalise(word.text)
+                if text:
+                    shown[(utterance, index, text, index < len(committed))] = hypothesis
+    counts = {True: [0, 0], False: [0, 0]}  # committed?: [shown, not kept]
+    for (utterance, index, _, committed), hypothesis in shown.items():
+        if utterance not in finals:
+            continue  # the stream ended without this utterance's final: nothing to compare
+        final = finals[utterance][1] + finals.get(utterance + 1, (0.0, ()))[1]
+        counts[committed][0] += 1
+        counts[committed][1] += index not in _kept(hypothesis, final)
+    return Stability(counts[True][0], counts[True][1], counts[False][0], counts[False][1])
+
+
+def _interims(results) -> dict[int, tuple[tuple[Word, ...], tuple[Word, ...]]]:
+    """Per utterance, the committed and tentative words of a response's interim results."""
+    out: dict[int, tuple[tuple[Word, ...], tuple[Word, ...]]] = {}
+    for result in results:
+        if result.is_final:
+            continue
+        committed, tentative = out.get(result.utterance, ((), ()))
+        if result.stability >= COMMITTED_STABILITY:
+            committed += result.words
+        else:
+            tentative += result.words
+        out[result.utterance] = (committed, tentative)
+    return out
+
+
+def _kept(hypothesis: Sequence[Word], final: Sequence[Word]) -> set[int]:
+    """Indexes of the hypothesis's words that align with a word of the final."""
+    return set(matched_indexes(final, hypothesis))
