@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from conftest import reference, wer
+from conftest import normalise, reference, wer
 from test_server import finals, run_stream
 from test_stream_engine import SILENCE_FRAMES, feed, finalise, texts
 
@@ -103,7 +103,8 @@ def test_no_pause_cut_without_a_pause_or_for_a_single_utterance():
 
 
 def _final(state: StreamState, words: list[Word]):
-    """Decode the pending final as a model would: the job's context words, then `words`."""
+    """Decode the pending final as a model would: the job's context words, then `words` (the
+    window's own, committed ones included)."""
     job = planning.next_job(state)
     assert job.final
     hypothesis = [w for w in words if w.end * 16000 <= job.end]
@@ -111,7 +112,7 @@ def _final(state: StreamState, words: list[Word]):
         lead = job.start / 16000
         known = [
             Word(w, lead + i * 0.3, lead + i * 0.3 + 0.25, 0.9)
-            for i, w in enumerate(job.prefix.split())
+            for i, w in enumerate(job.prefix.split()[: job.context_words])
         ]
         hypothesis = known + hypothesis
     return finalise(state, job, planning.without_context(job, hypothesis))
@@ -125,9 +126,11 @@ def test_a_final_after_a_pause_cut_is_decoded_after_the_previous_words():
     assert first.words[-1].word == "w17" and first.end == cut / 16000
     state, _ = feed(state, [0.1] * SILENCE_FRAMES)  # the voice stops: the second one ends
     job = planning.next_job(state)
-    # its window opens with the last 3 s of the first final's words, given as known text
+    # its window opens with the last 3 s of the first final's words, given as known text;
+    # the words committed after the cut stay committed and must open its result
     assert job.final and job.first == cut and job.lead_samples > 0
     assert job.prefix == "w12 w13 w14 w15 w16 w17" and job.context_words == 6
+    assert job.draft == "w18 w19" and job.keeps == 2
     assert abs(job.start / 16000 - (6.1 - 0.1)) < 0.01
     assert job.prompt.split()[-1] == "w11"  # earlier words stay the text prompt
     # alignment may put the first new word's start inside the context audio
@@ -138,6 +141,20 @@ def test_a_final_after_a_pause_cut_is_decoded_after_the_previous_words():
     assert texts(second.words) == ["w18", "w19"]
     assert second.start == cut / 16000 == second.words[0].start >= first.words[-1].end
     assert second.utterance_index == 1
+
+
+def test_an_interim_after_a_pause_cut_hears_the_previous_words_first():
+    """Not only the final: the interims of an utterance that goes on from a cut are decoded
+    with the end of the previous final in front, so its first words are not heard cold."""
+    spoken = _words_every_half_second(10.0)
+    state = _interims(_speech_with_dips(10.5, [9.0]), spoken)
+    ((_, cut),) = state.pending
+    state, _ = _final(state, spoken)
+    state, _ = feed(state, [0.95] * 20)  # speech runs on: an interim step is due
+    job = planning.next_job(state)
+    assert not job.final and job.first == cut and job.lead_samples > 0
+    assert job.prefix.split()[: job.context_words] == [f"w{i}" for i in range(12, 18)]
+    assert job.prefix.split()[job.context_words :] == ["w18", "w19"]  # committed, carried
 
 
 def test_no_left_context_after_a_real_pause():
@@ -152,7 +169,8 @@ def test_no_left_context_after_a_real_pause():
 def test_long_read_streamed_without_pauses(server):
     """31 s of read speech with no 500 ms pause: finals cut at short pauses, with
     punctuation, and about as accurate as the offline transcript."""
-    results = finals(run_stream(server.target, "long_read", pace=0.05))
+    responses = run_stream(server.target, "long_read", pace=0.05)
+    results = finals(responses)
     assert len(results) >= 2
     texts = [r.alternatives[0].transcript for r in results]
     # where the pause cuts fall depends on when interim steps run (machine load), and tiny.en
@@ -165,7 +183,26 @@ def test_long_read_streamed_without_pauses(server):
     joined = " ".join(texts)
     marks = sum(c in ".,?!" for c in joined)
     assert texts[0][0].isupper() and any(c in ".?!" for c in joined) and marks >= 6, texts
+    assert_committed_words_stay(responses)
     starts = [r.result_start_time.ToNanoseconds() for r in results]
     ends = [r.result_end_time.ToNanoseconds() for r in results]
     assert starts[0] < 1e9 and all(s < e for s, e in zip(starts, ends))
     assert all(ends[i] <= starts[i + 1] + 1e6 for i in range(len(results) - 1))
+
+
+def assert_committed_words_stay(responses) -> None:
+    """Stability is a promise: within an utterance the committed words (stability 0.9) only
+    ever grow, and its final (or, after a cut, the next one) opens with them."""
+    committed: dict[int, list[str]] = {}
+    for response in responses:
+        for result in response.results:
+            if result.is_final or result.stability < 0.5:
+                continue
+            shown = normalise(result.alternatives[0].transcript).split()
+            before = committed.get(result.utterance_index, [])
+            assert shown[: len(before)] == before, (before, shown)
+            committed[result.utterance_index] = shown
+    said = {r.utterance_index: r.alternatives[0].transcript for r in finals(responses)}
+    for index, words in committed.items():
+        spoken = normalise(said.get(index, "") + " " + said.get(index + 1, "")).split()
+        assert spoken[: len(words)] == words, (index, words, spoken)

@@ -62,6 +62,31 @@ def test_a_changing_hypothesis_is_not_committed():
     assert state.words.committed == ()
 
 
+def test_a_later_interim_never_changes_a_committed_word():
+    state = StreamState(SETTINGS)
+    job = Job(False, 0, 16000, "")
+    for text in ("the cat sat", "the cat sat on", "the hat sat on the", "a hat sat on the mat"):
+        state = steps.on_interim(state, job, words(text))
+    assert texts(state.words.committed)[:3] == ["the", "cat", "sat"]
+
+
+def test_an_unsure_word_waits_for_a_third_decode_and_an_untrusted_one_for_ever():
+    sure, unsure = (
+        words("good morning"),
+        [Word("good", 0.0, 0.25, 0.9), Word("mourning", 0.3, 0.55, 0.3)],
+    )
+    state = StreamState(SETTINGS)
+    job = Job(False, 0, 16000, "")
+    state = steps.on_interim(steps.on_interim(state, job, unsure), job, unsure)
+    assert texts(state.words.committed) == ["good"]  # "mourning": only two votes, unsure
+    state = steps.on_interim(state, job, unsure)
+    assert texts(state.words.committed) == ["good", "mourning"]  # a third vote
+    distrusted = StreamState(SETTINGS)
+    for _ in range(3):
+        distrusted = steps.on_interim(distrusted, job, sure, trusted=False)
+    assert distrusted.words.committed == () and texts(distrusted.words.tentative) == texts(sure)
+
+
 def test_committed_words_are_not_repeated():
     state = StreamState(SETTINGS)
     job = Job(False, 0, 16000, "")
@@ -72,7 +97,8 @@ def test_committed_words_are_not_repeated():
 
 def test_decodes_carry_the_interim_words_as_their_draft():
     """The decoder checks a guess in one pass (decoding.greedy_decode): an interim's guess is
-    the previous hypothesis's tentative tail, a final's is every interim word of its audio."""
+    the previous hypothesis's tentative tail after its committed words (its known prefix); a
+    final's is every interim word of its audio, and its result must keep the committed ones."""
     state, _ = feed(StreamState(SETTINGS), [0.9] * 20)  # speech begins: the step starts
     state, _ = feed(state, [0.9] * 20)
     job = planning.next_job(state)
@@ -88,6 +114,7 @@ def test_decodes_carry_the_interim_words_as_their_draft():
     state, _ = steps.close(state)
     final = planning.next_job(state)
     assert final.final and (final.prefix, final.draft) == ("", "good morning how are")
+    assert final.keeps == 3
 
 
 def test_an_interim_may_join_a_batch_half_way_into_its_step():
@@ -159,8 +186,37 @@ def test_half_close_finalises_open_speech():
     job = planning.next_job(state)
     assert job.final and job.end == state.received
     state, result = finalise(state, job, words("hello there"))
-    assert result.transcript == "hello there" and result.utterance_index == 0
+    # the first utterance opens a sentence: it gets a capital
+    assert result.transcript == "Hello there" and result.utterance_index == 0
     assert state.utterance_index == 1 and state.done
+
+
+def test_a_final_that_changes_a_committed_word_is_decoded_again_with_it_given():
+    """Stability is a promise: a final may re-punctuate committed words, never replace one."""
+    state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
+    state, _ = feed(state, [0.9] * 20)
+    job = planning.next_job(state)
+    for text in ("the cat sat", "the cat sat on"):
+        state = steps.on_interim(state, job, words(text))
+    assert texts(state.words.committed) == ["the", "cat", "sat"]
+    state, _ = steps.close(state)
+    free = planning.next_job(state)
+    assert free.prefix == "" and free.keeps == 3
+    state = steps.keep_final(state, free, words("The hat sat on."))  # "cat" became "hat"
+    state, result, closed = steps.take_final(state)
+    assert result is None and not closed and state.constrain_final
+    given = planning.next_job(state)
+    assert given.prefix == "the cat sat" and given.draft == "on"
+    state, result = finalise(state, given, words("the cat sat on the mat."))
+    assert result.transcript == "The cat sat on the mat." and not state.constrain_final
+    # a final that keeps every committed word (re-cased and punctuated) closes at once
+    state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
+    state, _ = feed(state, [0.9] * 20)
+    for text in ("the cat sat", "the cat sat on"):
+        state = steps.on_interim(state, job, words(text))
+    state, _ = steps.close(state)
+    state, result = finalise(state, planning.next_job(state), words("The cat, sat on."))
+    assert result.transcript == "The cat, sat on."
 
 
 def test_silence_alone_needs_no_decode_and_keeps_little_audio():

@@ -13,13 +13,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from streamstt.models.audio import SAMPLE_RATE
-from streamstt.models.transcriber import Word
+from streamstt.models.results import compression_ratio
+from streamstt.models.transcriber import Transcript, Word
 
 # seconds: hypothesis words ending before the last committed word's end (minus this jitter)
 # were committed already; repeats that survive are removed as n-grams
 COMMIT_TOLERANCE = 0.02
 REPEAT_CHECK_WORDS = 5  # longest repeat of the committed tail that a hypothesis may open with
 SETTLE_AFTER = int(12.0 * SAMPLE_RATE)  # interim window length past which committed words settle
+# Two agreeing decodes commit a word the model is this sure of (mean token probability); a
+# less sure one needs a third decode that heard it too (docs/architecture.md).
+MIN_COMMIT_PROBABILITY = 0.6
+THIRD_VOTE_S = 0.3  # an earlier hypothesis's word this close in time is the same word
+# A hypothesis commits nothing when it shows the signs of a guess that Whisper's own
+# transcribe loop acts on: a low average log-probability (noisy or unclear audio), a likely
+# absence of speech, or a degenerate repetition.
+MIN_COMMIT_LOGPROB = -0.5
+MAX_NO_SPEECH = 0.6
+MAX_COMPRESSION_RATIO = 2.4
 
 
 @dataclass(frozen=True)
@@ -27,12 +38,23 @@ class Agreement:
     settled: tuple[Word, ...] = ()  # committed; their audio is left out of interim windows
     committed: tuple[Word, ...] = ()  # committed; their audio is still in the window
     tentative: tuple[Word, ...] = ()  # the newest hypothesis after the committed words
+    earlier: tuple[Word, ...] = ()  # the hypothesis before it (its words after the committed)
     window_start: int = 0  # first sample interim windows see (settled audio lies before it)
 
     @property
     def stable(self) -> tuple[Word, ...]:
         """Every committed word of the open utterance."""
         return self.settled + self.committed
+
+
+def trustworthy(transcript: Transcript) -> bool:
+    """Whether a decode may commit words (no hallucination signs)."""
+    return (
+        transcript.avg_logprob >= MIN_COMMIT_LOGPROB
+        and transcript.no_speech_prob <= MAX_NO_SPEECH
+        and not transcript.repetition_loop
+        and compression_ratio(transcript.text) <= MAX_COMPRESSION_RATIO
+    )
 
 
 def normal(word: str) -> str:
@@ -51,22 +73,52 @@ def agreed_prefix(new: Sequence[Word], previous: Sequence[Word]) -> int:
 
 
 def commit(
+    state: Agreement, hypothesis: Sequence[Word], window_first_s: float, trusted: bool = True
+) -> tuple[Agreement, tuple[Word, ...], tuple[Word, ...]]:
+    """Fold a new hypothesis of the window starting at `window_first_s` in. Returns the new
+    state, the words it newly commits and the words on which it agrees with the previous one
+    after the committed ones (where an utterance may be cut). The agreed words are committed
+    up to the first the model is unsure of; an untrusted hypothesis (hallucination signs)
+    commits none."""
+    new = _after_committed(state, hypothesis, window_first_s)
+    agreed = tuple(new[: agreed_prefix(new, state.tentative)])
+    unsure = (i for i, w in enumerate(agreed) if not _sure(w, state.earlier))
+    newly = agreed[: next(unsure, None)] if trusted else ()
+    rest = tuple(new[len(newly) :])
+    earlier = state.tentative
+    return (
+        replace(state, committed=state.committed + newly, tentative=rest, earlier=earlier),
+        newly,
+        agreed,
+    )
+
+
+def _sure(word: Word, earlier: Sequence[Word]) -> bool:
+    """An agreed word may be committed when the model is sure of it, or when a third decode
+    (the one before the two that agree) heard it there too."""
+    if word.probability >= MIN_COMMIT_PROBABILITY:
+        return True
+    text = normal(word.word)
+    return any(normal(w.word) == text and abs(w.end - word.end) <= THIRD_VOTE_S for w in earlier)
+
+
+def _after_committed(
     state: Agreement, hypothesis: Sequence[Word], window_first_s: float
-) -> tuple[Agreement, tuple[Word, ...]]:
-    """Fold a new hypothesis of the window starting at `window_first_s` in; returns the new
-    state and the words it newly commits."""
+) -> list[Word]:
+    """The hypothesis's words after the committed ones. A decode is given the committed words
+    as its known start, so they open the hypothesis; judged by time only when they do not
+    (alignment stretches words at a window's edge, so the new words' times can overlap them)."""
+    committed = [normal(w.word) for w in state.committed]
+    if committed and [normal(w.word) for w in hypothesis[: len(committed)]] == committed:
+        return list(hypothesis[len(committed) :])
     done = state.committed or state.settled
     last_end = done[-1].end if done else window_first_s
-    # Alignment stretches words, so judge "already committed" by where a word ends.
     new = [w for w in hypothesis if w.end > last_end - COMMIT_TOLERANCE]
     if done and new:  # the model often repeats the last committed words: drop the overlap
         for n in range(min(REPEAT_CHECK_WORDS, len(done), len(new)), 0, -1):
             if [normal(w.word) for w in done[-n:]] == [normal(w.word) for w in new[:n]]:
-                new = new[n:]
-                break
-    agreed = agreed_prefix(new, state.tentative)
-    newly = tuple(new[:agreed])
-    return replace(state, committed=state.committed + newly, tentative=tuple(new[agreed:])), newly
+                return new[n:]
+    return new
 
 
 def settle(state: Agreement, window_end: int) -> Agreement:
@@ -76,4 +128,4 @@ def settle(state: Agreement, window_end: int) -> Agreement:
         return state
     settled = state.settled + state.committed
     start = max(state.window_start, int(settled[-1].end * SAMPLE_RATE))
-    return Agreement(settled, (), state.tentative, start)
+    return Agreement(settled, (), state.tentative, state.earlier, start)

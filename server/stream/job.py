@@ -41,6 +41,9 @@ class Job:
     # A guess of the words after `prefix` (the stream's interim words for this audio): the
     # decoder checks it in one pass. It changes how fast the result comes, never the result.
     draft: str = ""
+    # A final decoded freely: how many committed words its result must open with (else it is
+    # decoded again with them given, so that a committed word stays).
+    keeps: int = 0
 
     @property
     def first(self) -> int:

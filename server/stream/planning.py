@@ -11,6 +11,7 @@ docs/architecture.md explains each rule.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from streamstt.models.audio import N_SAMPLES, SAMPLE_RATE
@@ -43,38 +44,68 @@ def next_job(state: StreamState, allow_early: bool = True, join: bool = False) -
     if early is not None:  # once per pause; its words serve as an interim hypothesis too
         done = state.decoded is not None and same_window(state.decoded.job, early)
         return None if done else early
+    return _interim_job(state, join)
+
+
+def _interim_job(state: StreamState, join: bool) -> Job | None:
+    """An interim of the open utterance, once its step is due: the committed words are its
+    known prefix, the tentative tail its draft."""
     step = state.settings.step_ms * SAMPLE_RATE // 1000
     if join:
         step = int(step * JOIN_STEP)
     start = max(state.words.window_start, state.speech.start_or(state.audio_start))
     if state.received - state.last_step < step or state.received - start < MIN_WINDOW:
         return None
-    prefix = " ".join(w.word for w in state.words.committed)
-    draft = " ".join(w.word for w in state.words.tentative)
-    return Job(False, start, state.received, _prompt(state), prefix, draft=draft)
+    words = state.words
+    draft = " ".join(w.word for w in words.tentative)
+    if words.settled:  # the window starts after settled words: their text is the prompt
+        prefix = " ".join(w.word for w in words.committed)
+        return Job(False, start, state.received, _prompt(state), prefix, draft=draft)
+    return _led(state, False, start, state.received, words.committed, draft)
 
 
 def final_job(state: StreamState, start: int, end: int) -> Job:
-    """The decode that closes the utterance from `start` to `end`."""
+    """The decode that closes the utterance from `start` to `end`: afresh over its whole
+    audio in the full window, so it gets Whisper's casing and punctuation and the benefit of
+    the words after each one. A committed word stays, so the result must open with the
+    committed words; where it does not, the final is decoded again with them as its given
+    start (`constrain_final`, steps.take_final)."""
     start = min(max(start, state.audio_start), end)
-    if state.words.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
-        start = min(max(start, state.words.window_start), end)  # settled words stand
+    words = state.words
+    if words.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
+        start = min(max(start, words.window_start), end)  # settled words stand
+        prefix = " ".join(w.word for w in within(words.committed, end))
         draft = _draft(state, start, end)
-        return Job(True, start, end, _prompt(state), after_settled=True, draft=draft)
-    draft = _draft(state, start, end)
-    # No interim words as prefix: the final is decoded afresh from the whole utterance, so it
-    # gets the casing and punctuation that the interims' word-by-word commits lose, and words
-    # that the interims committed wrongly at a window edge are decoded again in context.
+        return Job(True, start, end, _prompt(state), prefix, after_settled=True, draft=draft)
+    committed = within(words.stable, end)
+    if state.constrain_final:
+        return _led(state, True, start, end, committed, _draft(state, start, end))
+    draft = " ".join([w.word for w in committed] + [_draft(state, start, end)]).strip()
+    return replace(_led(state, True, start, end, (), draft), keeps=len(committed))
+
+
+def _led(
+    state: StreamState, final: bool, start: int, end: int, known: Sequence[Word], draft: str
+) -> Job:
+    """A job for [start, end) with `known` as the start of its transcript, led by the end of
+    the previous final when speech ran on across a cut: that audio opens the window and its
+    words open the prefix (dropped from the result by `without_context`), so the first words
+    after the cut are heard in context, not from a cold start."""
     context = _left_context(state, start, end)
     prompt = _prompt(state, settled=False, drop=len(context))
+    text = " ".join(w.word for w in (*context, *known))
     if not context:
-        return Job(True, start, end, prompt, draft=draft)
+        return Job(final, start, end, prompt, text, draft=draft)
     lead = start - max(state.audio_start, onset(context[0]))
-    text = " ".join(w.word for w in context)
     return Job(
-        True, start - lead, end, prompt, text, lead_samples=lead, context_words=len(context),
+        final, start - lead, end, prompt, text, lead_samples=lead, context_words=len(context),
         draft=draft,
     )  # fmt: skip
+
+
+def within(words: Sequence[Word], end: int) -> tuple[Word, ...]:
+    """The words that end by sample `end` (the rest go on into the next utterance)."""
+    return tuple(w for w in words if w.end * SAMPLE_RATE <= end + COMMIT_TOLERANCE * SAMPLE_RATE)
 
 
 def same_window(a: Job, b: Job) -> bool:
@@ -87,7 +118,7 @@ def without_context(job: Job, hypothesis: list[Word]) -> list[Word]:
     if not job.context_words:
         return hypothesis
     first = job.first / SAMPLE_RATE
-    known = [normal(w) for w in job.prefix.split()]
+    known = [normal(w) for w in job.prefix.split()[: job.context_words]]
     if [normal(w.word) for w in hypothesis[: job.context_words]] == known:
         own = hypothesis[job.context_words :]
     else:  # the model ran the last context word on into a new one (no space): judge by time
@@ -124,10 +155,10 @@ def _prompt(state: StreamState, settled: bool = True, drop: int = 0) -> str:
 
 
 def _draft(state: StreamState, start: int, end: int) -> str:
-    """The interim words heard between `start` and `end`: the final's likely transcript."""
-    words = [*state.words.stable, *state.words.tentative]
+    """The tentative words heard between `start` and `end`: a guess of what a decode of that
+    window gives after its committed words."""
     low, high = start / SAMPLE_RATE - DRAFT_SLACK, end / SAMPLE_RATE + DRAFT_SLACK
-    return " ".join(w.word for w in words if w.start >= low and w.end <= high)
+    return " ".join(w.word for w in state.words.tentative if w.start >= low and w.end <= high)
 
 
 def _left_context(state: StreamState, start: int, end: int) -> list[Word]:

@@ -17,7 +17,7 @@ from streamstt.models.audio import SAMPLE_RATE
 from streamstt.models.transcriber import Request, Transcript
 
 from ..settings import StreamSettings
-from . import events, planning, steps
+from . import agreement, events, planning, steps
 from .buffer import AudioBuffer
 from .events import End, Event, Final
 from .ingest import IngestResult, IngestState, StreamingResampler, ingest
@@ -120,7 +120,8 @@ class StreamSession:
         done = self.state.processed >= self.state.received
         self._pending_since = None if done else time.monotonic()
         if not job.final or job.early:  # an early final's words serve as an interim too
-            self.state = steps.on_interim(self.state, job, words)
+            trusted = agreement.trustworthy(transcript)
+            self.state = steps.on_interim(self.state, job, words, trusted)
             interim = events.interim(self.state, job.end, timing.queue_ms, timing.compute_ms)
             self._emit(interim, droppable=True)
         if job.final:

@@ -55,6 +55,9 @@ class StreamState:
     history: str = ""  # text of earlier finals (and phrase hints): the prompt
     previous_tail: tuple[Word, ...] = ()  # end of the last final: left context for the next
     decoded: Decoded | None = None  # a final decoded (perhaps before its endpoint), unsent
+    # The next final's free decode changed a committed word: decode it again with the
+    # committed words as its given start (steps.take_final).
+    constrain_final: bool = False
     closed: bool = False  # the client half-closed: everything left gets finalised
 
     @property

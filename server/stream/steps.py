@@ -18,9 +18,10 @@ from streamstt.models.audio import SAMPLE_RATE
 from streamstt.models.transcriber import Word
 
 from . import agreement, endpointing
+from .agreement import normal
 from .endpointing import PRE_ROLL, SpeechBegin, SpeechEnd, UtteranceEnd
 from .job import Job
-from .planning import LEFT_CONTEXT, final_job, onset, same_window
+from .planning import LEFT_CONTEXT, final_job, onset, same_window, within
 from .state import Decoded, FinalResult, StreamState
 
 HISTORY_CHARS = 2000  # text of earlier finals kept for prompts (PROMPT_WORDS take its end)
@@ -34,8 +35,9 @@ def on_audio(
     if state.speech.finished:
         return state, []  # single_utterance is over: later audio is ignored
     received = state.received + samples
+    boundaries = state.words.committed + state.words.tentative  # candidate forced cuts
     speech, events = endpointing.on_vad(
-        state.speech, probs, state.settings, state.audio_start, received, state.words.committed
+        state.speech, probs, state.settings, state.audio_start, received, boundaries
     )
     state = replace(state, received=received, speech=speech)
     shown: list[SpeechBegin | SpeechEnd] = []
@@ -51,15 +53,19 @@ def on_audio(
     return state, shown
 
 
-def on_interim(state: StreamState, job: Job, hypothesis: Sequence[Word]) -> StreamState:
-    """LocalAgreement-2 over an interim decode; a long utterance may close at a pause."""
+def on_interim(
+    state: StreamState, job: Job, hypothesis: Sequence[Word], trusted: bool = True
+) -> StreamState:
+    """LocalAgreement-2 over an interim decode (`trusted`: it may commit words); a long
+    utterance may close at a pause."""
     state = replace(
         state, last_step=max(state.last_step, job.end), processed=max(state.processed, job.end)
     )
-    words, newly = agreement.commit(state.words, hypothesis, job.first / SAMPLE_RATE)
+    first = job.first / SAMPLE_RATE
+    words, _, agreed = agreement.commit(state.words, hypothesis, first, trusted)
     state = replace(state, words=words)
-    if newly:
-        speech, cut = endpointing.pause_cut(state.speech, newly, state.received, state.settings)
+    if agreed:  # where two decodes agree, a pause may end the utterance
+        speech, cut = endpointing.pause_cut(state.speech, agreed, state.received, state.settings)
         state = replace(state, speech=speech)
         if cut is not None:
             state = replace(state, pending=(*state.pending, (cut.start, cut.end)))
@@ -83,6 +89,9 @@ def take_final(state: StreamState) -> tuple[StreamState, FinalResult | None, boo
         if not same_window(job, planned):
             return state, None, False
         job = planned
+    committed = within(state.words.stable, job.end)[: job.keeps]
+    if [normal(w.word) for w in words[: job.keeps]] != [normal(w.word) for w in committed]:
+        return replace(state, decoded=None, constrain_final=True), None, False
     state, result = _close_utterance(state, job, words)
     return state, result, True
 
@@ -104,19 +113,24 @@ def close(state: StreamState) -> tuple[StreamState, list[SpeechBegin | SpeechEnd
 def _close_utterance(
     state: StreamState, job: Job, hypothesis: tuple[Word, ...]
 ) -> tuple[StreamState, FinalResult | None]:
-    """The final decode's words are final; the utterance's state is reset."""
+    """The final decode's words are final (its committed words were its given prefix); the
+    utterance's state is reset, but committed words past its end (a cut) stay committed in
+    the next utterance."""
     settled, committed = state.words.settled, state.words.committed
     words = (settled if job.after_settled else ()) + hypothesis
     if not hypothesis and (settled or committed):
         words = settled + committed  # the final decode lost words the interims agreed on
+    words = _sentence_case(words, state)
+    carried = committed[len(within(committed, job.end)) :]
     # the end of this final stays as the next one's left context while speech runs on
     tail = tuple(w for w in words if w.start * SAMPLE_RATE >= job.end - LEFT_CONTEXT)
     state = replace(
         state,
         pending=state.pending[1:],
         decoded=None,
+        constrain_final=False,
         processed=max(state.processed, job.end),
-        words=agreement.Agreement(window_start=state.words.window_start),
+        words=agreement.Agreement(committed=carried, window_start=state.words.window_start),
         previous_tail=tail,
         last_step=state.received,
     )
@@ -132,6 +146,16 @@ def _close_utterance(
     result = FinalResult(state.utterance_index, words, start, job.end / SAMPLE_RATE)
     history = (state.history + " " + result.transcript).strip()[-HISTORY_CHARS:]
     return replace(state, utterance_index=state.utterance_index + 1, history=history), result
+
+
+def _sentence_case(words: tuple[Word, ...], state: StreamState) -> tuple[Word, ...]:
+    """An utterance that opens a sentence starts with a capital (interim decodes of a short
+    first window often give none, and committed words are kept as they were shown)."""
+    opens = state.utterance_index == 0 or state.history.rstrip()[-1:] in ".?!"
+    if not words or not opens or not words[0].word[:1].islower():
+        return words
+    first = words[0]
+    return (replace(first, word=first.word[0].upper() + first.word[1:]), *words[1:])
 
 
 def _trim(state: StreamState, sample: int) -> StreamState:

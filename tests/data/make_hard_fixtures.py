@@ -49,8 +49,7 @@ PASSAGE_A = [
     "When the sun came through the clouds, the whole carriage seemed to wake up at once.",
     "People folded their newspapers, children pressed their faces to the glass, and the "
     "conductor walked along the rows, checking tickets and wishing everyone a good morning.",
-    "By the time the train reached the city, the rain had stopped and the streets were "
-    "shining.",
+    "By the time the train reached the city, the rain had stopped and the streets were shining.",
 ]
 PASSAGE_B = [
     "On Saturday the market opens early.",
@@ -109,8 +108,8 @@ def speak(voice: str, text: str, tmp: Path) -> np.ndarray:
              "-o", str(raw))  # fmt: skip
     else:
         _run("flite", "-voice", voice, "-t", text, "-o", str(raw))
-    _run("sox", "-R", "-D", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out),
-         "silence", "1", "0.02", "0.5%", "reverse", "silence", "1", "0.02", "0.5%", "reverse")  # fmt: skip
+    trim = ["silence", "1", "0.02", "0.5%", "reverse"]  # from the start, then from the end
+    _run("sox", "-R", "-D", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out), *trim * 2)
     return _read(out)
 
 
