@@ -39,12 +39,18 @@ class Agreement:
     committed: tuple[Word, ...] = ()  # committed; their audio is still in the window
     tentative: tuple[Word, ...] = ()  # the newest hypothesis after the committed words
     earlier: tuple[Word, ...] = ()  # the hypothesis before it (its words after the committed)
+    agreed: int = 0  # tentative words on which the two newest hypotheses agree (not sure yet)
     window_start: int = 0  # first sample interim windows see (settled audio lies before it)
 
     @property
     def stable(self) -> tuple[Word, ...]:
         """Every committed word of the open utterance."""
         return self.settled + self.committed
+
+    @property
+    def heard(self) -> tuple[Word, ...]:
+        """The words two decodes agree on: committed, and agreed but not sure yet."""
+        return self.stable + self.tentative[: self.agreed]
 
 
 def trustworthy(transcript: Transcript) -> bool:
@@ -74,23 +80,19 @@ def agreed_prefix(new: Sequence[Word], previous: Sequence[Word]) -> int:
 
 def commit(
     state: Agreement, hypothesis: Sequence[Word], window_first_s: float, trusted: bool = True
-) -> tuple[Agreement, tuple[Word, ...], tuple[Word, ...]]:
+) -> tuple[Agreement, tuple[Word, ...]]:
     """Fold a new hypothesis of the window starting at `window_first_s` in. Returns the new
-    state, the words it newly commits and the words on which it agrees with the previous one
-    after the committed ones (where an utterance may be cut). The agreed words are committed
-    up to the first the model is unsure of; an untrusted hypothesis (hallucination signs)
-    commits none."""
+    state and the words it newly commits: those on which it agrees with the previous one
+    after the committed ones, up to the first the model is unsure of; an untrusted
+    hypothesis (hallucination signs) commits none."""
     new = _after_committed(state, hypothesis, window_first_s)
     agreed = tuple(new[: agreed_prefix(new, state.tentative)])
     unsure = (i for i, w in enumerate(agreed) if not _sure(w, state.earlier))
     newly = agreed[: next(unsure, None)] if trusted else ()
     rest = tuple(new[len(newly) :])
     earlier = state.tentative
-    return (
-        replace(state, committed=state.committed + newly, tentative=rest, earlier=earlier),
-        newly,
-        agreed,
-    )
+    state = replace(state, committed=state.committed + newly, tentative=rest, earlier=earlier)
+    return replace(state, agreed=len(agreed) - len(newly)), newly
 
 
 def _sure(word: Word, earlier: Sequence[Word]) -> bool:
@@ -128,4 +130,4 @@ def settle(state: Agreement, window_end: int) -> Agreement:
         return state
     settled = state.settled + state.committed
     start = max(state.window_start, int(settled[-1].end * SAMPLE_RATE))
-    return Agreement(settled, (), state.tentative, state.earlier, start)
+    return Agreement(settled, (), state.tentative, state.earlier, state.agreed, start)

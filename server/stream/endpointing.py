@@ -1,8 +1,8 @@
 """Endpointing: where utterances begin and end, from voice activity and committed words.
 
 Pure steps over an explicit, frozen `Endpointing` state: VAD hysteresis with `silence_ms`,
-the pause cut that closes long continuous speech at a short pause after a committed word,
-and the forced cut at `max_utterance_ms`. docs/architecture.md says why each rule exists.
+the pause cut that closes long continuous speech at its first short pause, and the forced
+cut at `max_utterance_ms`. docs/architecture.md says why each rule exists.
 Sample counts are stream time at 16 kHz.
 """
 
@@ -24,8 +24,9 @@ SPEECH_END_PROB = 0.35  # hysteresis: speech continues until the probability dro
 PRE_ROLL = int(0.3 * SAMPLE_RATE)  # samples kept before detected speech (soft onsets)
 END_PAD = int(0.2 * SAMPLE_RATE)  # samples kept after the last voiced frame in a final
 CUT_SPAN = int(0.1 * SAMPLE_RATE)  # audio each side of a word boundary judged for a cut
-CUT_MARGIN = int(0.3 * SAMPLE_RATE)  # no cut this close to the newest audio (word may go on)
-PAUSE_CUT_AFTER = int(5.0 * SAMPLE_RATE)  # utterance length from which a short pause closes it
+CUT_MARGIN = int(0.3 * SAMPLE_RATE)  # no forced cut this close to the newest audio
+PAUSE_MARGIN = int(0.12 * SAMPLE_RATE)  # audio heard after a word before a pause may end it
+PAUSE_CUT_AFTER = int(5.0 * SAMPLE_RATE)  # utterance length from which a short pause ends it
 VAD_LOG_FRAMES = 1024  # frames of probabilities kept for cuts (32.8 s: half the longest)
 
 
@@ -94,10 +95,12 @@ def on_vad(
             s = replace(s, silence_run=s.silence_run + VAD_FRAME)
             if s.silence_run >= silence_limit:
                 end = min(s.last_voiced + END_PAD, frame_start + VAD_FRAME)
-                events += [SpeechEnd(s.last_voiced), UtteranceEnd(s.start_or(audio_start), end)]
+                start = s.start_or(audio_start)
+                events += [SpeechEnd(s.last_voiced)] + ([UtteranceEnd(start, end)] * (end > start))
                 s = _end(s, settings)
                 if s.finished:  # the one utterance asked for: later frames are ignored
                     return replace(s, frames=state.frames + len(probs)), events
+
     s, forced = _force_cut(s, settings, received, committed)
     return s, events + forced
 
@@ -158,17 +161,20 @@ def _cut_point(s: Endpointing, committed: Sequence[Word], earliest: int, receive
 
 
 def pause_cut(
-    s: Endpointing, newly_committed: Sequence[Word], received: int, settings: StreamSettings
+    s: Endpointing, words: Sequence[Word], received: int, settings: StreamSettings
 ) -> tuple[Endpointing, UtteranceEnd | None]:
-    """Close a long utterance after the newest committed word that a pause follows."""
+    """Continuous speech (reading, a monologue) pauses between phrases for less than
+    silence_ms: an utterance PAUSE_CUT_AFTER long closes after the newest of `words` that a
+    pause follows (the VAD probability under SPEECH_END_PROB near its end), so its final
+    comes a moment after that word. The rest opens the next utterance."""
     start = s.utterance_start
     if not s.in_speech or start is None or settings.single_utterance:
         return s, None
-    for word in reversed(newly_committed):
+    for word in reversed(words):
         end = int(word.end * SAMPLE_RATE)
         if end - start < PAUSE_CUT_AFTER:
             return s, None
-        if end > received - CUT_MARGIN:
+        if end > received - PAUSE_MARGIN:
             continue
         quietest = _quietest(s, end)
         if quietest is not None and quietest[0] < SPEECH_END_PROB:

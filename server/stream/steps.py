@@ -48,6 +48,7 @@ def on_audio(
         if isinstance(event, SpeechBegin) and event.opens_utterance:
             state = replace(state, last_step=received)
         shown.append(event)
+    state = _pause_cut(state)
     if state.idle:
         state = _trim(state, received - PRE_ROLL)  # keep only the pre-roll
     return state, shown
@@ -62,14 +63,18 @@ def on_interim(
         state, last_step=max(state.last_step, job.end), processed=max(state.processed, job.end)
     )
     first = job.first / SAMPLE_RATE
-    words, _, agreed = agreement.commit(state.words, hypothesis, first, trusted)
-    state = replace(state, words=words)
-    if agreed:  # where two decodes agree, a pause may end the utterance
-        speech, cut = endpointing.pause_cut(state.speech, agreed, state.received, state.settings)
-        state = replace(state, speech=speech)
-        if cut is not None:
-            state = replace(state, pending=(*state.pending, (cut.start, cut.end)))
-    return replace(state, words=agreement.settle(state.words, job.end))
+    words, _ = agreement.commit(state.words, hypothesis, first, trusted)
+    return _pause_cut(replace(state, words=agreement.settle(words, job.end)))
+
+
+def _pause_cut(state: StreamState) -> StreamState:
+    """Close a long utterance at a short pause after a word that two decodes agree on;
+    checked when new audio shows a pause and when a new hypothesis agrees on the word."""
+    heard = state.words.heard
+    speech, cut = endpointing.pause_cut(state.speech, heard, state.received, state.settings)
+    if cut is None:
+        return state
+    return replace(state, speech=speech, pending=(*state.pending, (cut.start, cut.end)))
 
 
 def keep_final(state: StreamState, job: Job, hypothesis: Sequence[Word]) -> StreamState:
