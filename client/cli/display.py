@@ -9,7 +9,8 @@ from google.protobuf.json_format import MessageToDict
 
 
 class Display:
-    """Partial transcript redrawn in place on a terminal; finals on their own lines."""
+    """Partial transcript redrawn in place on a terminal (else on stderr, one a line);
+    finals on their own lines on stdout."""
 
     def __init__(self, json_lines: bool) -> None:
         self.json_lines = json_lines
@@ -34,8 +35,8 @@ class Display:
             self.partial = interim
             sys.stdout.write("\x1b[2m" + interim[-200:] + "\x1b[0m")
             sys.stdout.flush()
-        elif interim:
-            print(f"... {interim}", flush=True)
+        elif interim:  # finals alone on stdout, so `> out.txt` captures the transcript
+            print(f"... {interim}", file=sys.stderr, flush=True)
 
     def clear(self) -> None:
         if self.tty and self.partial:

@@ -74,9 +74,19 @@ def _demo(sub) -> None:
 
 def _mic(sub) -> None:
     mic = sub.add_parser("mic", help="stream the microphone to a server")
-    mic.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
+    mic.add_argument(
+        "--list-devices", action="store_true",
+        help="list audio devices (inputs marked `in`, the default `*`) and exit",
+    )  # fmt: skip
     mic.add_argument("--device", help="input device: index or name (default: the system's)")
-    mic.add_argument("--rate", type=int, default=16000, help="capture rate in Hz")
+    mic.add_argument(
+        "--rate", type=int, default=None,
+        help="capture rate in Hz (default: 16000, else the device's own; the server resamples)",
+    )  # fmt: skip
+    mic.add_argument(
+        "--finish-timeout-s", type=float, default=5.0,
+        help="seconds after Ctrl-C to wait for the final; past it, exit 1 (default %(default)s)",
+    )  # fmt: skip
     mic.add_argument("--chunk-ms", type=int, default=100, help="milliseconds of audio a request")
     mic.add_argument("--json", action="store_true", help="one response a line, as JSON")
     _client_flags(mic)
