@@ -177,6 +177,9 @@ async def start_server(
     config: ServerConfig, transcriber: Transcriber | None = None, metrics=None
 ) -> RunningServer:
     """Load (unless given), warm up, bind and start; health turns SERVING at the end."""
+    from .security import check_settings
+
+    check_settings(config)  # before the model loads: a wrong setting fails in a second
     health_servicer = health.aio.HealthServicer()
     if metrics is None and config.metrics_port >= 0:
         from .metrics import Metrics

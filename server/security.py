@@ -35,9 +35,21 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(key, cert)])
 
 
+def check_settings(config: ServerConfig) -> None:
+    """Refuse TLS settings that would serve something other than what was asked for."""
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ValueError("tls_cert and tls_key go together: set both for TLS, or neither")
+    if config.tls_client_ca and not config.tls_cert:
+        raise ValueError(
+            "tls_client_ca (mTLS) needs tls_cert and tls_key: without them the server "
+            "would serve plaintext"
+        )
+
+
 def load_tokens(path: str) -> list[bytes]:
+    """One token a line; blank lines and lines starting with `#` are not tokens."""
     lines = _read(path, "token file (auth_tokens_file)").decode().splitlines()
-    tokens = [line.strip().encode() for line in lines if line.strip()]
+    tokens = [t.encode() for line in lines if (t := line.strip()) and not t.startswith("#")]
     if not tokens:
         raise ValueError(f"token file {path!r} holds no tokens")
     return tokens

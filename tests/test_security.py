@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -16,6 +18,7 @@ from streamstt.client.client import (
     file_chunks,
     streaming_config,
 )
+from streamstt.server.security import load_tokens
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -136,3 +139,35 @@ def test_bearer_token_on_the_bidi_method(make_server, tmp_path):
     ):
         client.list_models()
     assert unary.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_comment_lines_in_the_token_file_are_not_tokens(make_server, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# rotate monthly\n  # second comment\nreal-token\n\n")
+    assert load_tokens(str(tokens)) == [b"real-token"]
+    running = make_server(auth_tokens_file=str(tokens))
+    for token in ("# rotate monthly", "#"):
+        with pytest.raises(StreamInterrupted) as failed:
+            _stream(running.target, ClientOptions(token=token))
+        assert failed.value.code == grpc.StatusCode.UNAUTHENTICATED
+    only_comments = tmp_path / "comments"
+    only_comments.write_text("# nothing yet\n")
+    with pytest.raises(ValueError, match="holds no tokens"):
+        load_tokens(str(only_comments))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tls-client-ca", "ca.crt"], "tls_client_ca (mTLS) needs tls_cert"),
+        (["--tls-cert", "server.crt"], "tls_cert and tls_key go together"),
+        (["--tls-key", "server.key"], "tls_cert and tls_key go together"),
+    ],
+)
+def test_inconsistent_tls_settings_refuse_to_start(flags, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "streamstt.client.cli", "serve", "--port", "0", *flags],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -16,11 +16,13 @@ from .display import Display
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from streamstt.server.app import serve
+    from streamstt.server.security import check_settings
     from streamstt.server.settings import ServerConfig, config_from_env
 
     overrides = {f.name: getattr(args, f.name) for f in fields(ServerConfig)}
     try:
         config = config_from_env(**overrides)
+        check_settings(config)
     except ValueError as exc:
         print(f"streamstt serve: {exc}", file=sys.stderr)
         return 2
