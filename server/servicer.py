@@ -207,9 +207,11 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             session.end("CANCELLED", "the request stream failed")
 
     async def _read_loop(self, session: StreamSession, requests, meter: StreamMeter | None) -> None:
+        last_audio = time.monotonic()  # empty messages do not count: they would hold a slot
         while True:
+            left = self.config.idle_timeout_s - (time.monotonic() - last_audio)
             try:
-                request = await asyncio.wait_for(requests.__anext__(), self.config.idle_timeout_s)
+                request = await asyncio.wait_for(requests.__anext__(), max(left, 0.0))
             except StopAsyncIteration:
                 break
             if request.WhichOneof("streaming_request") == "streaming_config":
@@ -219,7 +221,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 )
             if not request.audio_content:
                 continue
-            arrived = time.monotonic()
+            arrived = last_audio = time.monotonic()
             more = await session.feed(request.audio_content)
             if meter is not None:
                 meter.arrived(session.state.received / SAMPLE_RATE, arrived)

@@ -3,6 +3,7 @@ the caller what to fix. Pure functions; the servicer turns `InvalidRequest` into
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import grpc
@@ -17,6 +18,9 @@ CONTAINER_ENCODINGS = (asr_pb2.FLAC, asr_pb2.WAV, asr_pb2.OGG_OPUS, asr_pb2.MP3)
 MIN_BUDGET_MS, MAX_BUDGET_MS = 100, 60000
 MIN_SILENCE_MS, MAX_SILENCE_MS = 100, 10000
 MIN_UTTERANCE_MS = 1000
+MAX_PHRASES = 5000  # phrase hints a request, over all its speech_contexts
+MAX_PHRASE_CHARS = 100  # characters in one phrase
+MAX_PHRASES_CHARS = 100_000  # characters over all phrases
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,30 @@ def check_common(
         raise _invalid(
             f"audio_channel_count {config.audio_channel_count} is outside 1-{server.max_channels}"
         )
-    for context in config.speech_contexts:
-        if context.boost < 0:
-            raise _invalid(f"speech_contexts boost {context.boost} is negative")
+    _check_phrases(config.speech_contexts)
     if config.max_alternatives < 0:
         raise _invalid(f"max_alternatives {config.max_alternatives} is negative")
     return channels
+
+
+def _check_phrases(contexts) -> None:
+    """Google's limits on hints: they become decoder prompt text, re-read every decode."""
+    phrases = [p for c in contexts for p in c.phrases]
+    if len(phrases) > MAX_PHRASES:
+        raise _invalid(f"speech_contexts hold {len(phrases)} phrases; at most {MAX_PHRASES}")
+    longest = max(phrases, key=len, default="")
+    if len(longest) > MAX_PHRASE_CHARS:
+        raise _invalid(
+            f"a speech_contexts phrase has {len(longest)} characters; at most {MAX_PHRASE_CHARS}"
+        )
+    total = sum(map(len, phrases))
+    if total > MAX_PHRASES_CHARS:
+        raise _invalid(
+            f"speech_contexts phrases hold {total} characters; at most {MAX_PHRASES_CHARS}"
+        )
+    for context in contexts:
+        if not math.isfinite(context.boost) or context.boost < 0:
+            raise _invalid(f"speech_contexts boost {context.boost} is not a finite number >= 0")
 
 
 def check_rate(rate: int) -> None:

@@ -274,9 +274,13 @@ def test_recognize_whole_file(server):
 def test_single_utterance_ends_after_the_first(server):
     responses = run_stream(server.target, "two_utterances", single_utterance=True)
     events = [r.speech_event_type for r in responses]
-    assert asr_pb2.StreamingRecognizeResponse.END_OF_SINGLE_UTTERANCE in events
+    assert events.count(asr_pb2.StreamingRecognizeResponse.END_OF_SINGLE_UTTERANCE) == 1
     results = finals(responses)
     assert len(results) == 1 and results[0].utterance_index == 0
+    # The contract's order: the event, then the final, then nothing.
+    event_at = events.index(asr_pb2.StreamingRecognizeResponse.END_OF_SINGLE_UTTERANCE)
+    final_at = next(i for i, r in enumerate(responses) if any(x.is_final for x in r.results))
+    assert event_at < final_at == len(responses) - 1
 
 
 def test_voice_activity_events(server):

@@ -22,6 +22,10 @@ def config(**fields) -> Request:
     )
 
 
+def hints(*phrases: str, boost: float = 0.0) -> asr_pb2.SpeechContext:
+    return asr_pb2.SpeechContext(phrases=phrases or ("streamstt",), boost=boost)
+
+
 def audio(data: bytes) -> Request:
     return Request(audio_content=data)
 
@@ -101,6 +105,20 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
             [Request(streaming_config=asr_pb2.StreamingRecognitionConfig())],
             INVALID,
             "config is required",
+        ),
+        ([config(recognition={"speech_contexts": [hints(boost=float("nan"))]})], INVALID, "boost"),
+        ([config(recognition={"speech_contexts": [hints(boost=float("inf"))]})], INVALID, "boost"),
+        ([config(recognition={"speech_contexts": [hints(boost=-1.0)]})], INVALID, "boost"),
+        ([config(recognition={"speech_contexts": [hints("x" * 101)]})], INVALID, "at most 100"),
+        (
+            [config(recognition={"speech_contexts": [hints(*["word"] * 2501)] * 2})],
+            INVALID,
+            "5002 phrases; at most 5000",
+        ),
+        (
+            [config(recognition={"speech_contexts": [hints(*["y" * 100] * 1001)]})],
+            INVALID,
+            "100100 characters; at most 100000",
         ),
     ],
 )
@@ -190,6 +208,24 @@ def test_idle_stream_is_closed_with_a_status(make_server):
     status, details, _ = call(running.target, idle(), timeout=8)
     stop.set()
     assert status == grpc.StatusCode.DEADLINE_EXCEEDED and "idle_timeout_s" in details
+
+
+def test_empty_messages_do_not_hold_a_stream_open(make_server):
+    import time
+
+    running = make_server(idle_timeout_s=1.0)
+
+    def empty():
+        yield config()
+        yield audio(speech_bytes(0.5))
+        for _ in range(100):  # 20 s of keep-alive-looking empty messages
+            time.sleep(0.2)
+            yield audio(b"")
+
+    started = time.monotonic()
+    status, details, _ = call(running.target, empty(), timeout=30)
+    assert status == grpc.StatusCode.DEADLINE_EXCEEDED and "idle_timeout_s" in details
+    assert time.monotonic() - started < 5
 
 
 def test_client_deadline_shorter_than_audio(server):
