@@ -3,14 +3,18 @@
 All streams share one batched decode cycle, whose length is projected as the measured model
 time per stream-step (the scheduler's smoothed cost) times the number of streams
 (conservative: batching makes the real cost per stream lower). A word waits for the next
-cycle and then for its compute, so the cycle must fit in half of the tightest latency budget,
-scaled by `utilization`.
+cycle and then for its compute, so the cycle must fit in half of the new stream's own latency
+budget, scaled by `utilization`. Only the new stream's budget counts: a stream that asked for
+a budget the server cannot keep is refused itself (the message gives the smallest budget that
+fits), and one tight-budget stream cannot lock every later caller out. Streams already
+running are served earliest deadline first, so a tight budget gets its decodes first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Mapping
 
 from .scheduler import Scheduler
@@ -52,12 +56,13 @@ class Admission:
             return None
         streams = len(self.streams) + 1
         cycle = cost * streams
-        budgets = [s.settings.latency_budget_ms / 1000 for s in self.streams.values()]
-        allowed = self.utilization * min([budget_s, *budgets]) / 2
+        allowed = self.utilization * budget_s / 2
         if cycle <= allowed:
             return None
+        smallest_ms = math.ceil(cycle * 2 / self.utilization * 1000)
         return (
             f"server at capacity: {streams} streams would need a {cycle * 1000:.0f} ms "
-            f"decode cycle, the tightest latency budget allows {allowed * 1000:.0f} ms; "
+            f"decode cycle, a latency budget of {budget_s * 1000:.0f} ms allows "
+            f"{allowed * 1000:.0f} ms; latency_budget_ms >= {smallest_ms} would fit now, or "
             "retry later or on another replica"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -434,3 +435,37 @@ def test_microphone_without_a_device_is_a_clear_message():
         pytest.skip("this machine has a usable microphone")
     assert done.returncode == 2 and "no usable input device" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_tight_budget_holds_no_one_hostage(make_server):
+    """Admission judges a new stream on its own budget: a stream with the smallest budget
+    does not make the server refuse default-budget streams, and a new stream whose own
+    budget cannot be kept is refused with the budget that would fit."""
+    running = make_server()
+    assert finals(run_stream(running.target, "sample"))  # measures the cost of a step
+    cost = running.scheduler.stats.cost_per_step_s
+    # Two streams fit a 1 s budget twice over; three streams miss a 100 ms budget 7-fold.
+    running.running.servicer.admission.utilization = 8 * cost
+    tight = threading.Thread(
+        target=run_stream,
+        args=(running.target, "en_us_female"),
+        kwargs={"pace": 0.1, "latency_budget_ms": 100},
+        daemon=True,
+    )
+    tight.start()
+    deadline = time.monotonic() + 30
+    while not running.running.servicer.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    other = threading.Thread(
+        target=run_stream, args=(running.target, "en_us_male"), kwargs={"pace": 0.1}, daemon=True
+    )
+    other.start()
+    while len(running.running.servicer.active) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(running.running.servicer.active) == 2  # the default-budget stream got in
+    with pytest.raises(StreamInterrupted) as refused:
+        run_stream(running.target, "sample", latency_budget_ms=100)
+    assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert re.search(r"latency_budget_ms >= \d+ would fit", str(refused.value)), refused.value
+    tight.join(60)
+    other.join(60)
