@@ -6,6 +6,7 @@ with the reason; elsewhere the test is skipped."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -63,10 +64,13 @@ def _lines(stream, into: list[str], seen: threading.Event) -> None:
             seen.set()
 
 
-def test_mic_ctrl_c_prints_the_final_and_exits_zero(pulse, server):
+@contextlib.contextmanager
+def _listening_mic(env: dict[str, str], target: str):
+    """`streamstt mic` against `target`, once it says it is listening; yields the process
+    and the lines of its stdout and stderr as they come. Killed on the way out if still up."""
     mic = subprocess.Popen(
-        [sys.executable, "-m", "streamstt.client.cli", "mic", "--server", server.target],
-        env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "streamstt.client.cli", "mic", "--server", target],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     out: list[str] = []
     err: list[str] = []
@@ -79,6 +83,16 @@ def test_mic_ctrl_c_prints_the_final_and_exits_zero(pulse, server):
         reader.start()
     try:
         assert listening.wait(60), f"mic never listened: {''.join(err)}"
+        yield mic, out, err
+    finally:
+        if mic.poll() is None:
+            mic.kill()
+        for reader in readers:
+            reader.join(10)
+
+
+def test_mic_ctrl_c_prints_the_final_and_exits_zero(pulse, server):
+    with _listening_mic(pulse, server.target) as (mic, out, err):
         # No silence after the speech: the final can only come from the half-close.
         subprocess.run(
             ["paplay", f"--device={SINK}", str(DATA / "en_us_female.wav")],
@@ -89,11 +103,6 @@ def test_mic_ctrl_c_prints_the_final_and_exits_zero(pulse, server):
         mic.send_signal(signal.SIGINT)
         code = mic.wait(30)
         took = time.monotonic() - signalled
-    finally:
-        if mic.poll() is None:
-            mic.kill()
-    for reader in readers:
-        reader.join(10)
     assert code == 0, "".join(err)
     assert took < FINISH_LIMIT_S, f"{took:.2f} s from Ctrl-C to exit"
     finals = [line.strip() for line in out if line.strip()]
@@ -103,22 +112,11 @@ def test_mic_ctrl_c_prints_the_final_and_exits_zero(pulse, server):
 
 
 def test_mic_second_ctrl_c_exits_at_once(pulse, server):
-    mic = subprocess.Popen(
-        [sys.executable, "-m", "streamstt.client.cli", "mic", "--server", server.target],
-        env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    err: list[str] = []
-    listening = threading.Event()
-    threading.Thread(target=_lines, args=(mic.stderr, err, listening), daemon=True).start()
-    try:
-        assert listening.wait(60), f"mic never listened: {''.join(err)}"
+    with _listening_mic(pulse, server.target) as (mic, _, _):
         mic.send_signal(signal.SIGINT)
         time.sleep(0.3)  # signals arriving together are handled once
         mic.send_signal(signal.SIGINT)
         assert mic.wait(10) == 130
-    finally:
-        if mic.poll() is None:
-            mic.kill()
 
 
 def test_mic_list_devices_marks_inputs(pulse):

@@ -98,14 +98,14 @@ class Finisher:
     def __init__(self, capture: Capture, stream, client, timeout_s: float) -> None:
         self.capture, self.stream, self.client = capture, stream, client
         self.timeout_s = timeout_s
-        self.signalled_at: float | None = None
+        self.signalled = False
         self.timed_out = False
 
     def __call__(self, signum, frame) -> None:
-        if self.signalled_at is not None:
+        if self.signalled:
             print("\nstreamstt mic: interrupted again; exiting without the final", file=sys.stderr)
             os._exit(130)
-        self.signalled_at = time.monotonic()
+        self.signalled = True
         print("\nstreamstt mic: finishing (Ctrl-C again to quit at once)", file=sys.stderr)
         self.stream.stop()
         self.capture.stopped.set()
