@@ -78,6 +78,11 @@ def agreed_prefix(new: Sequence[Word], previous: Sequence[Word]) -> int:
     return count
 
 
+def same_words(a: Sequence[Word], b: Sequence[Word]) -> bool:
+    """Whether two runs of words read the same, compared as normalised words."""
+    return len(a) == len(b) and agreed_prefix(a, b) == len(a)
+
+
 def commit(
     state: Agreement, hypothesis: Sequence[Word], window_first_s: float, trusted: bool = True
 ) -> tuple[Agreement, tuple[Word, ...]]:
@@ -110,15 +115,15 @@ def _after_committed(
     """The hypothesis's words after the committed ones. A decode is given the committed words
     as its known start, so they open the hypothesis; judged by time only when they do not
     (alignment stretches words at a window's edge, so the new words' times can overlap them)."""
-    committed = [normal(w.word) for w in state.committed]
-    if committed and [normal(w.word) for w in hypothesis[: len(committed)]] == committed:
+    committed = state.committed
+    if committed and same_words(hypothesis[: len(committed)], committed):
         return list(hypothesis[len(committed) :])
     done = state.committed or state.settled
     last_end = done[-1].end if done else window_first_s
     new = [w for w in hypothesis if w.end > last_end - COMMIT_TOLERANCE]
     if done and new:  # the model often repeats the last committed words: drop the overlap
         for n in range(min(REPEAT_CHECK_WORDS, len(done), len(new)), 0, -1):
-            if [normal(w.word) for w in done[-n:]] == [normal(w.word) for w in new[:n]]:
+            if same_words(done[-n:], new[:n]):
                 return new[n:]
     return new
 

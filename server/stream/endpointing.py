@@ -187,12 +187,14 @@ def pause_cut(
 def _quietest(s: Endpointing, sample: int) -> tuple[float, int] | None:
     """The lowest VAD probability within CUT_SPAN of `sample` and the middle of its frame,
     the earliest on ties (None when no frame there is logged)."""
-    starts = (np.arange(len(s.recent)) + s.frames - len(s.recent)) * VAD_FRAME
-    near = np.flatnonzero((sample - CUT_SPAN < starts + VAD_FRAME) & (starts < sample + CUT_SPAN))
-    if not len(near):
+    first = s.frames - len(s.recent)  # frame number of recent[0]
+    # frames f with f * VAD_FRAME in (sample - CUT_SPAN - VAD_FRAME, sample + CUT_SPAN)
+    low = max((sample - CUT_SPAN) // VAD_FRAME, first)
+    high = min(-(-(sample + CUT_SPAN) // VAD_FRAME), s.frames)
+    if low >= high:
         return None
-    best = near[np.argmin(s.recent[near])]
-    return float(s.recent[best]), int(starts[best]) + VAD_FRAME // 2
+    best = low + int(np.argmin(s.recent[low - first : high - first]))
+    return float(s.recent[best - first]), best * VAD_FRAME + VAD_FRAME // 2
 
 
 def close(

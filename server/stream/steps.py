@@ -18,7 +18,6 @@ from streamstt.models.audio import SAMPLE_RATE
 from streamstt.models.transcriber import Word
 
 from . import agreement, endpointing
-from .agreement import normal
 from .endpointing import PRE_ROLL, SpeechBegin, SpeechEnd, UtteranceEnd
 from .job import Job
 from .planning import LEFT_CONTEXT, final_job, onset, same_window, within
@@ -95,7 +94,7 @@ def take_final(state: StreamState) -> tuple[StreamState, FinalResult | None, boo
             return state, None, False
         job = planned
     committed = within(state.words.stable, job.end)[: job.keeps]
-    if [normal(w.word) for w in words[: job.keeps]] != [normal(w.word) for w in committed]:
+    if not agreement.same_words(words[: job.keeps], committed):
         return replace(state, decoded=None, constrain_final=True), None, False
     state, result = _close_utterance(state, job, words)
     return state, result, True
