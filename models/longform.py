@@ -1,5 +1,9 @@
 """Offline recognition of a whole recording: 30 s windows, each going on where the last
-complete segment ended and prompted with the text so far (Whisper's seek loop)."""
+complete segment ended and prompted with the text so far (Whisper's seek loop).
+
+`Seek` holds the loop's state, so the same loop runs in one call (`transcribe_long`) or one
+window at a time between other work (the server's scheduled Recognize, server/recognize.py).
+"""
 
 from __future__ import annotations
 
@@ -16,23 +20,43 @@ if TYPE_CHECKING:
     from .transcriber import Transcriber
 
 
+class Seek:
+    """Where a recording's seek loop stands: the next window, and the text so far."""
+
+    def __init__(self, tokenizer: WhisperTokenizer, audio: Tensor, prompt: str = "") -> None:
+        self.tokenizer = tokenizer
+        self.audio = audio
+        self.position = 0  # samples decoded so far
+        self.pieces: list[Transcript] = []
+        self._prompt_tokens = tokenizer.encode_text(prompt)
+
+    def next_request(self) -> Request | None:
+        """The next window to decode, or None when the recording is done."""
+        window = self.audio[self.position : self.position + N_SAMPLES]
+        if self.position >= self.audio.shape[-1] or window.shape[-1] < HOP_LENGTH * 2:
+            return None
+        return Request(window, self._prompt_tokens, offset_s=self.position / SAMPLE_RATE)
+
+    def take(self, request: Request, result: Transcript) -> None:
+        """The decoded window: keep its complete segments and move on."""
+        self.pieces.append(result)
+        window = request.audio.shape[-1]
+        self.position += _advance(self.tokenizer, result, window, self.position)
+        eot = self.tokenizer.special.eot
+        self._prompt_tokens = self._prompt_tokens + [t for t in result.tokens if t < eot]
+
+    def transcript(self) -> Transcript:
+        return merge(self.pieces)
+
+
 def transcribe_long(
     transcriber: Transcriber, audio: Tensor, options: TranscribeOptions, prompt: str = ""
 ) -> Transcript:
-    tokenizer = transcriber.tokenizer
-    total = audio.shape[-1]
-    seek, pieces = 0, []
-    prompt_tokens = tokenizer.encode_text(prompt)
-    while seek < total:
-        window = audio[seek : seek + N_SAMPLES]
-        if window.shape[-1] < HOP_LENGTH * 2:
-            break
-        request = Request(window, prompt_tokens, offset_s=seek / SAMPLE_RATE)
+    seek = Seek(transcriber.tokenizer, audio, prompt)
+    while (request := seek.next_request()) is not None:
         (result,) = transcriber.transcribe_batch([request], options)
-        pieces.append(result)
-        seek += _advance(tokenizer, result, window.shape[-1], seek)
-        prompt_tokens = prompt_tokens + [t for t in result.tokens if t < tokenizer.special.eot]
-    return merge(pieces)
+        seek.take(request, result)
+    return seek.transcript()
 
 
 def _advance(tokenizer: WhisperTokenizer, result: Transcript, window: int, seek: int) -> int:

@@ -30,7 +30,7 @@ from .admission import Admission
 from .readiness import Readiness
 from .scheduler import Scheduler
 from .servicer import RecognizerServicer
-from .settings import ServerConfig
+from .settings import ServerConfig, message_limit
 from .stream.vad import SileroVad
 from .workers import Workers
 
@@ -80,8 +80,8 @@ def setup_logging(json_logs: bool, level: int = logging.INFO) -> None:
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     """Channel arguments; each is a named limit in ServerConfig."""
     options = [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", message_limit(config)),
+        ("grpc.max_send_message_length", message_limit(config)),
         # Pings closer together than this are "bad"; after a few the client gets GOAWAY.
         ("grpc.http2.min_ping_interval_without_data_ms", int(config.keepalive_min_ping_s * 1000)),
         (

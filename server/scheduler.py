@@ -77,14 +77,17 @@ class SchedulerStats:
     cost_per_step_s: float = 0.0  # smoothed model seconds per stream-step
     timeline: deque[BatchTiming] = field(default_factory=lambda: deque(maxlen=TIMELINE_LENGTH))
 
-    def record(self, timing: BatchTiming, early: int) -> None:
-        """A batch ran (`early`: how many of its items were finals decoded early)."""
+    def record(self, timing: BatchTiming, early: int, live: bool = True) -> None:
+        """A batch ran (`early`: how many of its items were finals decoded early; `live`:
+        its cost is a live stream-step's, which admission projects)."""
         self.batches += 1
         self.steps += timing.size
         self.max_batch = max(self.max_batch, timing.size)
         self.multi_stream_batches += timing.size >= 2
         self.early_finals += early
         self.timeline.append(timing)
+        if not live:
+            return
         per_step = timing.compute_s / timing.size
         if self.cost_per_step_s == 0:
             self.cost_per_step_s = per_step
@@ -239,7 +242,8 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001
             self._fail(batch, exc)
             return
-        self.stats.record(batch.timing, sum(job.early for job in batch.jobs))
+        live = not batch.jobs[0].background
+        self.stats.record(batch.timing, sum(job.early for job in batch.jobs), live)
         self.measured.set()
         if self.on_batch is not None:
             self.on_batch(batch.timing)

@@ -16,12 +16,13 @@ import grpc
 import torch
 
 from streamstt.models.audio import SAMPLE_RATE, AudioDecodeError, decode_audio, resample
-from streamstt.models.transcriber import TranscribeOptions, Transcriber
+from streamstt.models.transcriber import Transcriber
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
 from . import responses, validation
 from .admission import Admission, AdmissionError
 from .metrics import StreamMeter
+from .recognize import RecognizeFailed, RecognizeWork
 from .settings import ServerConfig, StreamSettings
 from .stream.events import End
 from .stream.outbox import Outbox
@@ -138,7 +139,6 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     def _session(
         self, settings: StreamSettings, config, meter: StreamMeter | None
     ) -> StreamSession:
-        phrases = [p for c in config.speech_contexts for p in c.phrases]
         return StreamSession(
             settings,
             Outbox(self.config.outbox_size, self.config.outbox_timeout_s),
@@ -146,7 +146,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             vad=self.vad,
             notify=self.notify,
             max_samples=int(self.config.max_stream_seconds * SAMPLE_RATE),
-            phrases=", ".join(phrases),
+            phrases=_phrases(config),
             on_event=meter.observe if meter else None,
         )
 
@@ -233,10 +233,38 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     async def Recognize(self, request, context):  # noqa: N802
         if self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
-        config = request.config
+        calls = sum(isinstance(work, RecognizeWork) for work in self.active.values())
+        if calls >= self.config.max_recognize_calls:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many Recognize calls decoding (max_recognize_calls="
+                f"{self.config.max_recognize_calls}); retry later or use StreamingRecognize",
+            )
+        audio = await self._recognize_audio(request.config, request.audio_content, context)
+        seconds = audio.shape[-1] / SAMPLE_RATE
+        started = time.monotonic()
+        prompt = _phrases(request.config)
+        work = RecognizeWork(self.transcriber.tokenizer, audio, self.notify, prompt)
+        self.active[work.stream_id] = work  # counted by max_streams, admission and the drain
+        self.on_change()
+        self.notify()
+        try:
+            transcript = await work.result
+        except RecognizeFailed as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
+        finally:
+            work.cancel()
+            self.active.pop(work.stream_id, None)
+            self.on_change()
+        extra = {"audio_s": seconds, "wall_s": time.monotonic() - started}
+        _LOGGER.info("recognize done", extra=extra)
+        return responses.recognize(transcript, seconds, request.config)
+
+    async def _recognize_audio(self, config, data: bytes, context) -> torch.Tensor:
+        """The request's audio as 16 kHz mono samples, decoded off the event loop."""
         try:
             channels = validation.check_common(config, self.config, self.model_names)
-            audio = _decode_file(request.audio_content, config, channels)
+            audio = await asyncio.to_thread(_decode_file, data, config, channels)
         except validation.InvalidRequest as exc:
             await context.abort(exc.code, exc.message)
         except (AudioFormatError, AudioDecodeError) as exc:
@@ -246,15 +274,10 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             await context.abort(
                 grpc.StatusCode.OUT_OF_RANGE,
                 f"audio is {seconds:.0f} s; Recognize takes at most "
-                f"{self.config.max_recognize_seconds:g} s (use StreamingRecognize)",
+                f"{self.config.max_recognize_seconds:g} s (max_recognize_seconds; use "
+                "StreamingRecognize)",
             )
-        started = time.monotonic()
-        transcript = await self.workers.model(
-            self.transcriber.transcribe, audio, TranscribeOptions()
-        )
-        extra = {"audio_s": seconds, "compute_s": time.monotonic() - started}
-        _LOGGER.info("recognize done", extra=extra)
-        return responses.recognize(transcript, seconds, config)
+        return audio
 
     # ---- ListModels ------------------------------------------------------------------------
     async def ListModels(self, request, context):  # noqa: N802
@@ -284,6 +307,11 @@ async def _next_request(requests, context, idle_timeout_s: float):
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"no request for {idle_timeout_s:g} s (idle_timeout_s); stream closed",
         )
+
+
+def _phrases(config) -> str:
+    """The request's phrase hints as prompt text."""
+    return ", ".join(p for c in config.speech_contexts for p in c.phrases)
 
 
 def _decode_file(data: bytes, config, channels: int) -> torch.Tensor:

@@ -34,14 +34,18 @@ class ServerConfig:
     precision: str = "auto"
     threads: int = 0
     max_streams: int = 16
-    max_message_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = 0
     max_stream_seconds: float = 3600.0
     idle_timeout_s: float = 30.0
     outbox_size: int = 64
     outbox_timeout_s: float = 10.0
     max_channels: int = 8
     max_recognize_seconds: float = 600.0
+    max_recognize_calls: int = 2
+    max_backlog_s: float = 6.0
     grace_s: float = 10.0
+    drain_finals_s: float = 5.0
+    model_timeout_s: float = 60.0
     max_batch_size: int = 8
     max_wait_ms: float = 5.0
     admission_utilization: float = 0.9
@@ -74,14 +78,30 @@ OPTIONS: dict[str, dict[str, str]] = {
     },
     "limits": {
         "max_streams": "concurrent streams; one more gets RESOURCE_EXHAUSTED at once",
-        "max_message_bytes": "bytes in one request message; more: RESOURCE_EXHAUSTED",
+        "max_message_bytes": (
+            "bytes in one request message; more: RESOURCE_EXHAUSTED; 0 = what "
+            "max_recognize_seconds of 16 kHz 16-bit audio needs (at least 4 MiB)"
+        ),
         "max_stream_seconds": "audio seconds per stream; past it the finals, then OUT_OF_RANGE",
         "idle_timeout_s": "seconds without a request; then DEADLINE_EXCEEDED",
         "outbox_size": "responses queued for a slow reader; past it stale interims are skipped",
         "outbox_timeout_s": "seconds a reader may lag; then RESOURCE_EXHAUSTED, stream aborted",
         "max_channels": "interleaved channels; more: INVALID_ARGUMENT",
         "max_recognize_seconds": "audio seconds in one Recognize call; more: OUT_OF_RANGE",
+        "max_recognize_calls": "Recognize calls decoding at once; one more: RESOURCE_EXHAUSTED",
+        "max_backlog_s": (
+            "audio seconds a stream may have waiting for decoding; past it the server stops "
+            "reading that stream (flow control holds the sender; nothing is dropped)"
+        ),
         "grace_s": "seconds running streams get to finish after SIGTERM; new calls UNAVAILABLE",
+        "drain_finals_s": (
+            "after grace_s: seconds to decode open utterances and send their finals, then "
+            "UNAVAILABLE"
+        ),
+        "model_timeout_s": (
+            "seconds one model call may take; past it the batch's streams get UNAVAILABLE and "
+            "health (liveness too) turns NOT_SERVING so the replica is restarted"
+        ),
     },
     "scheduling": {
         "max_batch_size": "streams in one model call",
@@ -133,6 +153,15 @@ def _parse(kind: object, raw: str, name: str) -> object:
     except ValueError as exc:
         raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw
+
+
+def message_limit(config: ServerConfig) -> int:
+    """Bytes in one request message: as set, or enough for a Recognize call of
+    max_recognize_seconds of 16 kHz 16-bit audio (plus framing), and never under 4 MiB."""
+    if config.max_message_bytes > 0:
+        return config.max_message_bytes
+    needed = int(config.max_recognize_seconds * 16000 * 2) + 64 * 1024
+    return max(4 * 1024 * 1024, needed)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,90 @@
+"""Recognize as scheduled work: a whole recording decoded one 30 s window at a time by the
+same scheduler as the live streams, after them.
+
+A window runs alone (it is a final-like job: the full window with the offline options), and
+only when no live stream has a decode due: its deadline lies past every live one. Between
+Recognize calls the one that waited longest goes next, so calls take turns. The call's
+handler awaits `result`; the call going away cancels the work (no more windows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from streamstt.models.longform import Seek
+from streamstt.models.options import Request, TranscribeOptions
+from streamstt.models.results import Transcript
+from streamstt.models.tokenizer import WhisperTokenizer
+
+_IDS = itertools.count(1)
+# Added to a Recognize window's deadline: later than any live stream's (budgets are <= 60 s).
+BACKGROUND_S = 1e6
+OFFLINE_OPTIONS = TranscribeOptions()
+
+
+@dataclass(frozen=True)
+class Window:
+    """The scheduler's job for one window; like a final it runs alone."""
+
+    request: Request
+    final: bool = True
+    early: bool = False
+    background: bool = True  # its cost is not a live stream-step's (admission's estimate)
+    options: TranscribeOptions = field(default=OFFLINE_OPTIONS)
+
+
+class RecognizeFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class RecognizeWork:
+    """One Recognize call as seen by the scheduler (server.scheduler.Session)."""
+
+    def __init__(
+        self, tokenizer: WhisperTokenizer, audio: Tensor, notify: Callable[[], None], prompt=""
+    ) -> None:
+        self.stream_id = f"r{next(_IDS)}"
+        self.result: asyncio.Future[Transcript] = asyncio.get_running_loop().create_future()
+        self._seek = Seek(tokenizer, audio, prompt)
+        self._waiting_since = time.monotonic()
+        self._notify = notify
+
+    def next_job(self, allow_early: bool = True, join: bool = False) -> Window | None:
+        if self.result.done() or join:
+            return None
+        request = self._seek.next_request()
+        if request is None:  # an empty recording: nothing to decode
+            self.result.set_result(self._seek.transcript())
+            return None
+        return Window(request)
+
+    def request(self, job: Window) -> Request:
+        return job.request
+
+    def deadline(self) -> float:
+        return self._waiting_since + BACKGROUND_S
+
+    def deliver(self, job: Window, transcript: Transcript, timing: object) -> None:
+        if self.result.done():
+            return
+        self._seek.take(job.request, transcript)
+        self._waiting_since = time.monotonic()
+        if self._seek.next_request() is None:
+            self.result.set_result(self._seek.transcript())
+        self._notify()
+
+    def end(self, code: str, message: str = "") -> None:
+        if not self.result.done():
+            self.result.set_exception(RecognizeFailed(code, message))
+
+    def cancel(self) -> None:
+        """The call is over (or gone): no more windows."""
+        self.result.cancel()
