@@ -111,4 +111,3 @@ def test_recognize_counts_in_max_streams(make_server):
         run_stream(running.target, "sample")
     assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     first.result()
-
