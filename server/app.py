@@ -38,6 +38,10 @@ SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["Recognizer"].full_name
 _LOGGER = logging.getLogger("streamstt.server")
 DRAIN_POLL_S = 0.05  # how often the drain checks for running streams
 STOP_GRACE_S = 1.0  # after the drain: time grpc gives in-flight calls to complete
+DRAIN_MESSAGE = (
+    "server shutting down (grace_s over): finals of the audio received were sent; "
+    "resume on another replica"
+)
 WARMUP_SECONDS = 2.0  # audio decoded once at start-up so the first caller pays no warm-up
 
 
@@ -120,12 +124,19 @@ class RunningServer:
         self.servicer.draining = True
         await self.readiness.drain()
         deadline = time.monotonic() + self.config.grace_s
-        while self.servicer.active and time.monotonic() < deadline:
-            await asyncio.sleep(DRAIN_POLL_S)
+        await self._wait_for_streams(deadline)
+        if self.servicer.active:  # past the grace: what was heard still gets its final
+            await self.servicer.finalise_all(DRAIN_MESSAGE)
+            deadline = time.monotonic() + self.config.drain_finals_s
+            await self._wait_for_streams(deadline)
         await self.readiness.stop()
         await self.server.stop(max(0.0, min(STOP_GRACE_S, deadline - time.monotonic())))
         await self.scheduler.stop()
         self.workers.shutdown()
+
+    async def _wait_for_streams(self, deadline: float) -> None:
+        while self.servicer.active and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
 
 
 def load_transcriber(config: ServerConfig) -> Transcriber:

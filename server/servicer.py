@@ -67,6 +67,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         # Sent to every streaming caller in the `streamstt-replica` header, so a client (and
         # an operator reading its logs) knows which replica served a stream.
         self.replica = ""
+        self._readers: dict[str, asyncio.Task] = {}  # each live stream's request reader
         self.notify = _nothing  # wakes the scheduler (set by the app)
         self.on_change = _nothing  # called when a stream starts or ends (readiness)
 
@@ -77,6 +78,18 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         if len(self.active) >= self.config.max_streams:
             return f"max_streams={self.config.max_streams} reached"
         return self.admission.capacity_error(self.config.latency_budget_ms / 1000)
+
+    async def finalise_all(self, message: str) -> None:
+        """The end of the drain: stop reading every stream, decode what each has heard and
+        end it with UNAVAILABLE after its finals; Recognize calls end UNAVAILABLE."""
+        for stream_id, work in list(self.active.items()):
+            reader = self._readers.pop(stream_id, None)
+            if reader is not None:
+                reader.cancel()
+            if not isinstance(work, StreamSession):
+                work.end("UNAVAILABLE", message)
+            elif not work.state.closed:  # a half-closed stream is finishing on its own
+                await work.finish(End("UNAVAILABLE", message))
 
     # ---- StreamingRecognize ----------------------------------------------------------------
     async def StreamingRecognize(self, request_iterator, context) -> None:  # noqa: N802
@@ -91,10 +104,12 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             return  # an empty stream ends OK with no results
         session, meter = await self._open(first, context)
         reader = asyncio.create_task(self._read(session, requests, meter))
+        self._readers[session.stream_id] = reader
         end = None  # None until the stream ends on its own terms: else metered CANCELLED
         try:
             end = await self._pump(session, context)
         finally:
+            self._readers.pop(session.stream_id, None)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
@@ -195,11 +210,10 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             session.end(exc.code.name, exc.message)
         except AudioFormatError as exc:
             session.end("INVALID_ARGUMENT", str(exc))
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError:  # what was heard is finalised before the status
             limit = self.config.idle_timeout_s
-            session.end(
-                "DEADLINE_EXCEEDED", f"no audio for {limit:g} s (idle_timeout_s); stream closed"
-            )
+            message = f"no audio for {limit:g} s (idle_timeout_s); finals sent, stream closed"
+            await session.finish(End("DEADLINE_EXCEEDED", message))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the client went away or broke the stream
@@ -221,12 +235,14 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 )
             if not request.audio_content:
                 continue
-            arrived = last_audio = time.monotonic()
+            arrived = time.monotonic()
             more = await session.feed(request.audio_content)
             if meter is not None:
                 meter.arrived(session.state.received / SAMPLE_RATE, arrived)
             if not more:
                 return
+            await session.wait_for_room(self.config.max_backlog_s)
+            last_audio = time.monotonic()  # a wait for the model is not the client idling
         await session.finish()
 
     # ---- Recognize -------------------------------------------------------------------------

@@ -344,10 +344,11 @@ def test_deployment_probes_ports_drain_and_security(variant: str) -> None:
         sleep_s = int(command[1])
     assert sleep_s >= 3, "endpoint removal needs a few seconds to reach balancers"
     grace_s = float(env.get("STREAMSTT_GRACE_S", ServerConfig.grace_s))
+    finals_s = float(env.get("STREAMSTT_DRAIN_FINALS_S", ServerConfig.drain_finals_s))
     total = spec["terminationGracePeriodSeconds"]
-    assert total >= sleep_s + grace_s + EXIT_MARGIN_S, (
+    assert total >= sleep_s + grace_s + finals_s + EXIT_MARGIN_S, (
         f"terminationGracePeriodSeconds {total} < preStop {sleep_s} + grace {grace_s} "
-        f"+ {EXIT_MARGIN_S}: the drain would be cut by SIGKILL"
+        f"+ drain finals {finals_s} + {EXIT_MARGIN_S}: the drain would be cut by SIGKILL"
     )
 
     pod_security = spec.get("securityContext", {})

@@ -4,6 +4,7 @@ as scheduled work, flow control for fast senders, finals on the drain and the id
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 import grpc
@@ -13,6 +14,7 @@ import soundfile as sf
 import soxr
 from conftest import load_clip, reference, wer
 from test_server import finals, run_stream
+from test_validation import audio, call, config
 
 from streamstt.client.client import StreamInterrupted, recognize_request
 from streamstt.v1 import asr_pb2_grpc
@@ -111,3 +113,94 @@ def test_recognize_counts_in_max_streams(make_server):
         run_stream(running.target, "sample")
     assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     first.result()
+
+
+def _pcm(name: str, repeat: int = 1) -> bytes:
+    return (np.tile(load_clip(name), repeat) * 32767).astype("<i2").tobytes()
+
+
+def _chunks(data: bytes, seconds: float = 0.1) -> list[bytes]:
+    size = int(seconds * 16000) * 2
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def _text(responses) -> str:
+    return " ".join(r.alternatives[0].transcript for r in finals(responses))
+
+
+def test_a_full_speed_sender_is_held_by_flow_control_and_loses_nothing(make_server):
+    """62 s sent as fast as the transport takes it: the server reads it at its own pace, so
+    the audio it holds stays bounded, and every word is transcribed."""
+    running = make_server(max_backlog_s=6.0)
+    held: list[float] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            held.extend(
+                (s.state.received - s.state.audio_start) / 16000
+                for s in list(running.running.servicer.active.values())
+            )
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        requests = [config()] + [audio(c) for c in _chunks(_pcm("long_read", 2))]
+        status, details, responses = call(running.target, requests, timeout=240)
+    finally:
+        done.set()
+        watcher.join()
+    assert status == grpc.StatusCode.OK, details
+    said = reference("long_read") + " " + reference("long_read")
+    assert wer([said], [_text(responses)]) <= 0.1, _text(responses)
+    # an open utterance (<= max_utterance_ms 20 s) + the backlog + left context, not 62 s
+    assert held and max(held) <= 32, max(held)
+
+
+def test_one_huge_message_is_ingested_in_pieces_and_transcribed(server):
+    requests = [config(), audio(_pcm("long_read"))]
+    status, details, responses = call(server.target, requests, timeout=120)
+    assert status == grpc.StatusCode.OK, details
+    assert wer([reference("long_read")], [_text(responses)]) <= 0.1, _text(responses)
+
+
+def test_the_idle_timeout_finalises_what_was_heard(make_server):
+    running = make_server(idle_timeout_s=1.5)
+    stop = threading.Event()
+
+    def speech_then_nothing():
+        yield config()
+        yield audio(_pcm("en_us_male")[: 3 * 32000])  # 3 s of speech, no pause after it
+        stop.wait(20)
+
+    status, details, responses = call(running.target, speech_then_nothing(), timeout=20)
+    stop.set()
+    assert status == grpc.StatusCode.DEADLINE_EXCEEDED and "finals sent" in details
+    assert len(_text(responses).split()) >= 4, responses
+
+
+def test_the_drain_finalises_open_utterances_past_the_grace(make_server):
+    running = make_server(grace_s=0.5, drain_finals_s=20)
+    stop = threading.Event()
+    result: list = []
+
+    def speech_then_nothing():
+        yield config()
+        yield audio(_pcm("en_us_male")[: 3 * 32000])
+        stop.wait(30)
+
+    caller = threading.Thread(
+        target=lambda: result.append(call(running.target, speech_then_nothing(), timeout=30))
+    )
+    caller.start()
+    deadline = time.monotonic() + 20
+    while not running.running.servicer.active and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)  # the audio is in
+    running.stop()
+    caller.join(30)
+    stop.set()
+    ((status, details, responses),) = result
+    assert status == grpc.StatusCode.UNAVAILABLE and "finals of the audio" in details
+    assert len(_text(responses).split()) >= 4, responses

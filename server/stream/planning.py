@@ -47,6 +47,15 @@ def next_job(state: StreamState, allow_early: bool = True, join: bool = False) -
     return _interim_job(state, join)
 
 
+def backlog(state: StreamState) -> int:
+    """Samples received that wait for a decode the stream will need: the ended utterances
+    awaiting their finals, and the open utterance's audio since its last interim step."""
+    waiting = sum(end - start for start, end in state.pending)
+    if state.speech.in_speech and state.settings.interim_results:
+        waiting += state.received - max(state.last_step, state.speech.start_or(state.audio_start))
+    return waiting
+
+
 def _interim_job(state: StreamState, join: bool) -> Job | None:
     """An interim of the open utterance, once its step is due: the committed words are its
     known prefix, the tentative tail its draft."""

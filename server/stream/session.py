@@ -8,6 +8,7 @@ ingest runs on the event loop thread.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Callable
@@ -23,10 +24,14 @@ from .events import End, Event, Final
 from .ingest import IngestResult, IngestState, StreamingResampler, ingest
 from .job import Job
 from .outbox import Outbox
+from .pcm import bytes_per_frame
 from .state import StreamState
 from .vad import SileroVad
 
 _IDS = itertools.count(1)
+# A big message is ingested (decoded, resampled, VAD-scored) this much audio at a time, so
+# the prefetch thread that every batch needs is never held long by one stream.
+INGEST_PIECE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -65,20 +70,34 @@ class StreamSession:
         self._pending_since: float | None = None  # arrival of the oldest undecoded audio
         self._final_timing: Timing | None = None  # of the decode behind state.decoded
         self._end_status: End | None = None  # sent once all finals are out
+        self._room = asyncio.Event()  # set whenever decoding may have shrunk the backlog
+        frame = bytes_per_frame(settings.encoding, settings.channels)
+        self._piece = int(INGEST_PIECE_S * settings.sample_rate) * frame
 
     # ---- the client's side ---------------------------------------------------------------
     async def feed(self, data: bytes) -> bool:
         """One chunk of audio bytes. False when the stream takes no more audio: its length
         limit was reached (it ends with OUT_OF_RANGE after its finals) or it is over."""
-        if self.ended or self.state.speech.finished:
-            return not self.ended  # single_utterance is over: later audio is ignored
-        self._fold(await self._prefetch(ingest, self._ingest, self._vad, data))
+        for start in range(0, len(data), self._piece):
+            if self.ended or self.state.speech.finished or self.state.closed:
+                return not self.ended  # single_utterance is over: later audio is ignored
+            piece = data[start : start + self._piece]
+            self._fold(await self._prefetch(ingest, self._ingest, self._vad, piece))
         if self.state.received < self._max_samples:
             return True
         seconds = self._max_samples / SAMPLE_RATE
         message = f"stream exceeded max_stream_seconds={seconds:g}; finals so far were delivered"
         await self.finish(End("OUT_OF_RANGE", message))
         return False
+
+    async def wait_for_room(self, max_backlog_s: float) -> None:
+        """Until the audio waiting for decoding is at most `max_backlog_s` (or the stream
+        is over): the caller stops reading the client meanwhile, so gRPC flow control holds
+        a sender that outruns the model, and nothing is dropped."""
+        limit = int(max_backlog_s * SAMPLE_RATE)
+        while not self.ended and planning.backlog(self.state) > limit:
+            self._room.clear()
+            await self._room.wait()
 
     async def finish(self, status: End | None = None) -> None:
         """No more audio: flush the resampler, finalise what is open, then end with OK (or
@@ -96,6 +115,7 @@ class StreamSession:
         events the client has not read yet."""
         if not self.ended:
             self.ended = True
+            self._room.set()
             self.outbox.end(End(code, message), discard)
 
     def cancel(self) -> None:
@@ -157,6 +177,7 @@ class StreamSession:
         if self.state.done:
             status = self._end_status or End("OK")
             self.end(status.code, status.message)
+        self._room.set()
         self._notify()
 
     def _emit(self, event: Event, droppable: bool = False) -> None:
