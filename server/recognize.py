@@ -15,12 +15,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import grpc
 from torch import Tensor
 
+from streamstt.models.audio import SAMPLE_RATE, AudioDecodeError, decode_audio, resample
 from streamstt.models.longform import Seek
 from streamstt.models.options import Request, TranscribeOptions
 from streamstt.models.results import Transcript
 from streamstt.models.tokenizer import WhisperTokenizer
+
+from . import validation
+from .stream.pcm import AudioFormatError, decode_chunk
 
 _IDS = itertools.count(1)
 # Added to a Recognize window's deadline: later than any live stream's (budgets are <= 60 s).
@@ -88,3 +93,29 @@ class RecognizeWork:
     def cancel(self) -> None:
         """The call is over (or gone): no more windows."""
         self.result.cancel()
+
+
+def recognize_audio(data: bytes, config, channels: int, max_seconds: float) -> Tensor:
+    """A Recognize request's audio as 16 kHz mono samples (InvalidRequest if unusable)."""
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    try:
+        audio = _decode(data, config, channels)
+    except (AudioFormatError, AudioDecodeError) as exc:
+        raise validation.InvalidRequest(invalid, str(exc)) from exc
+    seconds = audio.shape[-1] / SAMPLE_RATE
+    if seconds > max_seconds:
+        raise validation.InvalidRequest(
+            grpc.StatusCode.OUT_OF_RANGE,
+            f"audio is {seconds:.0f} s; Recognize takes at most {max_seconds:g} s "
+            "(max_recognize_seconds; use StreamingRecognize)",
+        )
+    return audio
+
+
+def _decode(data: bytes, config, channels: int) -> Tensor:
+    if config.encoding in validation.RAW_ENCODINGS:
+        validation.check_rate(config.sample_rate_hertz)
+        return resample(decode_chunk(data, config.encoding, channels), config.sample_rate_hertz)
+    if not data:
+        raise validation.InvalidRequest(grpc.StatusCode.INVALID_ARGUMENT, "audio_content is empty")
+    return decode_audio(bytes(data))

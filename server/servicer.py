@@ -13,20 +13,19 @@ import logging
 import time
 
 import grpc
-import torch
 
-from streamstt.models.audio import SAMPLE_RATE, AudioDecodeError, decode_audio, resample
+from streamstt.models.audio import SAMPLE_RATE
 from streamstt.models.transcriber import Transcriber
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
 from . import responses, validation
 from .admission import Admission, AdmissionError
 from .metrics import StreamMeter
-from .recognize import RecognizeFailed, RecognizeWork
+from .recognize import RecognizeFailed, RecognizeWork, recognize_audio
 from .settings import ServerConfig, StreamSettings
 from .stream.events import End
 from .stream.outbox import Outbox
-from .stream.pcm import AudioFormatError, decode_chunk
+from .stream.pcm import AudioFormatError
 from .stream.session import StreamSession
 from .stream.vad import SileroVad
 from .workers import Workers
@@ -94,8 +93,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     # ---- StreamingRecognize ----------------------------------------------------------------
     async def StreamingRecognize(self, request_iterator, context) -> None:  # noqa: N802
         if self.draining:
-            await self._reject(
-                context, grpc.StatusCode.UNAVAILABLE,
+            await _reject(
+                self.metrics, context, grpc.StatusCode.UNAVAILABLE,
                 "server is shutting down; retry on another replica", "draining",
             )  # fmt: skip
         requests = request_iterator.__aiter__()
@@ -135,11 +134,15 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         await self.admission.first_measurement()  # no await between the checks and register
         if len(self.active) >= self.config.max_streams:
             message = f"too many concurrent streams (max_streams={self.config.max_streams})"
-            await self._reject(context, grpc.StatusCode.RESOURCE_EXHAUSTED, message, "max_streams")
+            await _reject(
+                self.metrics, context, grpc.StatusCode.RESOURCE_EXHAUSTED, message, "max_streams"
+            )
         try:
             self.admission.admit(settings.latency_budget_ms / 1000)
         except AdmissionError as exc:
-            await self._reject(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "capacity")
+            await _reject(
+                self.metrics, context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "capacity"
+            )
         budget_s = settings.latency_budget_ms / 1000
         meter = self.metrics.stream_meter(budget_s) if self.metrics else None
         session = self._session(settings, first.streaming_config.config, meter)
@@ -182,7 +185,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 return End("RESOURCE_EXHAUSTED", _SLOW_READER.format(self.config.outbox_timeout_s))
 
     def _close(self, session: StreamSession, end: End | None) -> None:
-        session.cancel()
+        session.end("CANCELLED", "the call is over", discard=True)  # no more work for it
         self.active.pop(session.stream_id, None)
         self.on_change()
         audio_s = session.state.received / SAMPLE_RATE
@@ -194,13 +197,6 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             "utterances": session.state.utterance_index,
         }
         _LOGGER.info("stream ended", extra=extra)
-
-    async def _reject(self, context, code: grpc.StatusCode, message: str, reason: str) -> None:
-        """Refuse a stream before any audio was processed; the trailer tells clients that
-        starting the same stream elsewhere (or later) is safe."""
-        if self.metrics:
-            self.metrics.rejected(reason)
-        await context.abort(code, message, trailing_metadata=((RETRY_HEADER, reason),))
 
     async def _read(self, session: StreamSession, requests, meter: StreamMeter | None) -> None:
         """Feed each request's audio to the session; a bad request fails the stream."""
@@ -256,7 +252,14 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 f"too many Recognize calls decoding (max_recognize_calls="
                 f"{self.config.max_recognize_calls}); retry later or use StreamingRecognize",
             )
-        audio = await self._recognize_audio(request.config, request.audio_content, context)
+        try:
+            channels = validation.check_common(request.config, self.config, self.model_names)
+            audio = await asyncio.to_thread(
+                recognize_audio, request.audio_content, request.config, channels,
+                self.config.max_recognize_seconds,
+            )  # fmt: skip
+        except validation.InvalidRequest as exc:
+            await context.abort(exc.code, exc.message)
         seconds = audio.shape[-1] / SAMPLE_RATE
         started = time.monotonic()
         prompt = _phrases(request.config)
@@ -275,25 +278,6 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         extra = {"audio_s": seconds, "wall_s": time.monotonic() - started}
         _LOGGER.info("recognize done", extra=extra)
         return responses.recognize(transcript, seconds, request.config)
-
-    async def _recognize_audio(self, config, data: bytes, context) -> torch.Tensor:
-        """The request's audio as 16 kHz mono samples, decoded off the event loop."""
-        try:
-            channels = validation.check_common(config, self.config, self.model_names)
-            audio = await asyncio.to_thread(_decode_file, data, config, channels)
-        except validation.InvalidRequest as exc:
-            await context.abort(exc.code, exc.message)
-        except (AudioFormatError, AudioDecodeError) as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        seconds = audio.shape[-1] / SAMPLE_RATE
-        if seconds > self.config.max_recognize_seconds:
-            await context.abort(
-                grpc.StatusCode.OUT_OF_RANGE,
-                f"audio is {seconds:.0f} s; Recognize takes at most "
-                f"{self.config.max_recognize_seconds:g} s (max_recognize_seconds; use "
-                "StreamingRecognize)",
-            )
-        return audio
 
     # ---- ListModels ------------------------------------------------------------------------
     async def ListModels(self, request, context):  # noqa: N802
@@ -330,12 +314,9 @@ def _phrases(config) -> str:
     return ", ".join(p for c in config.speech_contexts for p in c.phrases)
 
 
-def _decode_file(data: bytes, config, channels: int) -> torch.Tensor:
-    """A Recognize request's audio as 16 kHz mono samples."""
-    if config.encoding in validation.RAW_ENCODINGS:
-        validation.check_rate(config.sample_rate_hertz)
-        samples = decode_chunk(data, config.encoding, channels)
-        return resample(samples, config.sample_rate_hertz)
-    if not data:
-        raise validation.InvalidRequest(grpc.StatusCode.INVALID_ARGUMENT, "audio_content is empty")
-    return decode_audio(bytes(data))
+async def _reject(metrics, context, code: grpc.StatusCode, message: str, reason: str) -> None:
+    """Refuse a stream before any audio was processed; the trailer tells clients that
+    starting the same stream elsewhere (or later) is safe."""
+    if metrics:
+        metrics.rejected(reason)
+    await context.abort(code, message, trailing_metadata=((RETRY_HEADER, reason),))

@@ -118,10 +118,6 @@ class StreamSession:
             self._room.set()
             self.outbox.end(End(code, message), discard)
 
-    def cancel(self) -> None:
-        """The call is gone: no more work for this stream."""
-        self.ended = True
-
     # ---- the scheduler's side ------------------------------------------------------------
     def next_job(self, allow_early: bool = True, join: bool = False) -> Job | None:
         return None if self.ended else planning.next_job(self.state, allow_early, join)
