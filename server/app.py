@@ -166,6 +166,7 @@ def build_service(
         streams,
         max_batch_size=config.max_batch_size,
         max_wait_ms=config.max_wait_ms,
+        model_timeout_s=config.model_timeout_s,
     )
     admission = Admission(scheduler, streams, config.admission_utilization)
     servicer = RecognizerServicer(config, transcriber, workers, admission, SileroVad(), metrics)
@@ -204,6 +205,7 @@ async def start_server(
     port = _bind(server, config)
     servicer.replica = config.replica_name or f"{socket.gethostname()}:{port}"
     servicer.on_change = readiness.poke
+    scheduler.on_broken = lambda reason: _broken(servicer, readiness, reason)
     await server.start()
     warm = await workers.model(warm_up, transcriber)
     scheduler.start()
@@ -226,6 +228,13 @@ async def start_server(
     if metrics is not None:
         running.metrics_port = metrics.serve(config.host, config.metrics_port, running)
     return running
+
+
+def _broken(servicer: RecognizerServicer, readiness: Readiness, reason: str) -> None:
+    """The replica can serve no one: refuse new calls, and turn every health name (liveness
+    too) NOT_SERVING so that the orchestrator restarts it."""
+    servicer.broken = reason
+    asyncio.get_running_loop().create_task(readiness.broken(reason))
 
 
 def _interceptors(config: ServerConfig) -> list:

@@ -9,7 +9,8 @@ protocol answer the two questions a deployment asks:
   stream with the default budget), so client-side health checking, Envoy and Kubernetes
   readiness send new streams to other replicas instead of having them refused here.
 - "liveness": SERVING from the end of warm-up until the process exits, at capacity and during
-  the drain too, so a busy or draining replica is never restarted for being busy.
+  the drain too, so a busy or draining replica is never restarted for being busy; NOT_SERVING
+  once the replica is broken (its scheduler crashed or a model call hung), so it is restarted.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ class Readiness:
         for name in self.ready_names:
             await self.health.set(name, _NOT_SERVING)
         self._ready = False
+
+    async def broken(self, reason: str) -> None:
+        """The replica cannot serve: nothing is SERVING any more, liveness included."""
+        _LOGGER.error("replica broken; health NOT_SERVING", extra={"reason": reason})
+        await self.stop()
 
     async def stop(self) -> None:
         await self._stop_task()

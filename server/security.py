@@ -44,6 +44,16 @@ def check_settings(config: ServerConfig) -> None:
             "tls_client_ca (mTLS) needs tls_cert and tls_key: without them the server "
             "would serve plaintext"
         )
+    # Every file named is read now, so a missing mount fails in a second, by name.
+    for path, what in (
+        (config.tls_cert, "TLS certificate (tls_cert)"),
+        (config.tls_key, "TLS key (tls_key)"),
+        (config.tls_client_ca, "client CA (tls_client_ca)"),
+    ):
+        if path:
+            _read(path, what)
+    if config.auth_tokens_file:
+        load_tokens(config.auth_tokens_file)
 
 
 def load_tokens(path: str) -> list[bytes]:

@@ -61,6 +61,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         self.vad = vad
         self.metrics = metrics
         self.draining = False
+        self.broken: str | None = None  # why this replica can serve no one (set by the app)
         self.active: dict[str, StreamSession] = admission.streams  # the one registry
         self.model_names = {transcriber.name, "default", ""}
         # Sent to every streaming caller in the `streamstt-replica` header, so a client (and
@@ -72,6 +73,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
 
     def refusal_reason(self) -> str | None:
         """Why a new stream with the default budget would be refused now, or None."""
+        if self.broken:
+            return f"broken: {self.broken}"
         if self.draining:
             return "draining"
         if len(self.active) >= self.config.max_streams:
@@ -92,10 +95,10 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
 
     # ---- StreamingRecognize ----------------------------------------------------------------
     async def StreamingRecognize(self, request_iterator, context) -> None:  # noqa: N802
-        if self.draining:
+        if self.draining or self.broken:
             await _reject(
                 self.metrics, context, grpc.StatusCode.UNAVAILABLE,
-                "server is shutting down; retry on another replica", "draining",
+                _unavailable(self.broken), "broken" if self.broken else "draining",
             )  # fmt: skip
         requests = request_iterator.__aiter__()
         first = await _next_request(requests, context, self.config.idle_timeout_s)
@@ -243,8 +246,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
 
     # ---- Recognize -------------------------------------------------------------------------
     async def Recognize(self, request, context):  # noqa: N802
-        if self.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+        if self.draining or self.broken:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, _unavailable(self.broken))
         calls = sum(isinstance(work, RecognizeWork) for work in self.active.values())
         if calls >= self.config.max_recognize_calls:
             await context.abort(
@@ -312,6 +315,12 @@ async def _next_request(requests, context, idle_timeout_s: float):
 def _phrases(config) -> str:
     """The request's phrase hints as prompt text."""
     return ", ".join(p for c in config.speech_contexts for p in c.phrases)
+
+
+def _unavailable(broken: str | None) -> str:
+    if broken:
+        return f"this replica is broken ({broken}); retry on another replica"
+    return "server is shutting down; retry on another replica"
 
 
 async def _reject(metrics, context, code: grpc.StatusCode, message: str, reason: str) -> None:

@@ -135,6 +135,30 @@ def test_serve_then_stream_realtime_shows_partials_and_final(served):
     assert wer([reference("en_us_male")], [remote.stdout]) <= 0.10, remote.stdout
 
 
+def test_transcribe_server_streams_a_file_too_big_for_one_message(served, tmp_path):
+    """62 s of 48 kHz stereo (11.9 MB): more than a server's message limit, so it is streamed."""
+    import numpy as np
+    import soundfile
+    import soxr
+    from conftest import load_clip
+
+    _, target = served
+    audio = soxr.resample(np.tile(load_clip("long_read"), 2), 16000, 48000)
+    path = tmp_path / "long.wav"
+    soundfile.write(path, np.stack([audio, audio], axis=1), 48000, subtype="PCM_16")
+    assert path.stat().st_size > 8 * 1024 * 1024
+    done = subprocess.run(
+        [*STREAMSTT, "transcribe", "--server", target, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    said = reference("long_read") + " " + reference("long_read")
+    assert wer([said], [done.stdout]) <= 0.10, done.stdout
+
+
 def test_sigterm_drains_streams_and_exits_zero(served):
     process, target = served
     rate, channels, chunks = file_chunks(DATA / "en_us_female.wav", 100)

@@ -305,6 +305,26 @@ def test_kubectl_kustomize_renders_what_the_resolver_reads() -> None:
 # --- the Deployments and what refers to them -----------------------------------------------
 
 
+def health_probe(probe: dict):
+    """The parsed `streamstt health` command of an exec probe (gRPC probes cannot do TLS)."""
+    from streamstt.client.cli import build_parser
+
+    command = probe["exec"]["command"]
+    assert command[:2] == ["streamstt", "health"], command
+    args = build_parser().parse_args(command[1:])
+    assert args.func.__name__ == "cmd_health"
+    return args
+
+
+def assert_tls_and_tokens_from_secrets(spec: dict, container: dict, env: dict) -> None:
+    """TLS and bearer tokens on by default, their files mounted from Secrets."""
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    for name in ("STREAMSTT_TLS_CERT", "STREAMSTT_TLS_KEY", "STREAMSTT_AUTH_TOKENS_FILE"):
+        folder = env[name].rpartition("/")[0]
+        assert mounts.get(folder) in secrets, f"{name}={env[name]} is not in a mounted Secret"
+
+
 @pytest.mark.parametrize("variant", sorted(OVERLAYS), ids=variant_id)
 def test_deployment_probes_ports_drain_and_security(variant: str) -> None:
     objects = resolve_kustomization(OVERLAYS[variant])
@@ -324,14 +344,16 @@ def test_deployment_probes_ports_drain_and_security(variant: str) -> None:
         assert int(annotations["prometheus.io/port"]) == ports["metrics"]
 
     probes = {
-        name: container[name]["grpc"]
+        name: health_probe(container[name])
         for name in ("readinessProbe", "livenessProbe", "startupProbe")
     }
     for name, probe in probes.items():
-        assert probe["port"] == ports["grpc"], f"{name} probes port {probe['port']}"
-    assert probes["readinessProbe"].get("service", "") == READY_SERVICE
-    assert probes["livenessProbe"]["service"] == LIVENESS_SERVICE
-    assert probes["startupProbe"]["service"] == LIVENESS_SERVICE
+        assert int(probe.server.rpartition(":")[2]) == ports["grpc"], f"{name}: {probe.server}"
+        assert probe.ca, f"{name} must speak TLS, as the server does"
+    assert probes["readinessProbe"].service == READY_SERVICE
+    assert probes["livenessProbe"].service == LIVENESS_SERVICE
+    assert probes["startupProbe"].service == LIVENESS_SERVICE
+    assert_tls_and_tokens_from_secrets(spec, container, env)
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 60, "model load needs time"
 
@@ -526,6 +548,8 @@ def test_dockerfile_stages_user_healthcheck_and_entrypoint(variant: str) -> None
     assert args.func.__name__ == "cmd_health"
     assert args.service == LIVENESS_SERVICE, "'' would mark a busy container unhealthy"
     assert int(args.server.rpartition(":")[2]) == GRPC_PORT
+    assert args.ca and env["STREAMSTT_TLS_CERT"] and env["STREAMSTT_TLS_KEY"], "TLS by default"
+    assert env["STREAMSTT_AUTH_TOKENS_FILE"], "bearer tokens by default"
 
     (entrypoint,) = runtime.all("ENTRYPOINT")
     command = exec_form(entrypoint.value) + [
@@ -582,6 +606,9 @@ def test_envoy_balances_grpc_over_the_headless_service() -> None:
 
     (listener,) = resources["listeners"]
     (chain,) = listener["filter_chains"]
+    tls = chain["transport_socket"]["typed_config"]
+    assert tls["@type"].endswith("tls.v3.DownstreamTlsContext"), "clients connect over TLS"
+    assert tls["common_tls_context"]["tls_certificates"]
     (hcm,) = [f for f in chain["filters"] if f["name"].endswith("http_connection_manager")]
     manager = hcm["typed_config"]
     assert manager["@type"].endswith("http_connection_manager.v3.HttpConnectionManager")
@@ -601,6 +628,9 @@ def test_envoy_balances_grpc_over_the_headless_service() -> None:
     }
     for cluster in clusters.values():
         assert cluster["type"] in ("STRICT_DNS", "LOGICAL_DNS")
+        upstream = cluster["transport_socket"]["typed_config"]
+        assert upstream["@type"].endswith("tls.v3.UpstreamTlsContext"), "the pods serve TLS"
+        assert upstream["common_tls_context"]["validation_context"]["trusted_ca"]
         options = cluster["typed_extension_protocol_options"][
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ]

@@ -204,3 +204,79 @@ def test_the_drain_finalises_open_utterances_past_the_grace(make_server):
     ((status, details, responses),) = result
     assert status == grpc.StatusCode.UNAVAILABLE and "finals of the audio" in details
     assert len(_text(responses).split()) >= 4, responses
+
+
+def _health(target: str, service: str):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        request = health_pb2.HealthCheckRequest(service=service)
+        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status
+
+
+def _serving(target: str, service: str) -> bool:
+    from grpc_health.v1 import health_pb2
+
+    deadline = time.monotonic() + 5  # health is updated on the server's loop
+    while time.monotonic() < deadline:
+        if _health(target, service) == health_pb2.HealthCheckResponse.SERVING:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _not_serving(target: str, service: str) -> bool:
+    from grpc_health.v1 import health_pb2
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if _health(target, service) == health_pb2.HealthCheckResponse.NOT_SERVING:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_hung_model_call_fails_its_streams_and_flips_liveness(make_server):
+    running = make_server(model_timeout_s=1.0)
+    release = threading.Event()
+    running.scheduler.fault_hook = lambda ids: release.wait(10)  # the model thread hangs
+    with pytest.raises(StreamInterrupted) as caught:
+        run_stream(running.target, "sample")
+    release.set()
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert "model_timeout_s=1" in str(caught.value)
+    assert _not_serving(running.target, "liveness") and _not_serving(running.target, "")
+    with pytest.raises(StreamInterrupted) as refused:
+        run_stream(running.target, "sample")
+    assert refused.value.code == grpc.StatusCode.UNAVAILABLE and "broken" in str(refused.value)
+
+
+def test_a_crashed_scheduler_fails_its_streams_and_flips_liveness(make_server, monkeypatch):
+    from streamstt.server.stream import planning
+
+    running = make_server()
+    assert _serving(running.target, "liveness")
+
+    def broken_planner(*args, **kwargs):
+        raise RuntimeError("planner bug")
+
+    monkeypatch.setattr(planning, "next_job", broken_planner)
+    with pytest.raises(StreamInterrupted) as caught:
+        run_stream(running.target, "sample")
+    assert caught.value.code == grpc.StatusCode.INTERNAL
+    assert "scheduler crashed" in str(caught.value)
+    assert _not_serving(running.target, "liveness")
+
+
+def test_a_stream_that_fails_on_its_result_ends_alone(make_server, monkeypatch):
+    from streamstt.server.stream import steps
+
+    running = make_server()
+    real = steps.on_interim
+    monkeypatch.setattr(steps, "on_interim", lambda *a: (_ for _ in ()).throw(KeyError("bug")))
+    with pytest.raises(StreamInterrupted) as caught:
+        run_stream(running.target, "sample")
+    assert caught.value.code == grpc.StatusCode.INTERNAL
+    monkeypatch.setattr(steps, "on_interim", real)
+    assert finals(run_stream(running.target, "sample"))  # the scheduler serves on
+    assert _serving(running.target, "liveness")

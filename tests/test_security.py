@@ -162,6 +162,12 @@ def test_comment_lines_in_the_token_file_are_not_tokens(make_server, tmp_path):
         (["--tls-client-ca", "ca.crt"], "tls_client_ca (mTLS) needs tls_cert"),
         (["--tls-cert", "server.crt"], "tls_cert and tls_key go together"),
         (["--tls-key", "server.key"], "tls_cert and tls_key go together"),
+        # what a container without its Secret mounts sees
+        (
+            ["--tls-cert", "/etc/streamstt/tls/tls.crt", "--tls-key", "/etc/streamstt/tls/tls.key"],
+            "cannot read TLS certificate (tls_cert) '/etc/streamstt/tls/tls.crt'",
+        ),
+        (["--auth-tokens-file", "/etc/streamstt/auth/tokens"], "cannot read token file"),
     ],
 )
 def test_inconsistent_tls_settings_refuse_to_start(flags, message):

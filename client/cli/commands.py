@@ -121,24 +121,50 @@ def _transcript_json(path: str, transcript) -> dict:
     }
 
 
+# A file bigger than this goes over StreamingRecognize: every server takes messages of gRPC's
+# default 4 MiB (less framing), and a streamed file is read at the server's pace.
+ONE_MESSAGE_BYTES = 4 * 1024 * 1024 - 64 * 1024
+
+
 def _transcribe_remote(args: argparse.Namespace) -> int:
     import grpc
+
+    from ..client import StreamInterrupted
 
     status = 0
     with _client(args) as client:
         for path in args.files:
             try:
-                response = client.recognize(Path(path).read_bytes())
-            except (OSError, grpc.RpcError) as exc:
+                results = _remote_results(client, Path(path))
+            except (OSError, ValueError, grpc.RpcError, StreamInterrupted) as exc:
                 detail = exc.details() if isinstance(exc, grpc.RpcError) else exc
                 print(f"streamstt transcribe: {path}: {detail}", file=sys.stderr)
                 status = 1
                 continue
             if args.json:
-                print(json.dumps(MessageToDict(response)))
+                print(json.dumps({"results": [MessageToDict(r) for r in results]}))
             else:
-                print(" ".join(r.alternatives[0].transcript for r in response.results))
+                print(" ".join(r.alternatives[0].transcript for r in results))
     return status
+
+
+def _remote_results(client, path: Path) -> list:
+    """A file's final results: one Recognize call, or streamed when it is too big for one
+    message or too long for Recognize (OUT_OF_RANGE)."""
+    import grpc
+
+    from ..client import file_chunks, streaming_config
+
+    if path.stat().st_size <= ONE_MESSAGE_BYTES:
+        try:
+            return list(client.recognize(path.read_bytes()).results)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.OUT_OF_RANGE:
+                raise
+    rate, channels, chunks = file_chunks(path)
+    config = streaming_config(rate, channels=channels, interim_results=False)
+    responses = client.stream(config, chunks)  # full speed: the server's flow control paces it
+    return [r for response in responses for r in response.results if r.is_final]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
