@@ -1,8 +1,9 @@
 """Admission control: may one more stream start here without breaking latency budgets?
 
 All streams share one batched decode cycle, whose length is projected as the measured model
-time per stream-step (the scheduler's smoothed cost) times the number of streams
-(conservative: batching makes the real cost per stream lower). A word waits for the next
+time per interim stream-step (the scheduler's smoothed cost; finals come once an utterance
+and Recognize windows wait for idle time, so neither is projected) times the number of
+streams (conservative: batching makes the real cost per stream lower). A word waits for the next
 cycle and then for its compute, so the cycle must fit in half of the new stream's own latency
 budget, scaled by `utilization`. Only the new stream's budget counts: a stream that asked for
 a budget the server cannot keep is refused itself (the message gives the smallest budget that

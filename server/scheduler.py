@@ -74,19 +74,21 @@ class SchedulerStats:
     max_batch: int = 0
     multi_stream_batches: int = 0  # batches holding two or more streams
     early_finals: int = 0  # finals decoded before their endpoint (server.stream.planning)
-    cost_per_step_s: float = 0.0  # smoothed model seconds per stream-step
+    cost_per_step_s: float = 0.0  # smoothed model seconds per interim stream-step
     timeline: deque[BatchTiming] = field(default_factory=lambda: deque(maxlen=TIMELINE_LENGTH))
 
-    def record(self, timing: BatchTiming, early: int, live: bool = True) -> None:
-        """A batch ran (`early`: how many of its items were finals decoded early; `live`:
-        its cost is a live stream-step's, which admission projects)."""
+    def record(self, timing: BatchTiming, early: int, per_cycle: bool = True) -> None:
+        """A batch ran (`early`: how many of its items were finals decoded early;
+        `per_cycle`: it is a live interim step, the work every stream needs every cycle,
+        whose cost admission projects; a final comes once an utterance and Recognize
+        windows wait for idle time)."""
         self.batches += 1
         self.steps += timing.size
         self.max_batch = max(self.max_batch, timing.size)
         self.multi_stream_batches += timing.size >= 2
         self.early_finals += early
         self.timeline.append(timing)
-        if not live:
+        if not per_cycle:
             return
         per_step = timing.compute_s / timing.size
         if self.cost_per_step_s == 0:
@@ -277,8 +279,9 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001
             self._fail(batch, exc)
             return
-        live = not batch.jobs[0].background
-        self.stats.record(batch.timing, sum(job.early for job in batch.jobs), live)
+        first = batch.jobs[0]
+        per_cycle = not (first.background or first.final)
+        self.stats.record(batch.timing, sum(job.early for job in batch.jobs), per_cycle)
         self.measured.set()
         if self.on_batch is not None:
             self.on_batch(batch.timing)

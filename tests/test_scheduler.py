@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streamstt.server.scheduler import Scheduler
+from streamstt.server.scheduler import BatchTiming, Scheduler, SchedulerStats
 from streamstt.server.stream.job import Job
 
 
@@ -73,3 +73,13 @@ def test_a_stream_gone_while_the_batch_waits_leaves_an_empty_batch():
     """The only ready stream is cancelled during max_wait_ms: nothing to run (the loop goes
     back to waiting), no error that would stop the batching loop."""
     assert _collect(_scheduler(Scripted("a", INTERIM, 1.0, gone_after=1))) == []
+
+
+def test_admission_projects_interim_steps_only():
+    """A final (once an utterance, the full window) or a Recognize window must not move the
+    per-step cost that admission multiplies by the number of streams."""
+    stats = SchedulerStats()
+    stats.record(BatchTiming(2, model_start=0.0, model_end=0.6), early=0)
+    assert stats.cost_per_step_s == 0.3
+    stats.record(BatchTiming(1, finals=1, model_start=1.0, model_end=5.0), 0, per_cycle=False)
+    assert stats.cost_per_step_s == 0.3 and stats.batches == 2

@@ -68,6 +68,7 @@ class StreamSession:
         self._max_samples = max_samples
         self._on_event = on_event
         self._pending_since: float | None = None  # arrival of the oldest undecoded audio
+        self._first_audio: float | None = None  # arrival of the stream's first audio
         self._final_timing: Timing | None = None  # of the decode behind state.decoded
         self._end_status: End | None = None  # sent once all finals are out
         self._room = asyncio.Event()  # set whenever decoding may have shrunk the backlog
@@ -127,6 +128,10 @@ class StreamSession:
 
     def deadline(self) -> float:
         arrived = self._pending_since or time.monotonic()
+        if self._first_audio is not None:
+            # Audio sent faster than real time counts as arriving when real time would have
+            # brought it: a full-speed sender only gets the model time live streams leave.
+            arrived = max(arrived, self._first_audio + self.state.processed / SAMPLE_RATE)
         return arrived + self.settings.latency_budget_ms / 1000
 
     def deliver(self, job: Job, transcript: Transcript, timing: Timing) -> None:
@@ -151,6 +156,7 @@ class StreamSession:
             return
         if len(result.audio) and self._pending_since is None:
             self._pending_since = time.monotonic()
+            self._first_audio = self._first_audio or self._pending_since
         before = self.state.received
         self.state, found = steps.on_audio(self.state, len(result.audio), result.speech_probs)
         if self.state.received > before:
