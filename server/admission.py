@@ -53,9 +53,10 @@ class Admission:
     def capacity_error(self, budget_s: float) -> str | None:
         """Why one more stream with this budget would not fit, or None when it would."""
         cost = self.scheduler.stats.cost_per_step_s
-        if not cost or not self.streams:
+        live = sum(not work.background for work in self.streams.values())
+        if not cost or not live:
             return None
-        streams = len(self.streams) + 1
+        streams = live + 1  # Recognize calls wait while live streams are open: not projected
         cycle = cost * streams
         allowed = self.utilization * budget_s / 2
         if cycle <= allowed:

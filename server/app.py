@@ -115,6 +115,8 @@ class RunningServer:
     config: ServerConfig
     metrics: object | None = None
     metrics_port: int = 0  # where /metrics is served (0 = not served)
+    web: object | None = None  # the WebSocket bridge and page (server/web), when web_port >= 0
+    web_port: int = 0
 
     async def drain_and_stop(self) -> None:
         """NOT_SERVING now, refuse new calls, let running streams finish within the grace.
@@ -130,6 +132,8 @@ class RunningServer:
             deadline = time.monotonic() + self.config.drain_finals_s
             await self._wait_for_streams(deadline)
         await self.readiness.stop()
+        if self.web is not None:  # its streams ended with the drain; it passes their ends on
+            await self.web.stop()
         await self.server.stop(max(0.0, min(STOP_GRACE_S, deadline - time.monotonic())))
         await self.scheduler.stop()
         self.workers.shutdown()
@@ -203,6 +207,7 @@ async def start_server(
     readiness = Readiness(health_servicer, ("", SERVICE_NAME))
     await readiness.loading()
     port = _bind(server, config)
+    loopback = _loopback(server, config)
     servicer.replica = config.replica_name or f"{socket.gethostname()}:{port}"
     servicer.on_change = readiness.poke
     scheduler.on_broken = lambda reason: _broken(servicer, readiness, reason)
@@ -227,7 +232,21 @@ async def start_server(
     )
     if metrics is not None:
         running.metrics_port = metrics.serve(config.host, config.metrics_port, running)
+    if loopback is not None:
+        from .web import WebBridge
+
+        running.web = WebBridge(config, loopback)
+        running.web_port = await running.web.start()
     return running
+
+
+def _loopback(server: grpc.aio.Server, config: ServerConfig):
+    """The bridge's private way in to this server (bound before the server starts)."""
+    if config.web_port < 0:
+        return None
+    from .web import Loopback
+
+    return Loopback(server)
 
 
 def _broken(servicer: RecognizerServicer, readiness: Readiness, reason: str) -> None:
@@ -263,6 +282,8 @@ async def serve(config: ServerConfig) -> int:
     running = await start_server(config)
     if running.metrics is not None:
         print(f"metrics on http://{config.host}:{running.metrics_port}/metrics", flush=True)
+    if running.web is not None:
+        print(f"live captions on http://{config.host}:{running.web_port}/", flush=True)
     print(f"streamstt listening on {config.host}:{running.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,8 +2,9 @@
 same scheduler as the live streams, after them.
 
 A window runs alone (it is a final-like job: the full window with the offline options), and
-only when no live stream has a decode due: its deadline lies past every live one. Between
-Recognize calls the one that waited longest goes next, so calls take turns. The call's
+only while no live stream is open (server.scheduler._eligible: the model is not preempted, so
+a window beside live streams would hold their interims back). Between Recognize calls the
+one that waited longest goes next, so calls take turns. The call's
 handler awaits `result`; the call going away cancels the work (no more windows).
 """
 
@@ -53,6 +54,8 @@ class RecognizeFailed(Exception):
 class RecognizeWork:
     """One Recognize call as seen by the scheduler (server.scheduler.Session)."""
 
+    background = True  # runs when no live stream is open (scheduler._eligible)
+
     def __init__(
         self, tokenizer: WhisperTokenizer, audio: Tensor, notify: Callable[[], None], prompt=""
     ) -> None:
@@ -70,6 +73,9 @@ class RecognizeWork:
             self.result.set_result(self._seek.transcript())
             return None
         return Window(request)
+
+    def ahead(self) -> bool:
+        return False
 
     def request(self, job: Window) -> Request:
         return job.request

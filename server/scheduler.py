@@ -32,6 +32,7 @@ from .workers import Workers
 _LOGGER = logging.getLogger(__name__)
 TIMELINE_LENGTH = 256  # batches of stage timestamps kept for metrics and tests
 COST_SMOOTHING = 0.2  # weight of the newest batch in the per-step cost average
+DEFERRED_POLL_S = 0.1  # how often waiting work is looked at again when nothing else is due
 
 
 class Session(Protocol):
@@ -39,7 +40,10 @@ class Session(Protocol):
 
     stream_id: str
 
+    background: bool  # work that waits while a live stream keeps pace (Recognize)
+
     def next_job(self, allow_early: bool = True, join: bool = False) -> Job | None: ...
+    def ahead(self) -> bool: ...
     def request(self, job: Job) -> Request: ...
     def deadline(self) -> float: ...
     def deliver(self, job: Job, transcript: Transcript, timing: Timing) -> None: ...
@@ -159,6 +163,7 @@ class Scheduler:
         self.on_broken: Callable[[str], None] | None = None
         self._wake = asyncio.Event()
         self._in_flight: set[str] = set()
+        self._deferred = False  # the last look left work waiting for live streams
         self._model_free = asyncio.Semaphore(1)
         self._task: asyncio.Task | None = None
 
@@ -198,19 +203,33 @@ class Scheduler:
         self._wake.set()
 
     # ---- choosing a batch ------------------------------------------------------------------
+    def _eligible(self) -> list[Session]:
+        """The streams whose work may run now. The model is not preempted, so while a live
+        stream keeps pace with real time, work that can wait (Recognize windows, a stream
+        sent faster than real time) waits: run beside live streams, its long decodes would
+        hold their next interims back."""
+        sessions = list(self.streams.values())
+        waiting = [s for s in sessions if s.background or s.ahead()]
+        self._deferred = bool(waiting) and len(waiting) < len(sessions)
+        eligible = [s for s in sessions if s not in waiting] if self._deferred else sessions
+        return [s for s in eligible if s.stream_id not in self._in_flight]
+
     def _ready(self, allow_early: bool = True, join: bool = False) -> list[_Ready]:
         ready = []
-        for session in list(self.streams.values()):
-            if session.stream_id not in self._in_flight:
-                job = session.next_job(allow_early, join)
-                if job is not None:
-                    ready.append((session.deadline(), session, job))
+        for session in self._eligible():
+            job = session.next_job(allow_early, join)
+            if job is not None:
+                ready.append((session.deadline(), session, job))
         return sorted(ready, key=lambda item: item[0])
 
     async def _collect(self) -> list[_Ready]:
         while not (ready := self._ready()):
             self._wake.clear()
-            await self._wake.wait()
+            if self._deferred:  # a stream ahead of real time becomes due as time passes
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), DEFERRED_POLL_S)
+            else:
+                await self._wake.wait()
         if len(ready) < self.max_batch_size and self.max_wait_s > 0:
             await asyncio.sleep(self.max_wait_s)  # let concurrent streams join this batch
             ready = self._ready()

@@ -123,6 +123,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
 
     async def _open(self, first, context) -> tuple[StreamSession, StreamMeter | None]:
         """Validate the config, admit the stream and register its session."""
+        opened = time.monotonic()
         if first.WhichOneof("streaming_request") != "streaming_config":
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -148,7 +149,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             )
         budget_s = settings.latency_budget_ms / 1000
         meter = self.metrics.stream_meter(budget_s) if self.metrics else None
-        session = self._session(settings, first.streaming_config.config, meter)
+        session = self._session(settings, first.streaming_config.config, meter, opened)
         self.active[session.stream_id] = session
         self.on_change()
         if self.metrics:
@@ -158,7 +159,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         return session, meter
 
     def _session(
-        self, settings: StreamSettings, config, meter: StreamMeter | None
+        self, settings: StreamSettings, config, meter: StreamMeter | None, opened: float
     ) -> StreamSession:
         return StreamSession(
             settings,
@@ -169,6 +170,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             max_samples=int(self.config.max_stream_seconds * SAMPLE_RATE),
             phrases=_phrases(config),
             on_event=meter.observe if meter else None,
+            opened=opened,
         )
 
     async def _pump(self, session: StreamSession, context) -> End:

@@ -29,6 +29,7 @@ class ServerConfig:
     keepalive_min_ping_s: float = 10.0
     max_connection_age_s: float = 0.0
     max_connection_age_grace_s: float = 30.0
+    web_port: int = -1
     model: str = "tiny.en"
     device: str = "auto"
     precision: str = "auto"
@@ -69,6 +70,10 @@ OPTIONS: dict[str, dict[str, str]] = {
         "keepalive_min_ping_s": "seconds; a client pinging more often gets GOAWAY (2 strikes)",
         "max_connection_age_s": "seconds until a connection gets GOAWAY (rebalancing); 0 = never",
         "max_connection_age_grace_s": "seconds a recycled connection's calls get to finish",
+        "web_port": (
+            "HTTP port of the WebSocket bridge and the live-captions page (docs/web.md); "
+            "-1 = off, 0 = a free port"
+        ),
     },
     "model": {
         "model": "bundled model name, or a path to weights",

@@ -19,8 +19,11 @@ class Scripted:
         deadline: float,
         gone_after: int = 1000,
         joins_only: bool = False,
+        background: bool = False,
+        ahead: bool = False,
     ):
         self.stream_id, self.job, self._deadline, self.calls = stream_id, job, deadline, 0
+        self.background, self._ahead = background, ahead
         self.gone_after = gone_after
         self.joins_only = joins_only  # its step is not due, but far enough to join a batch
 
@@ -32,6 +35,9 @@ class Scripted:
 
     def deadline(self) -> float:
         return self._deadline
+
+    def ahead(self) -> bool:
+        return self._ahead
 
 
 def _scheduler(*sessions: Scripted, max_wait_ms: float = 1.0) -> Scheduler:
@@ -83,3 +89,15 @@ def test_admission_projects_interim_steps_only():
     assert stats.cost_per_step_s == 0.3
     stats.record(BatchTiming(1, finals=1, model_start=1.0, model_end=5.0), 0, per_cycle=False)
     assert stats.cost_per_step_s == 0.3 and stats.batches == 2
+
+
+def test_work_that_can_wait_waits_while_a_live_stream_keeps_pace():
+    """A Recognize window or a stream sent faster than real time would hold a live stream's
+    next interim back for its whole decode: while one is on time, they wait."""
+    live = Scripted("live", INTERIM, deadline=5.0, joins_only=True)  # nothing due right now
+    recognize = Scripted("r1", FINAL, deadline=1e6, background=True)
+    fast = Scripted("fast", INTERIM, deadline=1.0, ahead=True)
+    scheduler = _scheduler(live, recognize, fast)
+    assert scheduler._ready() == [] and scheduler._deferred
+    alone = _scheduler(recognize, fast)  # no live stream on time: both may run
+    assert [s.stream_id for _, s, _ in alone._ready()] == ["fast", "r1"]

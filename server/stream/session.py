@@ -32,6 +32,9 @@ _IDS = itertools.count(1)
 # A big message is ingested (decoded, resampled, VAD-scored) this much audio at a time, so
 # the prefetch thread that every batch needs is never held long by one stream.
 INGEST_PIECE_S = 1.0
+# A stream whose decodes are this far ahead of real time is ahead (a real-time client's
+# chunks and bursts after a network stall stay well inside it).
+AHEAD_SLACK_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Timing:
 
 
 class StreamSession:
+    background = False  # a live stream (server.scheduler._eligible)
+
     def __init__(
         self,
         settings: StreamSettings,
@@ -54,6 +59,7 @@ class StreamSession:
         max_samples: int,
         phrases: str = "",
         on_event: Callable[[Event], None] | None = None,
+        opened: float | None = None,
     ) -> None:
         self.stream_id = f"s{next(_IDS)}"
         self.settings = settings
@@ -68,7 +74,9 @@ class StreamSession:
         self._max_samples = max_samples
         self._on_event = on_event
         self._pending_since: float | None = None  # arrival of the oldest undecoded audio
-        self._first_audio: float | None = None  # arrival of the stream's first audio
+        # when the call opened: real time for its audio starts here (a wait in admission
+        # before its first audio is read must not make a real-time client look ahead)
+        self._opened = time.monotonic() if opened is None else opened
         self._final_timing: Timing | None = None  # of the decode behind state.decoded
         self._end_status: End | None = None  # sent once all finals are out
         self._room = asyncio.Event()  # set whenever decoding may have shrunk the backlog
@@ -126,12 +134,17 @@ class StreamSession:
     def request(self, job: Job) -> Request:
         return job.request(self._audio.window(job.start, job.end))
 
+    def ahead(self) -> bool:
+        """Its audio came faster than real time and the decodes have caught up with real
+        time: its next decode may wait (server.scheduler._eligible)."""
+        real_time = self._opened + self.state.processed / SAMPLE_RATE
+        return real_time > time.monotonic() + AHEAD_SLACK_S
+
     def deadline(self) -> float:
         arrived = self._pending_since or time.monotonic()
-        if self._first_audio is not None:
-            # Audio sent faster than real time counts as arriving when real time would have
-            # brought it: a full-speed sender only gets the model time live streams leave.
-            arrived = max(arrived, self._first_audio + self.state.processed / SAMPLE_RATE)
+        # Audio sent faster than real time counts as arriving when real time would have
+        # brought it: a full-speed sender does not jump ahead of the live streams.
+        arrived = max(arrived, self._opened + self.state.processed / SAMPLE_RATE)
         return arrived + self.settings.latency_budget_ms / 1000
 
     def deliver(self, job: Job, transcript: Transcript, timing: Timing) -> None:
@@ -156,7 +169,6 @@ class StreamSession:
             return
         if len(result.audio) and self._pending_since is None:
             self._pending_since = time.monotonic()
-            self._first_audio = self._first_audio or self._pending_since
         before = self.state.received
         self.state, found = steps.on_audio(self.state, len(result.audio), result.speech_probs)
         if self.state.received > before:
