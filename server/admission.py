@@ -33,9 +33,17 @@ class AdmissionError(Exception):
 
 class Admission:
     def __init__(
-        self, scheduler: Scheduler, streams: Mapping[str, StreamSession], utilization: float
+        self,
+        scheduler: Scheduler,
+        streams: Mapping[str, StreamSession],
+        utilization: float,
+        default_budget_s: float = 1.0,
     ) -> None:
         self.scheduler, self.streams, self.utilization = scheduler, streams, utilization
+        # A stream alone is admitted with at least this budget, whatever the measurement
+        # (the server's own default must always serve one caller); a tighter budget has to
+        # fit, or it would be admitted alone and then outrank every later stream.
+        self.default_budget_s = default_budget_s
 
     async def first_measurement(self) -> None:
         """On a fresh server whose first batch is on the model, wait for that batch's cost
@@ -53,10 +61,12 @@ class Admission:
     def capacity_error(self, budget_s: float) -> str | None:
         """Why one more stream with this budget would not fit, or None when it would."""
         cost = self.scheduler.stats.cost_per_step_s
-        live = sum(not work.background for work in self.streams.values())
-        if not cost or not live:
+        # Recognize calls and streams sent ahead of real time wait while live streams are
+        # open (scheduler._eligible): they are not projected.
+        live = sum(not (work.background or work.ahead()) for work in self.streams.values())
+        if not cost or (not live and budget_s >= self.default_budget_s):
             return None
-        streams = live + 1  # Recognize calls wait while live streams are open: not projected
+        streams = live + 1
         cycle = cost * streams
         allowed = self.utilization * budget_s / 2
         if cycle <= allowed:

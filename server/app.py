@@ -172,7 +172,9 @@ def build_service(
         max_wait_ms=config.max_wait_ms,
         model_timeout_s=config.model_timeout_s,
     )
-    admission = Admission(scheduler, streams, config.admission_utilization)
+    admission = Admission(
+        scheduler, streams, config.admission_utilization, config.latency_budget_ms / 1000
+    )
     servicer = RecognizerServicer(config, transcriber, workers, admission, SileroVad(), metrics)
     servicer.notify = scheduler.notify
     return servicer, scheduler, workers
@@ -283,7 +285,8 @@ async def serve(config: ServerConfig) -> int:
     if running.metrics is not None:
         print(f"metrics on http://{config.host}:{running.metrics_port}/metrics", flush=True)
     if running.web is not None:
-        print(f"live captions on http://{config.host}:{running.web_port}/", flush=True)
+        scheme = "https" if config.tls_cert else "http"
+        print(f"live captions on {scheme}://{config.host}:{running.web_port}/", flush=True)
     print(f"streamstt listening on {config.host}:{running.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -444,8 +444,15 @@ def test_a_tight_budget_holds_no_one_hostage(make_server):
     running = make_server()
     assert finals(run_stream(running.target, "sample"))  # measures the cost of a step
     cost = running.scheduler.stats.cost_per_step_s
-    # Two streams fit a 1 s budget twice over; three streams miss a 100 ms budget 7-fold.
-    running.running.servicer.admission.utilization = 8 * cost
+    admission = running.running.servicer.admission
+    # Alone, a 100 ms budget that cannot be kept is refused too (admitted, it would outrank
+    # every later stream); the server's default budget alone is always admitted.
+    admission.utilization = 8 * cost  # one stream's cycle is 2.5x what 100 ms allows
+    with pytest.raises(StreamInterrupted) as alone:
+        run_stream(running.target, "sample", latency_budget_ms=100)
+    assert alone.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # One stream fits a 100 ms budget, two fit 1 s 5-fold; three miss 100 ms 3-fold.
+    admission.utilization = 20 * cost
     tight = threading.Thread(
         target=run_stream,
         args=(running.target, "en_us_female"),
