@@ -39,6 +39,7 @@ def stream_report(run: StreamRun, offline: dict[Path, str]) -> dict:
     offline_text = offline.get(run.input.path) if ok else None
     return {
         "index": run.index,
+        "transport": run.transport,
         "file": str(run.input.path),
         "start_offset_s": round(run.start_offset_s, 3),
         "audio_s": round(timeline.audio_s, 3),
@@ -134,8 +135,33 @@ def level_report(level: LevelRun, budget_ms: float, offline: dict[Path, str]) ->
         "within_budget": verdict.within_budget,
         "verdict": verdict.reason or "within budget",
         "process": level.usage.as_dict() if level.usage else None,
+        "by_transport": _by_transport(level.runs),
         "per_stream": streams,
     }
+
+
+def _by_transport(runs) -> dict:
+    """Latency per transport when a level mixes them (`bench --websocket N`), so what the
+    bridge adds is read off one run: same server, same load, same moment."""
+    transports = sorted({run.transport for run in runs})
+    if len(transports) < 2:
+        return {}
+    split = {}
+    for transport in transports:
+        timelines = [run.timeline for run in runs if run.transport == transport]
+        split[transport] = {
+            "streams": len(timelines),
+            "emission_ms": latency.summary_ms(
+                [e.emission_s for t in timelines for e in latency.word_emissions(t)]
+            ),
+            "final_ms": latency.summary_ms(
+                [v for t in timelines for v in latency.final_latencies(t)]
+            ),
+            "partial_lag_ms": latency.summary_ms(
+                [p.lag_s for t in timelines for p in latency.partial_lags(t)]
+            ),
+        }
+    return split
 
 
 def build_report(
@@ -293,6 +319,12 @@ def format_table(report: dict) -> str:
             f"({paired['reference_words']} reference words): {scores}"
         )
     for level in rows:
+        for transport, split in level.get("by_transport", {}).items():
+            lines.append(
+                f"  N={level['streams']} over {transport} ({split['streams']} streams): median "
+                f"emission {split['emission_ms']['p50']} ms, final {split['final_ms']['p50']} ms, "
+                f"partial lag {split['partial_lag_ms']['p50']} ms"
+            )
         if not level["within_budget"]:
             lines.append(f"  {level['system']} N={level['streams']}: {level['verdict']}")
         for stream in level["per_stream"]:

@@ -16,7 +16,7 @@ import contextlib
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import latency
@@ -47,6 +47,12 @@ class BenchConfig:
     offline_wer: bool
     plots: bool
     settle_s: float  # pause between levels so one level's tail does not load the next
+    websocket: int = 0  # the first N streams of each level go over the WebSocket bridge
+    web_server: str | None = None  # host:port of the bridge; None with spawn
+
+    def transport(self, index: int) -> str:
+        """How stream `index` of a level reaches the server."""
+        return "websocket" if index < self.websocket else "grpc"
 
     @property
     def model_threads(self) -> int:
@@ -74,6 +80,7 @@ class StreamRun:
     input: BenchInput
     start_offset_s: float
     timeline: latency.StreamTimeline
+    transport: str = "grpc"  # "grpc" | "websocket" (the bridge) | "in-process" (baseline)
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,14 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     parser.add_argument("--settle-s", type=float, default=1.0, help="pause between levels")
+    parser.add_argument(
+        "--websocket", type=int, default=0, metavar="N",
+        help="the first N streams of each level go over the WebSocket bridge (docs/web.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--web-server", metavar="HOST:PORT",
+        help="the bridge of --server for --websocket (with --spawn: the spawned server's)",
+    )  # fmt: skip
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -154,6 +169,10 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     serve_args = list(args.serve_arg)
     if args.spawn and args.threads and not any("--threads" in a for a in serve_args):
         serve_args.append(f"--threads={args.threads}")
+    if args.websocket < 0 or (args.websocket and not args.spawn and not args.web_server):
+        raise ValueError("--websocket N needs N >= 0, and --web-server HOST:PORT with --server")
+    if args.spawn and args.websocket and not any("--web-port" in a for a in serve_args):
+        serve_args.append("--web-port=0")
     return BenchConfig(
         server=None if args.spawn else (args.server or DEFAULT_TARGET),
         spawn=args.spawn,
@@ -173,6 +192,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         offline_wer=args.offline_wer,
         plots=not args.no_plots,
         settle_s=args.settle_s,
+        websocket=args.websocket,
+        web_server=None if args.spawn else args.web_server,
     )
 
 
@@ -319,6 +340,8 @@ def run_streamstt_levels(
     if config.spawn:
         spawned = SpawnedServer(list(config.serve_args), out / "server.log").start()
         server_info.update(target=spawned.target, args=spawned.args[1:])
+        config = replace(config, web_server=spawned.web_target or None)
+    server_info["web_target"] = config.web_server
     target = spawned.target if spawned else config.server
     assert target is not None
     try:
@@ -352,7 +375,8 @@ def run_streamstt_level(
             wall = time.monotonic() - started
     finally:
         progress.close()
-    runs = _stream_runs(items, timelines, config.stagger_ms)
+    transports = [config.transport(i) for i in range(n)]
+    runs = _stream_runs(items, timelines, config.stagger_ms, transports)
     return LevelRun("streamstt", n, runs, wall, sampler.usage if sampler else None)
 
 
@@ -362,14 +386,19 @@ async def _stream_all(
     origin = time.monotonic()
     return await asyncio.gather(
         *(
-            _stream_one(config, target, item, origin + i * config.stagger_ms / 1000, progress)
+            _stream_one(config, target, item, origin + i * config.stagger_ms / 1000, progress, i)
             for i, item in enumerate(items)
         )
     )
 
 
 async def _stream_one(
-    config: BenchConfig, target: str, item: BenchInput, start_at: float, progress: Progress
+    config: BenchConfig,
+    target: str,
+    item: BenchInput,
+    start_at: float,
+    progress: Progress,
+    index: int,
 ) -> latency.StreamTimeline:
     from ..client import AsyncStreamingClient, StreamInterrupted, streaming_config
 
@@ -397,6 +426,18 @@ async def _stream_one(
     )
     timeout = item.audio_s / config.pace + STREAM_TIMEOUT_SLACK_S
     error, detail = None, ""
+    if config.transport(index) == "websocket":
+        from .websocket import stream_over_websocket
+
+        url = f"ws://{config.web_server}/v1/stream"
+        error, detail = await stream_over_websocket(
+            url,
+            stream_config,
+            audio(),
+            timeout,
+            lambda t, r: received.append(response_record(t, r)),
+        )
+        return latency.StreamTimeline(tuple(sent), tuple(received), item.audio_s, error, detail)
     # One connection per stream, as independent callers would have.
     async with AsyncStreamingClient(target) as client:
         try:
@@ -477,9 +518,10 @@ def run_baseline_levels(
     return levels
 
 
-def _stream_runs(items, timelines, stagger_ms: float) -> tuple[StreamRun, ...]:
-    """Pair each stream's input with its recorded timeline and start offset."""
+def _stream_runs(items, timelines, stagger_ms: float, transports=None) -> tuple[StreamRun, ...]:
+    """Pair each stream's input with its recorded timeline, start offset and transport."""
+    transports = transports or ["in-process"] * len(items)
     return tuple(
-        StreamRun(i, item, i * stagger_ms / 1000, timeline)
-        for i, (item, timeline) in enumerate(zip(items, timelines))
+        StreamRun(i, item, i * stagger_ms / 1000, timeline, transport)
+        for i, (item, timeline, transport) in enumerate(zip(items, timelines, transports))
     )

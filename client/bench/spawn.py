@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 _LISTENING = re.compile(r"streamstt listening on (\S+):(\d+)")
+_WEB = re.compile(r"live captions on https?://(\S+?)/")  # printed before _LISTENING
 START_TIMEOUT_S = 180.0  # model load + warm-up on a slow, busy CPU
 STOP_TIMEOUT_S = 30.0  # the server's own drain grace is 10 s by default
 SAMPLE_INTERVAL_S = 0.25
@@ -52,6 +53,7 @@ class SpawnedServer:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self.target = ""
+        self.web_target = ""  # host:port of the WebSocket bridge, when --web-port is set
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> SpawnedServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +84,8 @@ class SpawnedServer:
         # Keep draining stdout for the whole run so the child never blocks on a full pipe.
         assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:
+            if web := _WEB.search(line):
+                self.web_target = web.group(1)
             match = _LISTENING.search(line)
             if match and not found:
                 found.append(f"{match.group(1)}:{match.group(2)}")
