@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 
 import aiohttp
 import grpc
 import pytest
 from conftest import DATA, reference, wer
+from test_security import pki  # noqa: F401 - the fixture: a CA, server and client certificates
 
 from streamstt.client.client import StreamingClient, file_chunks, streaming_config
-from streamstt.server.web.protocol import close_code
+from streamstt.server.web.protocol import HAS_FINALIZE, close_code
 from streamstt.v1 import asr_pb2
 
 TOKEN = "web-secret"
@@ -38,14 +40,14 @@ def config_json(config: asr_pb2.StreamingRecognitionConfig) -> str:
     return MessageToJson(config)
 
 
-def ws_stream(url: str, messages: list, protocols: tuple[str, ...] = ()) -> dict:
+def ws_stream(url: str, messages: list, protocols: tuple[str, ...] = (), tls=None) -> dict:
     """Send the messages (str: text, bytes: binary), then read until the server closes."""
 
     async def run() -> dict:
         texts: list[dict] = []
         async with (
             aiohttp.ClientSession() as session,
-            session.ws_connect(url, protocols=protocols) as ws,
+            session.ws_connect(url, protocols=protocols, ssl=tls if tls else True) as ws,
         ):
             for message in messages:
                 if isinstance(message, bytes):
@@ -127,7 +129,7 @@ def test_refusals_are_the_grpc_ones_word_for_word(web_server, case):
     [
         (["{not json"], "INVALID_ARGUMENT", "StreamingRecognitionConfig in protobuf JSON"),
         (['{"config": {"encoding": "OPUS_LOUD"}}'], "INVALID_ARGUMENT", "OPUS_LOUD"),
-        ([config_json(_config()), '{"finalize": true}'], "UNIMPLEMENTED", "finalize"),
+        ([config_json(_config()), '{"end": true}', b"\0\0"], "INVALID_ARGUMENT", "after"),
         ([config_json(_config()), '{"stop": 1}'], "INVALID_ARGUMENT", '{"end": true}'),
     ],
 )
@@ -135,6 +137,21 @@ def test_messages_only_the_bridge_reads_get_precise_errors(web_server, messages,
     got = ws_stream(_url(web_server), messages)
     assert got["error"]["code"] == code and words in got["error"]["message"], got
     assert got["code"] == close_code(getattr(grpc.StatusCode, code))
+
+
+def test_finalize_closes_the_utterance_and_keeps_the_stream(web_server):
+    """`{"finalize": true}` is the contract's Finalize request where asr.proto has it (issue
+    18), else UNIMPLEMENTED, said so."""
+    rate, channels, chunks = file_chunks(DATA / "en_us_female.wav")
+    config = config_json(streaming_config(rate, channels=channels))
+    finalize, end = json.dumps({"finalize": True}), json.dumps({"end": True})
+    got = ws_stream(_url(web_server), [config, *chunks[:30], finalize, *chunks[30:], end])
+    if not HAS_FINALIZE:
+        assert got["error"]["code"] == "UNIMPLEMENTED" and got["code"] == 4012, got
+        return
+    finals = [r for x in got["responses"] for r in x.get("results", []) if r.get("isFinal")]
+    assert got["code"] == 1000 and len(finals) >= 2, got
+    assert wer([reference("en_us_female")], [finals_text(got["responses"])]) <= 0.15
 
 
 def test_bearer_token_by_subprotocol_or_query(make_server, tmp_path):
@@ -189,8 +206,8 @@ def test_bench_sends_the_first_streams_over_the_bridge(web_server, tmp_path):
     web = f"127.0.0.1:{web_server.running.web_port}"
     args = build_parser().parse_args(
         ["bench", "--server", web_server.target, "--web-server", web, "--websocket", "1",
-         "--audio", str(DATA / "sample.wav"), "--streams", "2", "--latency-budget-ms", "3000", "--no-plots",
-         "--out", str(tmp_path)]
+         "--audio", str(DATA / "sample.wav"), "--streams", "2", "--latency-budget-ms", "3000",
+         "--no-plots", "--out", str(tmp_path)]
     )  # fmt: skip
     assert args.func(args) == 0
     level = json.loads((tmp_path / "report.json").read_text())["systems"]["streamstt"]
@@ -198,3 +215,56 @@ def test_bench_sends_the_first_streams_over_the_bridge(web_server, tmp_path):
     assert [s["transport"] for s in streams] == ["websocket", "grpc"]
     assert all(s["error"] is None and s["wer_reference"] <= 0.10 for s in streams), streams
     assert set(level["levels"][0]["by_transport"]) == {"websocket", "grpc"}
+
+
+def test_a_drain_finalises_websocket_streams_then_closes_the_bridge(make_server):
+    """SIGTERM's drain covers the bridge's streams: after grace_s the audio heard gets its
+    final, then UNAVAILABLE (close 4014), and the web port is closed with the server."""
+    running = make_server(web_port=0, grace_s=0.5, drain_finals_s=10)
+    rate, channels, chunks = file_chunks(DATA / "en_us_female.wav")
+    config = config_json(streaming_config(rate, channels=channels))
+
+    async def stream_then_drain() -> dict:
+        texts, loop = [], asyncio.get_running_loop()
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(_url(running))
+            await ws.send_str(config)
+            for chunk in chunks[:40]:  # 4 s at real time, then the drain starts mid-speech
+                await ws.send_bytes(chunk)
+                await asyncio.sleep(0.1)
+            drain = loop.run_in_executor(None, running.call, running.running.drain_and_stop())
+            async for reply in ws:
+                texts.append(json.loads(reply.data))
+            await drain
+            return {"texts": texts, "code": ws.close_code}
+
+    got = asyncio.run(asyncio.wait_for(stream_then_drain(), 120))
+    assert got["code"] == 4014 and got["texts"][-1]["error"]["code"] == "UNAVAILABLE", got
+    assert finals_text(got["texts"][:-1]).startswith("The children played")
+    with pytest.raises(aiohttp.ClientConnectionError):
+        ws_stream(_url(running), [config])
+
+
+def test_the_web_port_serves_mtls_like_the_grpc_port(make_server, pki):  # noqa: F811
+    """With TLS and a client CA on the gRPC port, the bridge is wss:// with the same
+    certificate and asks for a client certificate from the same CA: no plaintext side door."""
+    running = make_server(
+        web_port=0,
+        tls_cert=str(pki["server.crt"]),
+        tls_key=str(pki["server.key"]),
+        tls_client_ca=str(pki["ca.crt"]),
+    )
+    url = f"wss://localhost:{running.running.web_port}/v1/stream"
+    rate, channels, chunks = file_chunks(DATA / "sample.wav")
+    messages = [config_json(streaming_config(rate, channels=channels)), *chunks, '{"end": true}']
+    anonymous = ssl.create_default_context(cafile=str(pki["ca.crt"]))
+    with pytest.raises(aiohttp.ClientError):
+        ws_stream(url, messages, tls=anonymous)
+    with pytest.raises(aiohttp.ClientError):
+        ws_stream(url.replace("wss:", "ws:"), messages)
+    known = ssl.create_default_context(cafile=str(pki["ca.crt"]))
+    known.load_cert_chain(str(pki["client.crt"]), str(pki["client.key"]))
+    got = ws_stream(url, messages, tls=known)
+    assert (
+        got["code"] == 1000 and wer([reference("sample")], [finals_text(got["responses"])]) <= 0.1
+    )

@@ -147,6 +147,10 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     parser.add_argument("--settle-s", type=float, default=1.0, help="pause between levels")
+    _websocket_flags(parser)
+
+
+def _websocket_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--websocket", type=int, default=0, metavar="N",
         help="the first N streams of each level go over the WebSocket bridge (docs/web.md)",

@@ -15,6 +15,8 @@ STATUS_CLOSE_BASE = 4000  # a failed call closes with 4000 + its gRPC code numbe
 BEARER_PROTOCOL = "bearer"  # Sec-WebSocket-Protocol: bearer, <token>
 TOKEN_QUERY = "token"  # or ws://host:port/v1/stream?token=<token>
 CONTROL_HELP = 'after the config, text messages are {"end": true} or {"finalize": true}'
+# Issue 18 adds StreamingRecognizeRequest.finalize; until the contract has it, UNIMPLEMENTED.
+HAS_FINALIZE = "finalize" in asr_pb2.StreamingRecognizeRequest.DESCRIPTOR.fields_by_name
 
 
 class BridgeError(Exception):
@@ -53,21 +55,29 @@ def opening_request(text: str | None, audio: bytes | None) -> asr_pb2.StreamingR
 
 
 def control(text: str) -> str:
-    """A text message after the config: returns "end" (half-close) or raises."""
+    """A text message after the config: "end" (half-close), "finalize", or raises."""
     try:
         message = json.loads(text)
     except ValueError as exc:
         raise BridgeError(grpc.StatusCode.INVALID_ARGUMENT, f"{CONTROL_HELP}: {exc}") from exc
     if message == {"end": True}:
         return "end"
+    if message == {"finalize": True} and HAS_FINALIZE:
+        return "finalize"
     if message == {"finalize": True}:
-        # asr.proto has no client message that closes an utterance and keeps the stream open
         raise BridgeError(
             grpc.StatusCode.UNIMPLEMENTED,
             'finalize is not in the streamstt.v1 contract yet; send {"end": true} to '
             "half-close (the open utterance is finalised and the stream ends)",
         )
     raise BridgeError(grpc.StatusCode.INVALID_ARGUMENT, f"{CONTROL_HELP}, not {text[:80]!r}")
+
+
+def finalize_request() -> asr_pb2.StreamingRecognizeRequest:
+    """The contract's own finalize message (only where HAS_FINALIZE)."""
+    request = asr_pb2.StreamingRecognizeRequest()
+    request.finalize.SetInParent()
+    return request
 
 
 def bearer_token(protocols: list[str], query: dict) -> str | None:

@@ -11,10 +11,17 @@ from aiohttp import WSMsgType, web
 
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
-from .protocol import BridgeError, close_code, control, error_message, opening_request
+from .protocol import (
+    BridgeError,
+    close_code,
+    control,
+    error_message,
+    finalize_request,
+    opening_request,
+)
 from .protocol import response_json as to_json
 
-# Audio messages held between the socket and the call: when the server stops reading a
+# Requests held between the socket and the call: when the server stops reading a
 # stream (max_backlog_s), the bridge stops reading the socket and TCP holds the browser.
 QUEUE_MESSAGES = 8
 ADMISSION_WAIT_S = 1.0  # longest hold of the audio until the server has admitted the stream
@@ -70,23 +77,25 @@ async def _requests(opening, queue: asyncio.Queue, admitted: asyncio.Event):
     yield opening
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(admitted.wait(), ADMISSION_WAIT_S)
-    while (audio := await queue.get()) is not _END:
-        yield asr_pb2.StreamingRecognizeRequest(audio_content=audio)
+    while (request := await queue.get()) is not _END:
+        yield request
 
 
 async def _read_client(ws: web.WebSocketResponse, queue: asyncio.Queue) -> None:
     """Binary messages are audio; text ones are controls. Returns when the client closes."""
     ended = False
     async for message in ws:
-        if message.type == WSMsgType.BINARY and not ended:
-            await queue.put(message.data)
-        elif message.type == WSMsgType.BINARY:
-            raise BridgeError(grpc.StatusCode.INVALID_ARGUMENT, 'audio after {"end": true}')
-        elif message.type == WSMsgType.TEXT and control(message.data) == "end" and not ended:
+        if message.type == WSMsgType.ERROR:
+            return
+        if ended and message.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+            raise BridgeError(grpc.StatusCode.INVALID_ARGUMENT, 'a message after {"end": true}')
+        if message.type == WSMsgType.BINARY:
+            await queue.put(asr_pb2.StreamingRecognizeRequest(audio_content=message.data))
+        elif message.type == WSMsgType.TEXT and control(message.data) == "finalize":
+            await queue.put(finalize_request())
+        elif message.type == WSMsgType.TEXT:  # control() said "end"
             ended = True
             await queue.put(_END)
-        elif message.type == WSMsgType.ERROR:
-            return
 
 
 async def _write_client(ws: web.WebSocketResponse, call, admitted: asyncio.Event):
