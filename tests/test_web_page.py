@@ -133,7 +133,10 @@ async def caption_clip(devtools_port: int, url: str, audio_s: float, shot: Path)
             await page.wait_for("document.readyState === 'complete' && !!el('toggle')", 30)
             await page.evaluate("el('toggle').focus(); el('toggle').click()")
             await page.wait_for("document.body.dataset.state === 'listening'", 30)
-            await asyncio.sleep(audio_s + TAIL_S)
+            await asyncio.sleep(audio_s * 0.6)  # mid-speech: interims on the page
+            live = await page.send("Page.captureScreenshot", format="png")
+            shot.with_name("listening.png").write_bytes(base64.b64decode(live["data"]))
+            await asyncio.sleep(audio_s * 0.4 + TAIL_S)
             await page.evaluate("el('toggle').click()")
             state = await page.wait_for(
                 "['done', 'error'].includes(document.body.dataset.state) && "
