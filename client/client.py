@@ -65,6 +65,9 @@ _METHOD_CONFIG = [
         },
     }
 ]
+# A chunk that asks for the open utterance's final now (StreamingRecognizeRequest.finalize):
+# put it among the audio chunks given to stream(); the stream goes on after it.
+FINALIZE = asr_pb2.Finalize()
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # what the client accepts (the server has its own limit)
 
 
@@ -169,6 +172,7 @@ def streaming_config(
     single_utterance: bool = False,
     vad_events: bool = False,
     model: str = "",
+    profanity_filter: bool = False,
 ) -> asr_pb2.StreamingRecognitionConfig:
     return asr_pb2.StreamingRecognitionConfig(
         config=asr_pb2.RecognitionConfig(
@@ -179,6 +183,7 @@ def streaming_config(
             model=model,
             enable_word_time_offsets=word_times,
             enable_word_confidence=word_times,
+            profanity_filter=profanity_filter,
         ),
         interim_results=interim_results,
         single_utterance=single_utterance,
@@ -210,6 +215,13 @@ def recognize_request(
     return asr_pb2.RecognizeRequest(config=config, audio_content=audio)
 
 
+def audio_request(chunk: bytes | asr_pb2.Finalize) -> asr_pb2.StreamingRecognizeRequest:
+    """The request that carries one chunk of audio (or FINALIZE)."""
+    if isinstance(chunk, asr_pb2.Finalize):
+        return asr_pb2.StreamingRecognizeRequest(finalize=chunk)
+    return asr_pb2.StreamingRecognizeRequest(audio_content=chunk)
+
+
 def _requests(config, chunks: Iterable[bytes], pace_s: float = 0.0) -> Iterator:
     yield asr_pb2.StreamingRecognizeRequest(streaming_config=config)
     start = time.monotonic()
@@ -218,7 +230,7 @@ def _requests(config, chunks: Iterable[bytes], pace_s: float = 0.0) -> Iterator:
             delay = start + i * pace_s - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        yield asr_pb2.StreamingRecognizeRequest(audio_content=chunk)
+        yield audio_request(chunk)
 
 
 class StreamingClient:
@@ -367,7 +379,7 @@ class AsyncStreamingClient:
                 if pace_s:
                     await asyncio.sleep(max(0.0, start + index * pace_s - time.monotonic()))
                 index += 1
-                yield asr_pb2.StreamingRecognizeRequest(audio_content=chunk)
+                yield audio_request(chunk)
 
         async for response in self._call(requests(), timeout, on_replica):
             yield response

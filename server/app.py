@@ -212,7 +212,7 @@ async def start_server(
     loopback = _loopback(server, config)
     servicer.replica = config.replica_name or f"{socket.gethostname()}:{port}"
     servicer.on_change = readiness.poke
-    scheduler.on_broken = lambda reason: _broken(servicer, readiness, reason)
+    scheduler.supervisor.on_broken = lambda reason: _broken(servicer, readiness, reason)
     await server.start()
     warm = await workers.model(warm_up, transcriber)
     scheduler.start()

@@ -9,6 +9,7 @@ from google.protobuf.duration_pb2 import Duration
 from streamstt.models.transcriber import Transcript, Word
 from streamstt.v1 import asr_pb2
 
+from .profanity import mask
 from .settings import StreamSettings
 from .stream.events import Event, Final, Interim, Progress, SpeechEvent
 
@@ -58,6 +59,7 @@ def recognize(transcript: Transcript, audio_s: float, config) -> asr_pb2.Recogni
             config.enable_word_time_offsets,
             config.enable_word_confidence,
             confidence=_mean(words),
+            masked=config.profanity_filter,
         )
         response.results.append(
             asr_pb2.SpeechRecognitionResult(
@@ -76,7 +78,10 @@ def _interim(event: Interim, settings: StreamSettings) -> Response:
         if not words:
             continue
         text = " ".join(w.word for w in words)
-        alternative = _alternative(text, words, settings.word_times, settings.word_confidence)
+        alternative = _alternative(
+            text, words, settings.word_times, settings.word_confidence,
+            masked=settings.profanity_filter,
+        )  # fmt: skip
         response.results.append(
             asr_pb2.StreamingRecognitionResult(
                 alternatives=[alternative],
@@ -98,6 +103,7 @@ def _final(event: Final, settings: StreamSettings) -> Response:
         settings.word_times,
         settings.word_confidence,
         confidence=result.confidence,
+        masked=settings.profanity_filter,
     )
     final = asr_pb2.StreamingRecognitionResult(
         alternatives=[alternative],
@@ -116,11 +122,16 @@ def _alternative(
     word_times: bool,
     word_confidence: bool,
     confidence: float = 0.0,
+    masked: bool = False,
 ) -> asr_pb2.SpeechRecognitionAlternative:
-    alternative = asr_pb2.SpeechRecognitionAlternative(transcript=transcript, confidence=confidence)
+    """`masked`: the profanity filter is on (transcript and words)."""
+    shown = mask if masked else str
+    alternative = asr_pb2.SpeechRecognitionAlternative(
+        transcript=shown(transcript), confidence=confidence
+    )
     if word_times or word_confidence:
         for word in words:
-            info = asr_pb2.WordInfo(word=word.word)
+            info = asr_pb2.WordInfo(word=shown(word.word))
             if word_times:
                 info.start_time.CopyFrom(duration(word.start))
                 info.end_time.CopyFrom(duration(word.end))

@@ -27,6 +27,7 @@ from streamstt.models.transcriber import PreparedBatch, Request, Transcriber, Tr
 
 from .stream.job import Job
 from .stream.session import Timing
+from .supervision import Supervisor
 from .workers import Workers
 
 _LOGGER = logging.getLogger(__name__)
@@ -151,16 +152,12 @@ class Scheduler:
         self.streams = streams  # the live streams (owned by the servicer)
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
-        self.model_timeout_s = model_timeout_s
         self.stats = SchedulerStats()
         self.measured = asyncio.Event()  # set when the first batch's cost is known
         # Test and chaos seam: called on the model thread with the batch's stream ids.
         self.fault_hook: Callable[[list[str]], None] | None = None
         self.on_batch: Callable[[BatchTiming], None] | None = None  # metrics
-        # Why the scheduler can serve no one any more (it crashed, or the model thread is
-        # wedged), None while healthy; `on_broken` tells the app (health, new calls).
-        self.broken: str | None = None
-        self.on_broken: Callable[[str], None] | None = None
+        self.supervisor = Supervisor(streams, model_timeout_s)
         self._wake = asyncio.Event()
         self._in_flight: set[str] = set()
         self._deferred = False  # the last look left work waiting for live streams
@@ -174,27 +171,12 @@ class Scheduler:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="scheduler")
-        self._task.add_done_callback(self._exited)
-
-    def _exited(self, task: asyncio.Task) -> None:
-        """Supervision: a loop that died fails every stream and marks the replica broken."""
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            _LOGGER.error("scheduler crashed: %r", exc, exc_info=exc)
-            self._break("INTERNAL", f"the scheduler crashed ({type(exc).__name__})")
-
-    def _break(self, code: str, reason: str) -> None:
-        if self.broken is not None:
-            return
-        self.broken = reason
-        for session in list(self.streams.values()):
-            session.end(code, f"recognition failed: {reason}; retry on another replica")
-        if self.on_broken is not None:
-            self.on_broken(reason)
+        self.supervisor.watch_task(self._task)
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            # a crash was reported (and acted on) when it happened: see _exited
+            # a crash was reported (and acted on) when it happened: server/supervision.py
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
@@ -255,7 +237,7 @@ class Scheduler:
 
     # ---- running it ------------------------------------------------------------------------
     async def _loop(self) -> None:
-        while self.broken is None:
+        while self.supervisor.broken is None:
             chosen = await self._collect()
             if not chosen:
                 continue
@@ -268,16 +250,7 @@ class Scheduler:
             await self._model_free.acquire()
             future = self.workers.model(batch.run, self.transcriber, prepared, self.fault_hook)
             future.add_done_callback(lambda f, b=batch: self._finished(f, b))
-            asyncio.get_running_loop().call_later(self.model_timeout_s, self._overdue, future)
-
-    def _overdue(self, future: asyncio.Future) -> None:
-        """A model call past its timeout: the one model thread is wedged, so no stream here
-        can be served; all fail with UNAVAILABLE and health sends them elsewhere."""
-        if not future.done():
-            _LOGGER.error("model call exceeded model_timeout_s=%g", self.model_timeout_s)
-            self._break(
-                "UNAVAILABLE", f"a model call exceeded model_timeout_s={self.model_timeout_s:g}"
-            )
+            self.supervisor.watch_call(future)
 
     def _batch(self, chosen: list[_Ready]) -> _Batch:
         sessions = [session for _, session, _ in chosen]
@@ -289,7 +262,7 @@ class Scheduler:
         return _Batch(sessions, jobs, requests, timing)
 
     def _finished(self, future: asyncio.Future, batch: _Batch) -> None:
-        if self.broken is not None:
+        if self.supervisor.broken is not None:
             return  # its streams have their status
         self._model_free.release()
         self._in_flight.difference_update(s.stream_id for s in batch.sessions)

@@ -23,6 +23,7 @@ from .admission import Admission, AdmissionError
 from .metrics import StreamMeter
 from .recognize import RecognizeFailed, RecognizeWork, recognize_audio
 from .settings import ServerConfig, StreamSettings
+from .stream import planning
 from .stream.events import End
 from .stream.outbox import Outbox
 from .stream.pcm import AudioFormatError
@@ -229,11 +230,15 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 request = await asyncio.wait_for(requests.__anext__(), max(left, 0.0))
             except StopAsyncIteration:
                 break
-            if request.WhichOneof("streaming_request") == "streaming_config":
+            kind = request.WhichOneof("streaming_request")
+            if kind == "streaming_config":
                 raise validation.InvalidRequest(
                     grpc.StatusCode.INVALID_ARGUMENT,
                     "streaming_config may only be sent once, in the first message",
                 )
+            if kind == "finalize":
+                await session.finish(more_audio=True)
+                continue
             if not request.audio_content:
                 continue
             arrived = time.monotonic()
@@ -242,7 +247,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 meter.arrived(session.state.received / SAMPLE_RATE, arrived)
             if not more:
                 return
-            await session.wait_for_room(self.config.max_backlog_s)
+            await _wait_for_room(session, self.config.max_backlog_s)
             last_audio = time.monotonic()  # a wait for the model is not the client idling
         await session.finish()
 
@@ -317,6 +322,16 @@ async def _next_request(requests, context, idle_timeout_s: float):
 def _phrases(config) -> str:
     """The request's phrase hints as prompt text."""
     return ", ".join(p for c in config.speech_contexts for p in c.phrases)
+
+
+async def _wait_for_room(session: StreamSession, max_backlog_s: float) -> None:
+    """Until the stream's audio waiting for decoding is at most `max_backlog_s` (or it is
+    over): its requests are not read meanwhile, so gRPC flow control holds a sender that
+    outruns the model, and nothing is dropped."""
+    limit = int(max_backlog_s * SAMPLE_RATE)
+    while not session.ended and planning.backlog(session.state) > limit:
+        session.room.clear()
+        await session.room.wait()
 
 
 def _unavailable(broken: str | None) -> str:

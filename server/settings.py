@@ -184,6 +184,7 @@ class StreamSettings:
     vad_events: bool
     word_times: bool
     word_confidence: bool
+    profanity_filter: bool = False  # mask listed words (server/profanity.py)
 
     @property
     def step_ms(self) -> int:

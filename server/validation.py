@@ -61,8 +61,6 @@ def check_common(
             f"audio_channel_count {config.audio_channel_count} is outside 1-{server.max_channels}"
         )
     _check_phrases(config.speech_contexts)
-    if config.max_alternatives < 0:
-        raise _invalid(f"max_alternatives {config.max_alternatives} is negative")
     return channels
 
 
@@ -132,4 +130,5 @@ def streaming_settings(
         vad_events=request.enable_voice_activity_events,
         word_times=config.enable_word_time_offsets,
         word_confidence=config.enable_word_confidence,
+        profanity_filter=config.profanity_filter,
     )

@@ -26,7 +26,7 @@ recognition = st.builds(
     language_code=st.sampled_from(["", "en-US", "en", "fr-FR", "x" * 50]),
     model=st.sampled_from(["", "tiny.en", "nope"]),
     enable_word_time_offsets=st.booleans(),
-    max_alternatives=st.integers(min_value=-1, max_value=5),
+    profanity_filter=st.booleans(),
 )
 config_request = st.builds(
     lambda config, interim, single, budget, silence: Request(

@@ -153,10 +153,10 @@ def test_product_fixed_names_exist() -> None:
     ]
     fixed_fields = {
         "RecognitionConfig": "encoding sample_rate_hertz audio_channel_count language_code model "
-        "enable_word_time_offsets enable_word_confidence speech_contexts max_alternatives",
+        "enable_word_time_offsets enable_word_confidence speech_contexts profanity_filter",
         "StreamingRecognitionConfig": "config interim_results single_utterance "
         "latency_budget_ms endpointing enable_voice_activity_events",
-        "StreamingRecognizeRequest": "streaming_config audio_content",
+        "StreamingRecognizeRequest": "streaming_config audio_content finalize",
         "StreamingRecognizeResponse": "results speech_event_type speech_event_time processing",
         "StreamingRecognitionResult": "alternatives is_final stability result_start_time "
         "result_end_time utterance_index",
@@ -176,4 +176,4 @@ def test_product_fixed_names_exist() -> None:
         missing = set(fields.split()) - set(descriptor.fields_by_name)
         assert not missing, f"{message} lost fields {sorted(missing)}"
     oneof = asr_pb2.StreamingRecognizeRequest.DESCRIPTOR.oneofs_by_name["streaming_request"]
-    assert {f.name for f in oneof.fields} == {"streaming_config", "audio_content"}
+    assert {f.name for f in oneof.fields} == {"streaming_config", "audio_content", "finalize"}

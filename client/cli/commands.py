@@ -51,6 +51,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         channels=channels,
         interim_results=not args.no_interim,
         latency_budget_ms=args.latency_budget_ms,
+        profanity_filter=args.profanity_filter,
     )
     display = Display(args.json)
     with _client(args) as client:

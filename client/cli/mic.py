@@ -59,6 +59,16 @@ class Capture:
             except queue.Empty:
                 continue
 
+    def finalize_on_enter(self, lines) -> None:
+        """Each line read (Enter) asks for the open utterance's final now; runs on its own
+        thread. The request goes in order with the audio, and never displaces a chunk."""
+        from ..client import FINALIZE
+
+        for _ in lines:
+            if self.stopped.is_set():
+                return
+            self.chunks.put(FINALIZE)
+
     @property
     def dropped_ms(self) -> int:
         return self.dropped_samples * 1000 // self.rate
@@ -143,11 +153,11 @@ def run_mic(args: argparse.Namespace, make_client, display) -> int:
     ):
         finisher = Finisher(capture, stream, client, args.finish_timeout_s)
         previous = signal.signal(signal.SIGINT, finisher)
-        print(f"listening at {rate} Hz; Ctrl-C to finish", file=sys.stderr)
+        print(f"listening at {rate} Hz; Enter ends an utterance, Ctrl-C finishes", file=sys.stderr)
+        threading.Thread(target=capture.finalize_on_enter, args=(sys.stdin,), daemon=True).start()
+        config = streaming_config(rate, profanity_filter=args.profanity_filter)
         try:
-            return _show(
-                client.stream(streaming_config(rate), capture.audio()), display, capture, finisher
-            )
+            return _show(client.stream(config, capture.audio()), display, capture, finisher)
         finally:
             signal.signal(signal.SIGINT, previous)
             if capture.dropped_ms:

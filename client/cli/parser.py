@@ -61,6 +61,10 @@ def _stream(sub) -> None:
         "--latency-budget-ms", type=int, default=0,
         help="milliseconds from audio to its interim; 0 = the server's default",
     )  # fmt: skip
+    stream.add_argument(
+        "--profanity-filter", action="store_true",
+        help="mask profane words in results (\"f***\"), as Google does",
+    )  # fmt: skip
     _client_flags(stream)
     stream.set_defaults(func=commands.cmd_stream)
 
@@ -89,6 +93,10 @@ def _mic(sub) -> None:
     )  # fmt: skip
     mic.add_argument("--chunk-ms", type=int, default=100, help="milliseconds of audio a request")
     mic.add_argument("--json", action="store_true", help="one response a line, as JSON")
+    mic.add_argument(
+        "--profanity-filter", action="store_true",
+        help="mask profane words in results (\"f***\"), as Google does",
+    )  # fmt: skip
     _client_flags(mic)
     mic.set_defaults(func=commands.cmd_mic)
 

@@ -79,7 +79,8 @@ class StreamSession:
         self._opened = time.monotonic() if opened is None else opened
         self._final_timing: Timing | None = None  # of the decode behind state.decoded
         self._end_status: End | None = None  # sent once all finals are out
-        self._room = asyncio.Event()  # set whenever decoding may have shrunk the backlog
+        # set whenever decoding may have shrunk the backlog (the servicer's flow control)
+        self.room = asyncio.Event()
         frame = bytes_per_frame(settings.encoding, settings.channels)
         self._piece = int(INGEST_PIECE_S * settings.sample_rate) * frame
 
@@ -99,24 +100,21 @@ class StreamSession:
         await self.finish(End("OUT_OF_RANGE", message))
         return False
 
-    async def wait_for_room(self, max_backlog_s: float) -> None:
-        """Until the audio waiting for decoding is at most `max_backlog_s` (or the stream
-        is over): the caller stops reading the client meanwhile, so gRPC flow control holds
-        a sender that outruns the model, and nothing is dropped."""
-        limit = int(max_backlog_s * SAMPLE_RATE)
-        while not self.ended and planning.backlog(self.state) > limit:
-            self._room.clear()
-            await self._room.wait()
-
-    async def finish(self, status: End | None = None) -> None:
+    async def finish(self, status: End | None = None, more_audio: bool = False) -> None:
         """No more audio: flush the resampler, finalise what is open, then end with OK (or
-        `status`) once the finals are out."""
-        if not self.ended:
+        `status`) once the finals are out. `more_audio`: the client asked for the open
+        utterance's final now (Finalize); it ends at the audio received so far, its final
+        goes out before any result of later audio (finals are decoded before interims and
+        leave in order), and the stream goes on."""
+        if more_audio and (self.ended or self.state.closed or self.state.speech.finished):
+            return
+        if not self.ended and not more_audio:
             self._fold(await self._prefetch(ingest, self._ingest, self._vad, b"", True))
-        self.state, found = steps.close(self.state)
+        self.state, found = steps.close(self.state, half_close=not more_audio)
         for event in events.speech(found, self.settings, self.state):
             self._emit(event)
-        self._end_status = status
+        if not more_audio:
+            self._end_status = status
         self._advance()
 
     def end(self, code: str, message: str = "", discard: bool = False) -> None:
@@ -124,7 +122,7 @@ class StreamSession:
         events the client has not read yet."""
         if not self.ended:
             self.ended = True
-            self._room.set()
+            self.room.set()
             self.outbox.end(End(code, message), discard)
 
     # ---- the scheduler's side ------------------------------------------------------------
@@ -191,7 +189,7 @@ class StreamSession:
         if self.state.done:
             status = self._end_status or End("OK")
             self.end(status.code, status.message)
-        self._room.set()
+        self.room.set()
         self._notify()
 
     def _emit(self, event: Event, droppable: bool = False) -> None:

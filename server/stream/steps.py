@@ -100,11 +100,15 @@ def take_final(state: StreamState) -> tuple[StreamState, FinalResult | None, boo
     return state, result, True
 
 
-def close(state: StreamState) -> tuple[StreamState, list[SpeechBegin | SpeechEnd]]:
-    """The client half-closed: whatever speech is open becomes a final (and ends here)."""
+def close(
+    state: StreamState, half_close: bool = True
+) -> tuple[StreamState, list[SpeechBegin | SpeechEnd]]:
+    """Whatever speech is open becomes an utterance that ends here, awaiting its final: the
+    client half-closed (no more audio comes) or, `half_close` False, asked to finalize (the
+    audio after this starts a new utterance)."""
     has_words = bool(state.words.committed or state.words.tentative)
     speech, events = endpointing.close(state.speech, state.audio_start, state.received, has_words)
-    state = replace(state, speech=speech, closed=True)
+    state = replace(state, speech=speech, closed=state.closed or half_close)
     shown: list[SpeechBegin | SpeechEnd] = []
     for event in events:
         if isinstance(event, UtteranceEnd):

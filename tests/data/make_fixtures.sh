@@ -27,6 +27,8 @@
 #   en_hts_female.wav     festival, HTS voice cmu_us_slt_arctic_hts (US female),
 #                         normal speed.
 #   sample.wav            flite rms, a short demo sentence.
+#   profane.wav           flite rms, a sentence with three listed profanities (the
+#                         profanity_filter test).
 #
 # Hard case (tests must NOT assert WER on it):
 #   espeak_hard.wav       espeak-ng voice en-us, default speed (175 wpm). The robotic voice
@@ -138,6 +140,10 @@ speech sample flite rms 1 \
 
 speech espeak_hard espeak en-us 175 \
     "My brother bought a new bicycle last week, and now he rides it to work every day."
+
+# profanity_filter test: words on the list in an ordinary sentence
+speech profane flite rms 1 \
+    "This damn printer is a piece of shit, and the man who sold it to me is a bastard."
 
 speech long_read flite slt 1 \
     "In the morning, the small town wakes up slowly. The baker opens his shop before sunrise, and the smell of warm bread drifts down the empty street. A little later, children walk to school, talking and laughing as they go. In the old library on the corner, the rooms are quiet and warm, and the shelves are full of books. In the afternoon, the park fills with families. Dogs chase balls across the green grass, and friends sit together on the benches under the tall trees. In the evening, the lights go on in the windows, and the town grows calm again."

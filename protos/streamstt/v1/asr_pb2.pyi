@@ -40,7 +40,7 @@ class SpeechContext(_message.Message):
     def __init__(self, phrases: _Optional[_Iterable[str]] = ..., boost: _Optional[float] = ...) -> None: ...
 
 class RecognitionConfig(_message.Message):
-    __slots__ = ("encoding", "sample_rate_hertz", "audio_channel_count", "language_code", "model", "enable_word_time_offsets", "enable_word_confidence", "speech_contexts", "max_alternatives")
+    __slots__ = ("encoding", "sample_rate_hertz", "audio_channel_count", "language_code", "model", "enable_word_time_offsets", "enable_word_confidence", "speech_contexts", "profanity_filter")
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
     AUDIO_CHANNEL_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -49,7 +49,7 @@ class RecognitionConfig(_message.Message):
     ENABLE_WORD_TIME_OFFSETS_FIELD_NUMBER: _ClassVar[int]
     ENABLE_WORD_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     SPEECH_CONTEXTS_FIELD_NUMBER: _ClassVar[int]
-    MAX_ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
+    PROFANITY_FILTER_FIELD_NUMBER: _ClassVar[int]
     encoding: AudioEncoding
     sample_rate_hertz: int
     audio_channel_count: int
@@ -58,8 +58,8 @@ class RecognitionConfig(_message.Message):
     enable_word_time_offsets: bool
     enable_word_confidence: bool
     speech_contexts: _containers.RepeatedCompositeFieldContainer[SpeechContext]
-    max_alternatives: int
-    def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hertz: _Optional[int] = ..., audio_channel_count: _Optional[int] = ..., language_code: _Optional[str] = ..., model: _Optional[str] = ..., enable_word_time_offsets: _Optional[bool] = ..., enable_word_confidence: _Optional[bool] = ..., speech_contexts: _Optional[_Iterable[_Union[SpeechContext, _Mapping]]] = ..., max_alternatives: _Optional[int] = ...) -> None: ...
+    profanity_filter: bool
+    def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hertz: _Optional[int] = ..., audio_channel_count: _Optional[int] = ..., language_code: _Optional[str] = ..., model: _Optional[str] = ..., enable_word_time_offsets: _Optional[bool] = ..., enable_word_confidence: _Optional[bool] = ..., speech_contexts: _Optional[_Iterable[_Union[SpeechContext, _Mapping]]] = ..., profanity_filter: _Optional[bool] = ...) -> None: ...
 
 class EndpointingConfig(_message.Message):
     __slots__ = ("silence_ms", "max_utterance_ms")
@@ -86,12 +86,18 @@ class StreamingRecognitionConfig(_message.Message):
     def __init__(self, config: _Optional[_Union[RecognitionConfig, _Mapping]] = ..., interim_results: _Optional[bool] = ..., single_utterance: _Optional[bool] = ..., latency_budget_ms: _Optional[int] = ..., endpointing: _Optional[_Union[EndpointingConfig, _Mapping]] = ..., enable_voice_activity_events: _Optional[bool] = ...) -> None: ...
 
 class StreamingRecognizeRequest(_message.Message):
-    __slots__ = ("streaming_config", "audio_content")
+    __slots__ = ("streaming_config", "audio_content", "finalize")
     STREAMING_CONFIG_FIELD_NUMBER: _ClassVar[int]
     AUDIO_CONTENT_FIELD_NUMBER: _ClassVar[int]
+    FINALIZE_FIELD_NUMBER: _ClassVar[int]
     streaming_config: StreamingRecognitionConfig
     audio_content: bytes
-    def __init__(self, streaming_config: _Optional[_Union[StreamingRecognitionConfig, _Mapping]] = ..., audio_content: _Optional[bytes] = ...) -> None: ...
+    finalize: Finalize
+    def __init__(self, streaming_config: _Optional[_Union[StreamingRecognitionConfig, _Mapping]] = ..., audio_content: _Optional[bytes] = ..., finalize: _Optional[_Union[Finalize, _Mapping]] = ...) -> None: ...
+
+class Finalize(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ProcessingInfo(_message.Message):
     __slots__ = ("audio_received", "audio_processed", "queue_ms", "compute_ms")

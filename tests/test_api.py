@@ -1,0 +1,87 @@
+"""API features through a real server: the profanity filter and Finalize."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from conftest import DATA, load_clip, normalise, reference, wer
+from test_server import finals, run_stream
+
+from streamstt.client.client import (
+    FINALIZE,
+    StreamingClient,
+    recognize_request,
+    streaming_config,
+)
+from streamstt.server.profanity import mask
+from streamstt.v1 import asr_pb2, asr_pb2_grpc
+
+MASKED = ["d***", "s***", "b******"]
+
+
+def test_mask_keeps_everything_but_listed_words():
+    assert mask("Damn! A shit's day, classic Dickens.") == "D***! A s***'s day, classic Dickens."
+
+
+def test_the_profanity_filter_masks_interims_and_finals(server):
+    plain = run_stream(server.target, "profane")
+    assert {"damn", "shit", "bastard"} <= set(normalise(_text(plain)).split()), _text(plain)
+    filtered = run_stream(server.target, "profane", profanity_filter=True)
+    shown = [r.alternatives[0] for response in filtered for r in response.results if r.alternatives]
+    said = " ".join(a.transcript for a in shown) + " ".join(w.word for a in shown for w in a.words)
+    assert not {"damn", "shit", "bastard"} & set(normalise(said).split()), said
+    final = _text(filtered)
+    assert all(word in final for word in MASKED), final
+
+
+def test_the_profanity_filter_in_recognize(server):
+    config = asr_pb2.RecognitionConfig(profanity_filter=True, enable_word_time_offsets=True)
+    stub = asr_pb2_grpc.RecognizerStub(grpc.insecure_channel(server.target))
+    data = (DATA / "profane.wav").read_bytes()
+    response = stub.Recognize(recognize_request(data, config), timeout=60)
+    text = " ".join(r.alternatives[0].transcript for r in response.results)
+    assert all(word in text for word in MASKED), text
+    words = [w.word for r in response.results for w in r.alternatives[0].words]
+    assert "d***" in words and "damn" not in [normalise(w) for w in words]
+
+
+def test_finalize_closes_the_utterance_and_loses_nothing(server):
+    """Finalize in the middle of continuous speech (no pause there): the utterance so far
+    gets its final before any result of later audio, and the rest of the speech is heard
+    in the next utterance."""
+    pcm = (load_clip("long_read")[: 16000 * 12] * 32767).astype("<i2").tobytes()
+    chunks = [pcm[i : i + 3200] for i in range(0, len(pcm), 3200)]
+    at = 40  # after 4 s of audio, inside the second sentence
+    sent: list[float] = []
+
+    def audio():
+        for i, chunk in enumerate(chunks):
+            if i == at:
+                sent.append(time.monotonic())
+                yield FINALIZE
+            yield chunk
+
+    with StreamingClient(server.target) as client:
+        config = streaming_config(16000, silence_ms=5000)  # no pause would end it otherwise
+        responses, arrived = [], []
+        for response in client.stream(config, audio(), pace_s=0.1, timeout=120):
+            responses.append(response)
+            arrived.append(time.monotonic())
+    results = finals(responses)
+    assert len(results) >= 2 and results[0].utterance_index == 0
+    first_end = results[0].result_end_time.ToTimedelta().total_seconds()
+    assert abs(first_end - at * 0.1) <= 0.2, first_end  # it ends where Finalize came
+    first_final = next(i for i, r in enumerate(responses) if any(x.is_final for x in r.results))
+    assert all(  # nothing of the audio after it came before it
+        x.utterance_index == 0 for r in responses[:first_final] for x in r.results
+    )
+    heard = " ".join(r.alternatives[0].transcript for r in results)
+    # the words heard open the passage: nothing at the cut was lost or doubled
+    spoken = " ".join(reference("long_read").split()[: len(heard.split())])
+    assert len(heard.split()) >= 25 and wer([spoken], [heard]) <= 0.15, heard
+    print(f"final {arrived[first_final] - sent[0]:.2f} s after Finalize")
+
+
+def _text(responses) -> str:
+    return " ".join(r.alternatives[0].transcript for r in finals(responses))
