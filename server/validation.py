@@ -3,7 +3,6 @@ the caller what to fix. Pure functions; the servicer turns `InvalidRequest` into
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import grpc
@@ -79,9 +78,6 @@ def _check_phrases(contexts) -> None:
         raise _invalid(
             f"speech_contexts phrases hold {total} characters; at most {MAX_PHRASES_CHARS}"
         )
-    for context in contexts:
-        if not math.isfinite(context.boost) or context.boost < 0:
-            raise _invalid(f"speech_contexts boost {context.boost} is not a finite number >= 0")
 
 
 def check_rate(rate: int) -> None:

@@ -166,7 +166,7 @@ def test_product_fixed_names_exist() -> None:
         "RecognizeResponse": "results total_audio",
         "SpeechRecognitionResult": "alternatives result_start_time result_end_time utterance_index",
         "EndpointingConfig": "silence_ms max_utterance_ms",
-        "SpeechContext": "phrases boost",
+        "SpeechContext": "phrases",
         "ProcessingInfo": "audio_received audio_processed queue_ms compute_ms",
         "ListModelsResponse": "models",
         "ModelInfo": "name language_codes precision device is_default sample_rate_hertz",
