@@ -118,10 +118,23 @@ class Page:
 
 
 FINALS = "Array.from(document.querySelectorAll('#finals li')).map(li => li.lastChild.textContent)"
+KEY_CODES = {"Tab": 9, "Enter": 13}
 
 
-async def caption_clip(devtools_port: int, url: str, audio_s: float, shot: Path) -> list[str]:
-    """Open the page, press Start, let the clip play, press Stop; the finals on the page."""
+async def press(page: Page, key: str) -> None:
+    """A real key press (trusted input, as from a keyboard)."""
+    code, text = KEY_CODES[key], "\r" if key == "Enter" else ""
+    down = "keyDown" if text else "rawKeyDown"
+    await page.send(
+        "Input.dispatchKeyEvent", type=down, key=key, code=key, windowsVirtualKeyCode=code,
+        text=text,
+    )  # fmt: skip
+    await page.send("Input.dispatchKeyEvent", type="keyUp", key=key, code=key)
+
+
+@contextlib.asynccontextmanager
+async def open_page(devtools_port: int, url: str):
+    """The browser's tab, on `url`, with the Start button focused from the keyboard (Tab)."""
     async with aiohttp.ClientSession() as session:
         async with session.get(f"http://127.0.0.1:{devtools_port}/json/list") as reply:
             tab = next(t for t in await reply.json() if t["type"] == "page")
@@ -131,26 +144,44 @@ async def caption_clip(devtools_port: int, url: str, audio_s: float, shot: Path)
             await page.send("Page.enable")
             await page.send("Page.navigate", url=url)
             await page.wait_for("document.readyState === 'complete' && !!el('toggle')", 30)
-            await page.evaluate("el('toggle').focus(); el('toggle').click()")
-            await page.wait_for("document.body.dataset.state === 'listening'", 30)
-            await asyncio.sleep(audio_s * 0.6)  # mid-speech: interims on the page
-            live = await page.send("Page.captureScreenshot", format="png")
-            shot.with_name("listening.png").write_bytes(base64.b64decode(live["data"]))
-            await asyncio.sleep(audio_s * 0.4 + TAIL_S)
-            await page.evaluate("el('toggle').click()")
-            state = await page.wait_for(
-                "['done', 'error'].includes(document.body.dataset.state) && "
-                "document.body.dataset.state",
-                DONE_TIMEOUT_S,
-            )
-            picture = await page.send("Page.captureScreenshot", format="png")
-            shot.write_bytes(base64.b64decode(picture["data"]))
-            banner = await page.evaluate("el('banner').textContent")
-            assert state == "done", f"page ended in {state}: {banner}; {page.console}"
-            finals = await page.evaluate(FINALS)
-            counts = await page.evaluate("JSON.stringify(document.body.dataset)")
-            assert finals, f"no final caption on the page: {counts}; {page.console}"
-            return finals
+            await press(page, "Tab")
+            assert await page.evaluate("document.activeElement.id") == "toggle"
+            yield page
+
+
+async def caption_clip(devtools_port: int, url: str, audio_s: float, shot: Path) -> list[str]:
+    """Open the page, press Start, let the clip play, press Stop; the finals on the page."""
+    async with open_page(devtools_port, url) as page:
+        await press(page, "Enter")
+        await page.wait_for("document.body.dataset.state === 'listening'", 30)
+        await asyncio.sleep(audio_s * 0.6)  # mid-speech: interims on the page
+        live = await page.send("Page.captureScreenshot", format="png")
+        shot.with_name("listening.png").write_bytes(base64.b64decode(live["data"]))
+        await asyncio.sleep(audio_s * 0.4 + TAIL_S)
+        await press(page, "Enter")
+        state = await page.wait_for(
+            "['done', 'error'].includes(document.body.dataset.state) && "
+            "document.body.dataset.state",
+            DONE_TIMEOUT_S,
+        )
+        picture = await page.send("Page.captureScreenshot", format="png")
+        shot.write_bytes(base64.b64decode(picture["data"]))
+        banner = await page.evaluate("el('banner').textContent")
+        assert state == "done", f"page ended in {state}: {banner}; {page.console}"
+        finals = await page.evaluate(FINALS)
+        counts = await page.evaluate("JSON.stringify(document.body.dataset)")
+        assert finals, f"no final caption on the page: {counts}; {page.console}"
+        return finals
+
+
+async def refusal_banner(devtools_port: int, url: str, shot: Path) -> str:
+    """Press Start on a server that will refuse the stream; the banner's text."""
+    async with open_page(devtools_port, url) as page:
+        await press(page, "Enter")
+        await page.wait_for("document.body.dataset.state === 'error'", DONE_TIMEOUT_S)
+        picture = await page.send("Page.captureScreenshot", format="png")
+        shot.write_bytes(base64.b64decode(picture["data"]))
+        return await page.evaluate("el('banner').textContent")
 
 
 def test_live_captions_in_chromium(transcriber, tmp_path):
@@ -168,3 +199,15 @@ def test_live_captions_in_chromium(transcriber, tmp_path):
     assert (tmp_path / "page.png").stat().st_size > 0
     assert finals, "no final caption on the page"
     assert wer([reference(CLIP)], [" ".join(finals)]) <= 0.10, finals
+
+
+def test_a_refused_stream_shows_its_status_in_the_banner(make_server, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("page-secret\n")
+    running = make_server(web_port=0, auth_tokens_file=str(tokens))
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    with chromium(profile, DATA / f"{CLIP}.wav") as devtools_port:
+        url = f"http://127.0.0.1:{running.running.web_port}/"
+        banner = asyncio.run(refusal_banner(devtools_port, url, tmp_path / "refused.png"))
+    assert banner.startswith("UNAUTHENTICATED: missing or invalid bearer token"), banner
