@@ -65,6 +65,21 @@ def resample(samples: np.ndarray | torch.Tensor, orig_rate: int) -> torch.Tensor
 
 def decode_audio(source: str | Path | bytes) -> torch.Tensor:
     """Decode WAV/FLAC/OGG/MP3 (anything libsndfile reads) to 16 kHz mono float32."""
+    samples, rate = _read(source)
+    if samples.shape[0] == 0:
+        return torch.zeros(0)
+    return resample(downmix(samples), rate)
+
+
+def decode_channels(source: str | Path | bytes) -> list[torch.Tensor]:
+    """Like decode_audio, but each channel on its own (16 kHz float32 each)."""
+    samples, rate = _read(source)
+    if samples.shape[0] == 0:
+        return [torch.zeros(0) for _ in range(samples.shape[1])]
+    return [resample(np.ascontiguousarray(samples[:, c]), rate) for c in range(samples.shape[1])]
+
+
+def _read(source: str | Path | bytes) -> tuple[np.ndarray, int]:
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     if isinstance(source, (str, Path)) and not Path(source).is_file():
         raise AudioDecodeError(f"{name}: no such audio file")
@@ -73,9 +88,7 @@ def decode_audio(source: str | Path | bytes) -> torch.Tensor:
         samples, rate = soundfile.read(handle, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioDecodeError(f"{name}: not a readable audio file ({exc})") from exc
-    if samples.shape[0] == 0:
-        return torch.zeros(0)
-    return resample(downmix(samples), int(rate))
+    return samples, int(rate)
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:

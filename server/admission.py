@@ -52,21 +52,22 @@ class Admission:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.scheduler.measured.wait(), FIRST_MEASUREMENT_WAIT_S)
 
-    def admit(self, budget_s: float) -> None:
-        """Refuse a new stream (AdmissionError) when the measured cost says budgets would break."""
-        reason = self.capacity_error(budget_s)
+    def admit(self, budget_s: float, count: int = 1) -> None:
+        """Refuse a new stream (AdmissionError) when the measured cost says budgets would break;
+        `count`: how many streams it is (one a channel with separate recognition)."""
+        reason = self.capacity_error(budget_s, count)
         if reason:
             raise AdmissionError(reason)
 
-    def capacity_error(self, budget_s: float) -> str | None:
-        """Why one more stream with this budget would not fit, or None when it would."""
+    def capacity_error(self, budget_s: float, count: int = 1) -> str | None:
+        """Why `count` more streams with this budget would not fit, or None when they would."""
         cost = self.scheduler.stats.cost_per_step_s
         # Recognize calls and streams sent ahead of real time wait while live streams are
         # open (scheduler._eligible): they are not projected.
         live = sum(not (work.background or work.ahead()) for work in self.streams.values())
         if not cost or (not live and budget_s >= self.default_budget_s):
             return None
-        streams = live + 1
+        streams = live + count
         cycle = cost * streams
         allowed = self.utilization * budget_s / 2
         if cycle <= allowed:

@@ -19,14 +19,21 @@ from dataclasses import dataclass, field
 import grpc
 from torch import Tensor
 
-from streamstt.models.audio import SAMPLE_RATE, AudioDecodeError, decode_audio, resample
+from streamstt.models.audio import (
+    SAMPLE_RATE,
+    AudioDecodeError,
+    decode_audio,
+    decode_channels,
+    resample,
+)
 from streamstt.models.longform import Seek
 from streamstt.models.options import Request, TranscribeOptions
 from streamstt.models.results import Transcript
 from streamstt.models.tokenizer import WhisperTokenizer
 
 from . import validation
-from .stream.pcm import AudioFormatError, decode_chunk
+from .stream.channels import split
+from .stream.pcm import AudioFormatError, bytes_per_frame, decode_chunk
 
 _IDS = itertools.count(1)
 # Added to a Recognize window's deadline: later than any live stream's (budgets are <= 60 s).
@@ -101,27 +108,34 @@ class RecognizeWork:
         self.result.cancel()
 
 
-def recognize_audio(data: bytes, config, channels: int, max_seconds: float) -> Tensor:
-    """A Recognize request's audio as 16 kHz mono samples (InvalidRequest if unusable)."""
+def recognize_audio(data: bytes, config, channels: int, max_seconds: float) -> list[Tensor]:
+    """A Recognize request's audio as 16 kHz samples: one mono track, or one a channel with
+    enable_separate_recognition_per_channel (InvalidRequest if unusable)."""
     invalid = grpc.StatusCode.INVALID_ARGUMENT
+    separate = config.enable_separate_recognition_per_channel
     try:
-        audio = _decode(data, config, channels)
+        tracks = _decode(data, config, channels, separate)
     except (AudioFormatError, AudioDecodeError) as exc:
         raise validation.InvalidRequest(invalid, str(exc)) from exc
-    seconds = audio.shape[-1] / SAMPLE_RATE
+    seconds = tracks[0].shape[-1] / SAMPLE_RATE
     if seconds > max_seconds:
         raise validation.InvalidRequest(
             grpc.StatusCode.OUT_OF_RANGE,
             f"audio is {seconds:.0f} s; Recognize takes at most {max_seconds:g} s "
             "(max_recognize_seconds; use StreamingRecognize)",
         )
-    return audio
+    return tracks
 
 
-def _decode(data: bytes, config, channels: int) -> Tensor:
+def _decode(data: bytes, config, channels: int, separate: bool) -> list[Tensor]:
     if config.encoding in validation.RAW_ENCODINGS:
         validation.check_rate(config.sample_rate_hertz)
-        return resample(decode_chunk(data, config.encoding, channels), config.sample_rate_hertz)
+        rate = config.sample_rate_hertz
+        if not separate or channels == 1:
+            return [resample(decode_chunk(data, config.encoding, channels), rate)]
+        frame = bytes_per_frame(config.encoding, channels)
+        parts = split(data, channels, frame)
+        return [resample(decode_chunk(part, config.encoding, 1), rate) for part in parts]
     if not data:
         raise validation.InvalidRequest(grpc.StatusCode.INVALID_ARGUMENT, "audio_content is empty")
-    return decode_audio(bytes(data))
+    return decode_channels(bytes(data)) if separate else [decode_audio(bytes(data))]

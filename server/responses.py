@@ -29,12 +29,16 @@ def duration(seconds: float) -> Duration:
     return value
 
 
-def streaming(event: Event, settings: StreamSettings) -> Response:
-    """The response that reports one engine event (not End: that is the call's status)."""
-    if isinstance(event, Interim):
-        return _interim(event, settings)
-    if isinstance(event, Final):
-        return _final(event, settings)
+def streaming(event: Event, settings: StreamSettings, channel_tag: int = 0) -> Response:
+    """The response that reports one engine event (not End: that is the call's status);
+    `channel_tag`: its channel, with separate recognition per channel."""
+    if isinstance(event, (Interim, Final)):
+        response = (
+            _interim(event, settings) if isinstance(event, Interim) else _final(event, settings)
+        )
+        for result in response.results:
+            result.channel_tag = channel_tag
+        return response
     if not isinstance(event, SpeechEvent):
         raise TypeError(f"no response reports {type(event).__name__}")
     return Response(
@@ -44,32 +48,41 @@ def streaming(event: Event, settings: StreamSettings) -> Response:
     )
 
 
-def recognize(transcript: Transcript, audio_s: float, config) -> asr_pb2.RecognizeResponse:
-    """A whole file's transcript: one result per segment."""
+def recognize(
+    transcripts: Sequence[Transcript], audio_s: float, config, separate: bool = False
+) -> asr_pb2.RecognizeResponse:
+    """A whole file's transcript (or, `separate`, one a channel): one result per segment."""
     response = asr_pb2.RecognizeResponse(total_audio=duration(audio_s))
-    for index, segment in enumerate(transcript.segments):
-        words = [
-            w
-            for w in transcript.words
-            if segment.start - SEGMENT_SLACK_S <= w.start < segment.end + SEGMENT_SLACK_S
-        ]
-        alternative = _alternative(
-            segment.text,
-            words,
-            config.enable_word_time_offsets,
-            config.enable_word_confidence,
-            confidence=_mean(words),
-            masked=config.profanity_filter,
-        )
-        response.results.append(
-            asr_pb2.SpeechRecognitionResult(
-                alternatives=[alternative],
-                result_start_time=duration(segment.start),
-                result_end_time=duration(segment.end),
-                utterance_index=index,
-            )
-        )
+    for channel, transcript in enumerate(transcripts, start=1):
+        for index, segment in enumerate(transcript.segments):
+            result = _segment(transcript, segment, index, config)
+            result.channel_tag = channel if separate else 0
+            response.results.append(result)
     return response
+
+
+def _segment(
+    transcript: Transcript, segment, index: int, config
+) -> asr_pb2.SpeechRecognitionResult:
+    words = [
+        w
+        for w in transcript.words
+        if segment.start - SEGMENT_SLACK_S <= w.start < segment.end + SEGMENT_SLACK_S
+    ]
+    alternative = _alternative(
+        segment.text,
+        words,
+        config.enable_word_time_offsets,
+        config.enable_word_confidence,
+        confidence=_mean(words),
+        masked=config.profanity_filter,
+    )
+    return asr_pb2.SpeechRecognitionResult(
+        alternatives=[alternative],
+        result_start_time=duration(segment.start),
+        result_end_time=duration(segment.end),
+        utterance_index=index,
+    )
 
 
 def _interim(event: Interim, settings: StreamSettings) -> Response:

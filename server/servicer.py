@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 
 import grpc
 
@@ -24,6 +25,7 @@ from .metrics import StreamMeter
 from .recognize import RecognizeFailed, RecognizeWork, recognize_audio
 from .settings import ServerConfig, StreamSettings
 from .stream import planning
+from .stream.channels import ChannelGroup, OnChannel
 from .stream.events import End
 from .stream.outbox import Outbox
 from .stream.pcm import AudioFormatError
@@ -136,22 +138,31 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             )
         except validation.InvalidRequest as exc:
             await context.abort(exc.code, exc.message)
+        config = first.streaming_config.config
+        # separate recognition per channel: a stream a channel, each counted
+        count = settings.channels if config.enable_separate_recognition_per_channel else 1
         await self.admission.first_measurement()  # no await between the checks and register
-        if len(self.active) >= self.config.max_streams:
+        if len(self.active) + count > self.config.max_streams:
             message = f"too many concurrent streams (max_streams={self.config.max_streams})"
             await _reject(
                 self.metrics, context, grpc.StatusCode.RESOURCE_EXHAUSTED, message, "max_streams"
             )
         try:
-            self.admission.admit(settings.latency_budget_ms / 1000)
+            self.admission.admit(settings.latency_budget_ms / 1000, count)
         except AdmissionError as exc:
             await _reject(
                 self.metrics, context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), "capacity"
             )
         budget_s = settings.latency_budget_ms / 1000
         meter = self.metrics.stream_meter(budget_s) if self.metrics else None
-        session = self._session(settings, first.streaming_config.config, meter, opened)
-        self.active[session.stream_id] = session
+        if count == 1:
+            session = self._session(settings, config, meter, opened)
+        else:
+            mono = replace(settings, channels=1)
+            channels = [self._session(mono, config, meter, opened) for _ in range(count)]
+            session = ChannelGroup(channels, settings.encoding)
+        for channel in _channels(session):
+            self.active[channel.stream_id] = channel
         self.on_change()
         if self.metrics:
             self.metrics.stream_started()
@@ -182,17 +193,21 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             event = await session.outbox.get()
             if isinstance(event, End):
                 return event
+            channel_tag = 0
+            if isinstance(event, OnChannel):
+                event, channel_tag = event.event, event.channel_tag
             try:
                 # A client that stops reading blocks this write (HTTP/2 flow control);
                 # past the outbox timeout its stream is aborted, others are unaffected.
-                response = responses.streaming(event, session.settings)
+                response = responses.streaming(event, session.settings, channel_tag)
                 await asyncio.wait_for(context.write(response), self.config.outbox_timeout_s)
             except asyncio.TimeoutError:
                 return End("RESOURCE_EXHAUSTED", _SLOW_READER.format(self.config.outbox_timeout_s))
 
     def _close(self, session: StreamSession, end: End | None) -> None:
         session.end("CANCELLED", "the call is over", discard=True)  # no more work for it
-        self.active.pop(session.stream_id, None)
+        for channel in _channels(session):
+            self.active.pop(channel.stream_id, None)
         self.on_change()
         audio_s = session.state.received / SAMPLE_RATE
         if self.metrics:
@@ -264,30 +279,33 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             )
         try:
             channels = validation.check_common(request.config, self.config, self.model_names)
-            audio = await asyncio.to_thread(
+            tracks = await asyncio.to_thread(
                 recognize_audio, request.audio_content, request.config, channels,
                 self.config.max_recognize_seconds,
             )  # fmt: skip
         except validation.InvalidRequest as exc:
             await context.abort(exc.code, exc.message)
-        seconds = audio.shape[-1] / SAMPLE_RATE
+        seconds = tracks[0].shape[-1] / SAMPLE_RATE
         started = time.monotonic()
         prompt = _phrases(request.config)
-        work = RecognizeWork(self.transcriber.tokenizer, audio, self.notify, prompt)
-        self.active[work.stream_id] = work  # counted by max_streams, admission and the drain
+        works = [RecognizeWork(self.transcriber.tokenizer, t, self.notify, prompt) for t in tracks]
+        for work in works:  # counted by max_streams, admission and the drain
+            self.active[work.stream_id] = work
         self.on_change()
         self.notify()
         try:
-            transcript = await work.result
+            transcripts = await asyncio.gather(*(work.result for work in works))
         except RecognizeFailed as exc:
             await context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
         finally:
-            work.cancel()
-            self.active.pop(work.stream_id, None)
+            for work in works:
+                work.cancel()
+                self.active.pop(work.stream_id, None)
             self.on_change()
         extra = {"audio_s": seconds, "wall_s": time.monotonic() - started}
         _LOGGER.info("recognize done", extra=extra)
-        return responses.recognize(transcript, seconds, request.config)
+        separate = len(tracks) > 1
+        return responses.recognize(transcripts, seconds, request.config, separate)
 
     # ---- ListModels ------------------------------------------------------------------------
     async def ListModels(self, request, context):  # noqa: N802
@@ -324,14 +342,20 @@ def _phrases(config) -> str:
     return ", ".join(p for c in config.speech_contexts for p in c.phrases)
 
 
-async def _wait_for_room(session: StreamSession, max_backlog_s: float) -> None:
+def _channels(call: StreamSession | ChannelGroup) -> list[StreamSession]:
+    """The sessions of a call: one, or one a channel."""
+    return call.sessions if isinstance(call, ChannelGroup) else [call]
+
+
+async def _wait_for_room(call: StreamSession | ChannelGroup, max_backlog_s: float) -> None:
     """Until the stream's audio waiting for decoding is at most `max_backlog_s` (or it is
-    over): its requests are not read meanwhile, so gRPC flow control holds a sender that
-    outruns the model, and nothing is dropped."""
+    over), on every channel: its requests are not read meanwhile, so gRPC flow control holds
+    a sender that outruns the model, and nothing is dropped."""
     limit = int(max_backlog_s * SAMPLE_RATE)
-    while not session.ended and planning.backlog(session.state) > limit:
-        session.room.clear()
-        await session.room.wait()
+    for session in _channels(call):
+        while not session.ended and planning.backlog(session.state) > limit:
+            session.room.clear()
+            await session.room.wait()
 
 
 def _unavailable(broken: str | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import grpc
+import pytest
 from conftest import DATA, load_clip, normalise, reference, wer
 from test_server import finals, run_stream
 
@@ -85,3 +86,72 @@ def test_finalize_closes_the_utterance_and_loses_nothing(server):
 
 def _text(responses) -> str:
     return " ".join(r.alternatives[0].transcript for r in finals(responses))
+
+
+def _stereo() -> tuple[bytes, str, str]:
+    """A call recording: one speaker a channel, one after the other (interleaved PCM16)."""
+    import numpy as np
+
+    left, right = load_clip("en_us_male"), load_clip("en_us_female")
+    gap = np.zeros(16000, dtype=np.float32)
+    left = np.concatenate([left, gap, np.zeros_like(right)])
+    right = np.concatenate([np.zeros_like(load_clip("en_us_male")), gap, right])
+    frames = np.stack([left, right], axis=1)
+    return (
+        (frames * 32767).astype("<i2").tobytes(),
+        reference("en_us_male"),
+        reference("en_us_female"),
+    )
+
+
+def _by_channel(results) -> dict[int, str]:
+    said: dict[int, list[str]] = {}
+    for r in results:
+        said.setdefault(r.channel_tag, []).append(r.alternatives[0].transcript)
+    return {tag: " ".join(texts) for tag, texts in said.items()}
+
+
+def test_separate_recognition_per_channel_streaming(server):
+    pcm, first, second = _stereo()
+    chunks = [pcm[i : i + 6400] for i in range(0, len(pcm), 6400)]  # 100 ms of 2 channels
+    config = streaming_config(16000, channels=2)
+    config.config.enable_separate_recognition_per_channel = True
+    with StreamingClient(server.target) as client:
+        responses = list(client.stream(config, chunks, pace_s=0.02, timeout=120))
+    said = _by_channel(finals(responses))
+    assert set(said) == {1, 2}, said
+    assert wer([first], [said[1]]) <= 0.1 and wer([second], [said[2]]) <= 0.1, said
+    interims = [r for resp in responses for r in resp.results if not r.is_final]
+    assert interims and all(r.channel_tag in (1, 2) for r in interims)
+    # each channel numbers its own utterances from 0
+    assert {r.utterance_index for r in finals(responses) if r.channel_tag == 2} >= {0}
+
+
+def test_separate_recognition_per_channel_recognize(server):
+    import io
+
+    import numpy as np
+    import soundfile
+
+    pcm, first, second = _stereo()
+    wav = io.BytesIO()
+    soundfile.write(wav, np.frombuffer(pcm, "<i2").reshape(-1, 2), 16000, format="WAV")
+    config = asr_pb2.RecognitionConfig(enable_separate_recognition_per_channel=True)
+    stub = asr_pb2_grpc.RecognizerStub(grpc.insecure_channel(server.target))
+    response = stub.Recognize(recognize_request(wav.getvalue(), config), timeout=120)
+    said = _by_channel(response.results)
+    assert wer([first], [said[1]]) <= 0.1 and wer([second], [said[2]]) <= 0.1, said
+    mixed = stub.Recognize(recognize_request(wav.getvalue()), timeout=120)
+    assert {r.channel_tag for r in mixed.results} == {0}  # default: the channels averaged
+
+
+def test_each_channel_counts_as_a_stream(make_server):
+    from streamstt.client.client import StreamInterrupted
+
+    running = make_server(max_streams=1)
+    config = streaming_config(16000, channels=2)
+    config.config.enable_separate_recognition_per_channel = True
+    with StreamingClient(running.target) as client, pytest.raises(StreamInterrupted) as refused:
+        list(client.stream(config, [b"\0\0" * 3200], timeout=30))
+    assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_streams=1" in str(refused.value)

@@ -153,18 +153,20 @@ def test_product_fixed_names_exist() -> None:
     ]
     fixed_fields = {
         "RecognitionConfig": "encoding sample_rate_hertz audio_channel_count language_code model "
-        "enable_word_time_offsets enable_word_confidence speech_contexts profanity_filter",
+        "enable_word_time_offsets enable_word_confidence speech_contexts profanity_filter "
+        "enable_separate_recognition_per_channel",
         "StreamingRecognitionConfig": "config interim_results single_utterance "
         "latency_budget_ms endpointing enable_voice_activity_events",
         "StreamingRecognizeRequest": "streaming_config audio_content finalize",
         "StreamingRecognizeResponse": "results speech_event_type speech_event_time processing",
         "StreamingRecognitionResult": "alternatives is_final stability result_start_time "
-        "result_end_time utterance_index",
+        "result_end_time utterance_index channel_tag",
         "SpeechRecognitionAlternative": "transcript confidence words",
         "WordInfo": "start_time end_time word confidence",
         "RecognizeRequest": "config audio_content",
         "RecognizeResponse": "results total_audio",
-        "SpeechRecognitionResult": "alternatives result_start_time result_end_time utterance_index",
+        "SpeechRecognitionResult": "alternatives result_start_time result_end_time utterance_index "
+        "channel_tag",
         "EndpointingConfig": "silence_ms max_utterance_ms",
         "SpeechContext": "phrases",
         "ProcessingInfo": "audio_received audio_processed queue_ms compute_ms",

@@ -53,6 +53,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         latency_budget_ms=args.latency_budget_ms,
         profanity_filter=args.profanity_filter,
     )
+    config.config.enable_separate_recognition_per_channel = args.channels == "separate"
     display = Display(args.json)
     with _client(args) as client:
         try:

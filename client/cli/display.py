@@ -24,7 +24,8 @@ class Display:
         for result in response.results:
             if result.is_final:
                 self.clear()
-                print(result.alternatives[0].transcript, flush=True)
+                tag = f"[channel {result.channel_tag}] " if result.channel_tag else ""
+                print(tag + result.alternatives[0].transcript, flush=True)
         interim = " ".join(
             r.alternatives[0].transcript
             for r in response.results

@@ -62,6 +62,11 @@ def _stream(sub) -> None:
         help="milliseconds from audio to its interim; 0 = the server's default",
     )  # fmt: skip
     stream.add_argument(
+        "--channels", choices=("mix", "separate"), default="mix",
+        help="multi-channel audio: averaged (mix), or each channel on its own with its channel "
+        "tag (separate: call recordings)",
+    )  # fmt: skip
+    stream.add_argument(
         "--profanity-filter", action="store_true",
         help="mask profane words in results (\"f***\"), as Google does",
     )  # fmt: skip

@@ -38,7 +38,7 @@ class SpeechContext(_message.Message):
     def __init__(self, phrases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecognitionConfig(_message.Message):
-    __slots__ = ("encoding", "sample_rate_hertz", "audio_channel_count", "language_code", "model", "enable_word_time_offsets", "enable_word_confidence", "speech_contexts", "profanity_filter")
+    __slots__ = ("encoding", "sample_rate_hertz", "audio_channel_count", "language_code", "model", "enable_word_time_offsets", "enable_word_confidence", "speech_contexts", "profanity_filter", "enable_separate_recognition_per_channel")
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
     AUDIO_CHANNEL_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,7 @@ class RecognitionConfig(_message.Message):
     ENABLE_WORD_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     SPEECH_CONTEXTS_FIELD_NUMBER: _ClassVar[int]
     PROFANITY_FILTER_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_SEPARATE_RECOGNITION_PER_CHANNEL_FIELD_NUMBER: _ClassVar[int]
     encoding: AudioEncoding
     sample_rate_hertz: int
     audio_channel_count: int
@@ -57,7 +58,8 @@ class RecognitionConfig(_message.Message):
     enable_word_confidence: bool
     speech_contexts: _containers.RepeatedCompositeFieldContainer[SpeechContext]
     profanity_filter: bool
-    def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hertz: _Optional[int] = ..., audio_channel_count: _Optional[int] = ..., language_code: _Optional[str] = ..., model: _Optional[str] = ..., enable_word_time_offsets: _Optional[bool] = ..., enable_word_confidence: _Optional[bool] = ..., speech_contexts: _Optional[_Iterable[_Union[SpeechContext, _Mapping]]] = ..., profanity_filter: _Optional[bool] = ...) -> None: ...
+    enable_separate_recognition_per_channel: bool
+    def __init__(self, encoding: _Optional[_Union[AudioEncoding, str]] = ..., sample_rate_hertz: _Optional[int] = ..., audio_channel_count: _Optional[int] = ..., language_code: _Optional[str] = ..., model: _Optional[str] = ..., enable_word_time_offsets: _Optional[bool] = ..., enable_word_confidence: _Optional[bool] = ..., speech_contexts: _Optional[_Iterable[_Union[SpeechContext, _Mapping]]] = ..., profanity_filter: _Optional[bool] = ..., enable_separate_recognition_per_channel: _Optional[bool] = ...) -> None: ...
 
 class EndpointingConfig(_message.Message):
     __slots__ = ("silence_ms", "max_utterance_ms")
@@ -132,20 +134,22 @@ class StreamingRecognizeResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[StreamingRecognitionResult, _Mapping]]] = ..., speech_event_type: _Optional[_Union[StreamingRecognizeResponse.SpeechEventType, str]] = ..., speech_event_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., processing: _Optional[_Union[ProcessingInfo, _Mapping]] = ...) -> None: ...
 
 class StreamingRecognitionResult(_message.Message):
-    __slots__ = ("alternatives", "is_final", "stability", "result_start_time", "result_end_time", "utterance_index")
+    __slots__ = ("alternatives", "is_final", "stability", "result_start_time", "result_end_time", "utterance_index", "channel_tag")
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     IS_FINAL_FIELD_NUMBER: _ClassVar[int]
     STABILITY_FIELD_NUMBER: _ClassVar[int]
     RESULT_START_TIME_FIELD_NUMBER: _ClassVar[int]
     RESULT_END_TIME_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_TAG_FIELD_NUMBER: _ClassVar[int]
     alternatives: _containers.RepeatedCompositeFieldContainer[SpeechRecognitionAlternative]
     is_final: bool
     stability: float
     result_start_time: _duration_pb2.Duration
     result_end_time: _duration_pb2.Duration
     utterance_index: int
-    def __init__(self, alternatives: _Optional[_Iterable[_Union[SpeechRecognitionAlternative, _Mapping]]] = ..., is_final: _Optional[bool] = ..., stability: _Optional[float] = ..., result_start_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., result_end_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., utterance_index: _Optional[int] = ...) -> None: ...
+    channel_tag: int
+    def __init__(self, alternatives: _Optional[_Iterable[_Union[SpeechRecognitionAlternative, _Mapping]]] = ..., is_final: _Optional[bool] = ..., stability: _Optional[float] = ..., result_start_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., result_end_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., utterance_index: _Optional[int] = ..., channel_tag: _Optional[int] = ...) -> None: ...
 
 class SpeechRecognitionAlternative(_message.Message):
     __slots__ = ("transcript", "confidence", "words")
@@ -178,16 +182,18 @@ class RecognizeRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[RecognitionConfig, _Mapping]] = ..., audio_content: _Optional[bytes] = ...) -> None: ...
 
 class SpeechRecognitionResult(_message.Message):
-    __slots__ = ("alternatives", "result_start_time", "result_end_time", "utterance_index")
+    __slots__ = ("alternatives", "result_start_time", "result_end_time", "utterance_index", "channel_tag")
     ALTERNATIVES_FIELD_NUMBER: _ClassVar[int]
     RESULT_START_TIME_FIELD_NUMBER: _ClassVar[int]
     RESULT_END_TIME_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_TAG_FIELD_NUMBER: _ClassVar[int]
     alternatives: _containers.RepeatedCompositeFieldContainer[SpeechRecognitionAlternative]
     result_start_time: _duration_pb2.Duration
     result_end_time: _duration_pb2.Duration
     utterance_index: int
-    def __init__(self, alternatives: _Optional[_Iterable[_Union[SpeechRecognitionAlternative, _Mapping]]] = ..., result_start_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., result_end_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., utterance_index: _Optional[int] = ...) -> None: ...
+    channel_tag: int
+    def __init__(self, alternatives: _Optional[_Iterable[_Union[SpeechRecognitionAlternative, _Mapping]]] = ..., result_start_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., result_end_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., utterance_index: _Optional[int] = ..., channel_tag: _Optional[int] = ...) -> None: ...
 
 class RecognizeResponse(_message.Message):
     __slots__ = ("results", "total_audio")
