@@ -154,6 +154,12 @@ def test_finalize_closes_the_utterance_and_keeps_the_stream(web_server):
     assert wer([reference("en_us_female")], [finals_text(got["responses"])]) <= 0.15
 
 
+def test_a_socket_without_a_config_is_closed_after_the_idle_timeout(make_server):
+    running = make_server(web_port=0, idle_timeout_s=0.5)
+    got = ws_stream(_url(running), [])
+    assert got["code"] == 4004 and got["error"]["code"] == "DEADLINE_EXCEEDED", got
+
+
 def test_bearer_token_by_subprotocol_or_query(make_server, tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text(TOKEN + "\n")

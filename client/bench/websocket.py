@@ -35,7 +35,7 @@ async def stream_over_websocket(
         sender = asyncio.create_task(_send(ws, config, audio))
         try:
             return await asyncio.wait_for(_receive(ws, on_response), timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin before Python 3.11
             return "DEADLINE_EXCEEDED", f"no close within {timeout_s:.0f} s"
         finally:
             sender.cancel()

@@ -89,7 +89,7 @@ class WebBridge:
         token = bearer_token(offered, dict(request.query))
         metadata = (("authorization", f"Bearer {token}"),) if token else ()
         try:
-            await relay(ws, self.stub, metadata)
+            await relay(ws, self.stub, metadata, self.config.idle_timeout_s)
         except asyncio.CancelledError:
             _LOGGER.info("web stream cut by shutdown", extra={"peer": request.remote})
             raise

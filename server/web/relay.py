@@ -28,9 +28,16 @@ ADMISSION_WAIT_S = 1.0  # longest hold of the audio until the server has admitte
 _END = None  # queued after {"end": true}: the call half-closes
 
 
-async def relay(ws: web.WebSocketResponse, stub: asr_pb2_grpc.RecognizerStub, metadata) -> None:
+async def relay(
+    ws: web.WebSocketResponse, stub: asr_pb2_grpc.RecognizerStub, metadata, idle_timeout_s: float
+) -> None:
     """Run one stream from its first message to its close."""
-    first = await ws.receive()
+    try:  # before the call exists the server's idle timeout cannot hold the socket: this does
+        first = await ws.receive(timeout=idle_timeout_s)
+    except asyncio.TimeoutError:
+        message = f"no config within idle_timeout_s ({idle_timeout_s:g} s)"
+        await _close(ws, grpc.StatusCode.DEADLINE_EXCEEDED, message)
+        return
     if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         return  # closed before it began
     try:
@@ -75,7 +82,7 @@ async def _requests(opening, queue: asyncio.Queue, admitted: asyncio.Event):
     """The call's requests. Audio waits until the server admitted the stream (it sends its
     initial metadata then), so a refusal is never raced by audio (see client._after_admission)."""
     yield opening
-    with contextlib.suppress(TimeoutError):
+    with contextlib.suppress(asyncio.TimeoutError):  # not the builtin before Python 3.11
         await asyncio.wait_for(admitted.wait(), ADMISSION_WAIT_S)
     while (request := await queue.get()) is not _END:
         yield request
