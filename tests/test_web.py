@@ -206,7 +206,7 @@ def test_grpc_and_websocket_streams_share_the_server(web_server):
 
 
 def test_bench_sends_the_first_streams_over_the_bridge(web_server, tmp_path):
-    """`streamstt bench --websocket 1`: one stream over the bridge, one over gRPC, one report."""
+    """`streamstt bench --websocket 1`: one stream over gRPC, one over the bridge, one report."""
     from streamstt.client.cli.parser import build_parser
 
     web = f"127.0.0.1:{web_server.running.web_port}"
@@ -218,7 +218,7 @@ def test_bench_sends_the_first_streams_over_the_bridge(web_server, tmp_path):
     assert args.func(args) == 0
     level = json.loads((tmp_path / "report.json").read_text())["systems"]["streamstt"]
     streams = level["levels"][0]["per_stream"]
-    assert [s["transport"] for s in streams] == ["websocket", "grpc"]
+    assert [s["transport"] for s in streams] == ["grpc", "websocket"]  # spread evenly
     assert all(s["error"] is None and s["wer_reference"] <= 0.10 for s in streams), streams
     assert set(level["levels"][0]["by_transport"]) == {"websocket", "grpc"}
 

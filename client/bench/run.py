@@ -47,12 +47,16 @@ class BenchConfig:
     offline_wer: bool
     plots: bool
     settle_s: float  # pause between levels so one level's tail does not load the next
-    websocket: int = 0  # the first N streams of each level go over the WebSocket bridge
+    websocket: int = 0  # streams of each level that go over the WebSocket bridge
     web_server: str | None = None  # host:port of the bridge; None with spawn
 
-    def transport(self, index: int) -> str:
-        """How stream `index` of a level reaches the server."""
-        return "websocket" if index < self.websocket else "grpc"
+    def transport(self, index: int, streams: int) -> str:
+        """How stream `index` of a level of `streams` reaches the server: the bridge's
+        streams are spread evenly (grpc, websocket, grpc, websocket for 2 of 4), so neither
+        transport always starts first or ends first when the streams are staggered."""
+        share = min(self.websocket, streams)
+        spread = (index + 1) * share // streams > index * share // streams
+        return "websocket" if spread else "grpc"
 
     @property
     def model_threads(self) -> int:
@@ -153,7 +157,7 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
 def _websocket_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--websocket", type=int, default=0, metavar="N",
-        help="the first N streams of each level go over the WebSocket bridge (docs/web.md)",
+        help="N streams of each level (spread evenly) go over the WebSocket bridge (docs/web.md)",
     )  # fmt: skip
     parser.add_argument(
         "--web-server", metavar="HOST:PORT",
@@ -379,7 +383,7 @@ def run_streamstt_level(
             wall = time.monotonic() - started
     finally:
         progress.close()
-    transports = [config.transport(i) for i in range(n)]
+    transports = [config.transport(i, n) for i in range(n)]
     runs = _stream_runs(items, timelines, config.stagger_ms, transports)
     return LevelRun("streamstt", n, runs, wall, sampler.usage if sampler else None)
 
@@ -390,7 +394,14 @@ async def _stream_all(
     origin = time.monotonic()
     return await asyncio.gather(
         *(
-            _stream_one(config, target, item, origin + i * config.stagger_ms / 1000, progress, i)
+            _stream_one(
+                config,
+                target,
+                item,
+                origin + i * config.stagger_ms / 1000,
+                progress,
+                config.transport(i, len(items)),
+            )
             for i, item in enumerate(items)
         )
     )
@@ -402,7 +413,7 @@ async def _stream_one(
     item: BenchInput,
     start_at: float,
     progress: Progress,
-    index: int,
+    transport: str,
 ) -> latency.StreamTimeline:
     from ..client import AsyncStreamingClient, StreamInterrupted, streaming_config
 
@@ -430,7 +441,7 @@ async def _stream_one(
     )
     timeout = item.audio_s / config.pace + STREAM_TIMEOUT_SLACK_S
     error, detail = None, ""
-    if config.transport(index) == "websocket":
+    if transport == "websocket":
         from .websocket import stream_over_websocket
 
         url = f"ws://{config.web_server}/v1/stream"
