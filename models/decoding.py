@@ -84,8 +84,9 @@ def find_repetition_loop(tokens: list[int], options: DecodingOptions) -> int | N
 
 # ---- logit filters ------------------------------------------------------------------------
 class LogitFilter(Protocol):
-    def apply(self, logits: Tensor, sampled: list[list[int]]) -> None:
-        """Mask `logits` (one row per candidate) in place; `sampled`: each row's tokens so far."""
+    def apply(self, logits: Tensor, sampled: list[list[int]], items: list[int]) -> None:
+        """Mask `logits` (one row per candidate) in place; `sampled`: each row's tokens so far;
+        `items`: the batch item of each row."""
 
 
 class SuppressTokens:
@@ -94,7 +95,7 @@ class SuppressTokens:
     def __init__(self, tokens: list[int]) -> None:
         self.tokens = torch.tensor(sorted(set(tokens)), dtype=torch.long)
 
-    def apply(self, logits: Tensor, sampled: list[list[int]]) -> None:
+    def apply(self, logits: Tensor, sampled: list[list[int]], items: list[int]) -> None:
         logits[:, self.tokens.to(logits.device)] = NEG_INF
 
 
@@ -104,11 +105,40 @@ class SuppressBlank:
     def __init__(self, tokens: list[int]) -> None:
         self.tokens = torch.tensor(sorted(set(tokens)), dtype=torch.long)
 
-    def apply(self, logits: Tensor, sampled: list[list[int]]) -> None:
+    def apply(self, logits: Tensor, sampled: list[list[int]], items: list[int]) -> None:
         first = [k for k, seq in enumerate(sampled) if not seq]
         if first:
             rows = torch.tensor(first, device=logits.device)[:, None]
             logits[rows, self.tokens.to(logits.device)[None, :]] = NEG_INF
+
+
+# A phrase's first token is often a short, common one (" L" of " Llanelli"): boosted in
+# full everywhere, it turns other words into it.
+FIRST_TOKEN_SHARE = 0.25
+
+
+class PhraseBias:
+    """Hotword boosting: `boost` is added to the logit of each phrase's next token, where
+    the text so far ends with the phrase's first tokens (the whole boost), or to its first
+    token anywhere else (a quarter of it: FIRST_TOKEN_SHARE). Per item:
+    its phrases as token ids (with their leading space, as Whisper spells a word) and boosts."""
+
+    def __init__(self, phrases: list[list[tuple[list[int], float]]]) -> None:
+        self.phrases = phrases
+
+    def apply(self, logits: Tensor, sampled: list[list[int]], items: list[int]) -> None:
+        for row, (seq, item) in enumerate(zip(sampled, items)):
+            for phrase, boost in self.phrases[item]:
+                token, share = _next_phrase_token(seq, phrase)
+                logits[row, token] += boost * share
+
+
+def _next_phrase_token(seq: list[int], phrase: list[int]) -> tuple[int, float]:
+    """The phrase's token that would continue `seq`, and the share of the boost it gets."""
+    for m in range(min(len(phrase) - 1, len(seq)), 0, -1):
+        if seq[-m:] == phrase[:m]:
+            return phrase[m], 1.0
+    return phrase[0], FIRST_TOKEN_SHARE
 
 
 class TimestampRules:
@@ -119,7 +149,7 @@ class TimestampRules:
         self.special = special
         self.max_initial = round(max_initial_timestamp / TIME_PRECISION)
 
-    def apply(self, logits: Tensor, sampled: list[list[int]]) -> None:
+    def apply(self, logits: Tensor, sampled: list[list[int]], items: list[int]) -> None:
         ts_begin, eot = self.special.timestamp_begin, self.special.eot
         logits[:, self.special.no_timestamps] = NEG_INF
         for k, seq in enumerate(sampled):
@@ -206,6 +236,7 @@ class _Row:
     misses: int = 0  # passes in a row whose guess was rejected at its first token
     pending: int = 0  # the newest sampled token, not yet fed to the model
     position: int = 0  # text position of the newest token fed (or pending)
+    index: int = 0  # the item's place in the batch (per-item filters: PhraseBias)
 
     @property
     def sampled(self) -> int:
@@ -273,7 +304,14 @@ def _first_pass(
         for i in range(batch)
     ]
     live = [
-        _Row(results[i], len(x.prefixes[i]), caps[i], x.drafts[i], position=len(openings[i]) - 1)
+        _Row(
+            results[i],
+            len(x.prefixes[i]),
+            caps[i],
+            x.drafts[i],
+            position=len(openings[i]) - 1,
+            index=i,
+        )  # fmt: skip
         for i in range(batch)
     ]
     starts = [e - 1 for e in ends]
@@ -315,8 +353,9 @@ def _verify(
             columns.append(state.starts[k] + j)
             sampled.append(row.result.tokens + guess[:j])
     logits = decoder.logits(state.hidden[items, columns][:, None])[:, 0]
+    rows = [state.live[k].index for k in items]
     for logit_filter in filters:
-        logit_filter.apply(logits, sampled)
+        logit_filter.apply(logits, sampled, rows)
     logprobs = torch.log_softmax(logits, dim=-1)
     best = logprobs.argmax(dim=-1)
     best_logprobs = logprobs.gather(1, best[:, None])[:, 0].tolist()

@@ -23,8 +23,15 @@ if TYPE_CHECKING:
 class Seek:
     """Where a recording's seek loop stands: the next window, and the text so far."""
 
-    def __init__(self, tokenizer: WhisperTokenizer, audio: Tensor, prompt: str = "") -> None:
+    def __init__(
+        self,
+        tokenizer: WhisperTokenizer,
+        audio: Tensor,
+        prompt: str = "",
+        hotwords: tuple[tuple[str, float], ...] = (),
+    ) -> None:
         self.tokenizer = tokenizer
+        self.hotwords = hotwords
         self.audio = audio
         self.position = 0  # samples decoded so far
         self.pieces: list[Transcript] = []
@@ -35,7 +42,8 @@ class Seek:
         window = self.audio[self.position : self.position + N_SAMPLES]
         if self.position >= self.audio.shape[-1] or window.shape[-1] < HOP_LENGTH * 2:
             return None
-        return Request(window, self._prompt_tokens, offset_s=self.position / SAMPLE_RATE)
+        offset_s = self.position / SAMPLE_RATE
+        return Request(window, self._prompt_tokens, offset_s=offset_s, hotwords=self.hotwords)
 
     def take(self, request: Request, result: Transcript) -> None:
         """The decoded window: keep its complete segments and move on."""
@@ -50,9 +58,13 @@ class Seek:
 
 
 def transcribe_long(
-    transcriber: Transcriber, audio: Tensor, options: TranscribeOptions, prompt: str = ""
+    transcriber: Transcriber,
+    audio: Tensor,
+    options: TranscribeOptions,
+    prompt: str = "",
+    hotwords: tuple[tuple[str, float], ...] = (),
 ) -> Transcript:
-    seek = Seek(transcriber.tokenizer, audio, prompt)
+    seek = Seek(transcriber.tokenizer, audio, prompt, hotwords)
     while (request := seek.next_request()) is not None:
         (result,) = transcriber.transcribe_batch([request], options)
         seek.take(request, result)

@@ -49,3 +49,6 @@ class Request:
     prefix: str = ""  # the known start of the transcript: fed in one pass and kept as it is
     draft: str = ""  # a guess of the words after the prefix: speeds decoding, never changes it
     offset_s: float = 0.0  # where the window starts in the caller's time (added to all times)
+    # phrases the decoder is biased toward, each with its boost in logit units
+    # (decoding.PhraseBias); a boost of 0 biases nothing
+    hotwords: tuple[tuple[str, float], ...] = ()

@@ -10,7 +10,7 @@ separate so a server can prepare batch k+1 while batch k is on the model;
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -19,7 +19,14 @@ from torch import Tensor
 from . import loading
 from .alignment import Word, align_batch
 from .audio import HOP_LENGTH, N_FRAMES, encoder_frames_for, window_features
-from .decoding import DecodeInputs, DecodingOptions, LogitFilter, greedy_decode, logit_filters
+from .decoding import (
+    DecodeInputs,
+    DecodingOptions,
+    LogitFilter,
+    PhraseBias,
+    greedy_decode,
+    logit_filters,
+)
 from .longform import transcribe_long
 from .options import Request, TranscribeOptions
 from .precision import PrecisionPlan, apply_precision, choose_precision
@@ -45,6 +52,8 @@ class PreparedBatch:
     prefixes: list[list[int]]
     drafts: list[list[int]]
     offsets: list[float]
+    # per item: each boosted phrase's tokens and boost (decoding.PhraseBias)
+    hotwords: list[list[tuple[list[int], float]]] = field(default_factory=list)
     ready: torch.cuda.Event | None = None  # CUDA: set when the host-to-device copy has ended
     copy_started: torch.cuda.Event | None = None  # CUDA: when the copy began (profiling)
 
@@ -97,6 +106,7 @@ class Transcriber:
             prefixes=[self.tokenizer.encode_text(r.prefix) for r in requests],
             drafts=[self.tokenizer.encode_text(r.draft) for r in requests],
             offsets=[r.offset_s for r in requests],
+            hotwords=[self._hotwords(r) for r in requests],
             ready=ready,
             copy_started=copy_started,
         )
@@ -111,9 +121,11 @@ class Transcriber:
         inputs = DecodeInputs(
             features, positions, prepared.prompts, prepared.prefixes, prepared.drafts, cross_kv
         )
-        sequences = greedy_decode(
-            decoder, self.tokenizer, self._logit_filters(options.decoding), options.decoding, inputs
-        )
+        filters = self._logit_filters(options.decoding)
+        if any(prepared.hotwords):
+            # first: the timestamp grammar must see the biased logits
+            filters = (PhraseBias(prepared.hotwords), *filters)
+        sequences = greedy_decode(decoder, self.tokenizer, filters, options.decoding, inputs)
         real = prepared.audio_positions.tolist()
         results = [
             to_transcript(seq, self.tokenizer, options, real[i], prepared.offsets[i])
@@ -136,10 +148,19 @@ class Transcriber:
         return self.run(self.prepare(requests, options), options)
 
     def transcribe(
-        self, audio: Tensor, options: TranscribeOptions = TranscribeOptions(), prompt: str = ""
+        self,
+        audio: Tensor,
+        options: TranscribeOptions = TranscribeOptions(),
+        prompt: str = "",
+        hotwords: tuple[tuple[str, float], ...] = (),
     ) -> Transcript:
-        """A whole recording of any length (models.longform)."""
-        return transcribe_long(self, audio, options, prompt)
+        """A whole recording of any length (models.longform); `hotwords`: phrases and boosts
+        (decoding.PhraseBias)."""
+        return transcribe_long(self, audio, options, prompt, hotwords)
+
+    def _hotwords(self, request: Request) -> list[tuple[list[int], float]]:
+        spelled = [(self.tokenizer.encode_text(" " + p.strip()), b) for p, b in request.hotwords]
+        return [(tokens, boost) for tokens, boost in spelled if tokens and boost > 0]
 
     def _to_device(
         self, batch: Tensor

@@ -64,11 +64,16 @@ class RecognizeWork:
     background = True  # runs when no live stream is open (scheduler._eligible)
 
     def __init__(
-        self, tokenizer: WhisperTokenizer, audio: Tensor, notify: Callable[[], None], prompt=""
+        self,
+        tokenizer: WhisperTokenizer,
+        audio: Tensor,
+        notify: Callable[[], None],
+        prompt: str = "",
+        hotwords: tuple[tuple[str, float], ...] = (),
     ) -> None:
         self.stream_id = f"r{next(_IDS)}"
         self.result: asyncio.Future[Transcript] = asyncio.get_running_loop().create_future()
-        self._seek = Seek(tokenizer, audio, prompt)
+        self._seek = Seek(tokenizer, audio, prompt, hotwords)
         self._waiting_since = time.monotonic()
         self._notify = notify
 

@@ -181,6 +181,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             notify=self.notify,
             max_samples=int(self.config.max_stream_seconds * SAMPLE_RATE),
             phrases=_phrases(config),
+            hotwords=validation.hotwords(config),
             on_event=meter.observe if meter else None,
             opened=opened,
         )
@@ -288,7 +289,9 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         seconds = tracks[0].shape[-1] / SAMPLE_RATE
         started = time.monotonic()
         prompt = _phrases(request.config)
-        works = [RecognizeWork(self.transcriber.tokenizer, t, self.notify, prompt) for t in tracks]
+        hot = validation.hotwords(request.config)
+        tokenizer = self.transcriber.tokenizer
+        works = [RecognizeWork(tokenizer, t, self.notify, prompt, hot) for t in tracks]
         for work in works:  # counted by max_streams, admission and the drain
             self.active[work.stream_id] = work
         self.on_change()

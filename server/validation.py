@@ -3,6 +3,7 @@ the caller what to fix. Pure functions; the servicer turns `InvalidRequest` into
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import grpc
@@ -20,6 +21,9 @@ MIN_UTTERANCE_MS = 1000
 MAX_PHRASES = 5000  # phrase hints a request, over all its speech_contexts
 MAX_PHRASE_CHARS = 100  # characters in one phrase
 MAX_PHRASES_CHARS = 100_000  # characters over all phrases
+MAX_BOOST = 20.0  # logit units (SpeechContext.boost)
+# phrases with a boost: each is checked at every decoded token (models.decoding.PhraseBias)
+MAX_BOOSTED_PHRASES = 100
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,14 @@ def _check_phrases(contexts) -> None:
         raise _invalid(
             f"speech_contexts phrases hold {total} characters; at most {MAX_PHRASES_CHARS}"
         )
+    for context in contexts:
+        if not (math.isfinite(context.boost) and 0 <= context.boost <= MAX_BOOST):
+            raise _invalid(f"speech_contexts boost {context.boost} is not in 0-{MAX_BOOST:g}")
+    boosted = sum(len(c.phrases) for c in contexts if c.boost > 0)
+    if boosted > MAX_BOOSTED_PHRASES:
+        raise _invalid(
+            f"speech_contexts hold {boosted} boosted phrases; at most {MAX_BOOSTED_PHRASES}"
+        )
 
 
 def check_rate(rate: int) -> None:
@@ -128,3 +140,8 @@ def streaming_settings(
         word_confidence=config.enable_word_confidence,
         profanity_filter=config.profanity_filter,
     )
+
+
+def hotwords(config) -> tuple[tuple[str, float], ...]:
+    """The request's boosted phrases with their boosts (models.options.Request.hotwords)."""
+    return tuple((p, c.boost) for c in config.speech_contexts if c.boost > 0 for p in c.phrases)

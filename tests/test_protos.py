@@ -168,7 +168,7 @@ def test_product_fixed_names_exist() -> None:
         "SpeechRecognitionResult": "alternatives result_start_time result_end_time utterance_index "
         "channel_tag",
         "EndpointingConfig": "silence_ms max_utterance_ms",
-        "SpeechContext": "phrases",
+        "SpeechContext": "phrases boost",
         "ProcessingInfo": "audio_received audio_processed queue_ms compute_ms",
         "ListModelsResponse": "models",
         "ModelInfo": "name language_codes precision device is_default sample_rate_hertz",

@@ -22,8 +22,8 @@ def config(**fields) -> Request:
     )
 
 
-def hints(*phrases: str) -> asr_pb2.SpeechContext:
-    return asr_pb2.SpeechContext(phrases=phrases or ("streamstt",))
+def hints(*phrases: str, boost: float = 0.0) -> asr_pb2.SpeechContext:
+    return asr_pb2.SpeechContext(phrases=phrases or ("streamstt",), boost=boost)
 
 
 def audio(data: bytes) -> Request:
@@ -105,6 +105,14 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
             [Request(streaming_config=asr_pb2.StreamingRecognitionConfig())],
             INVALID,
             "config is required",
+        ),
+        ([config(recognition={"speech_contexts": [hints(boost=float("nan"))]})], INVALID, "boost"),
+        ([config(recognition={"speech_contexts": [hints(boost=-1.0)]})], INVALID, "boost"),
+        ([config(recognition={"speech_contexts": [hints(boost=21.0)]})], INVALID, "0-20"),
+        (
+            [config(recognition={"speech_contexts": [hints(*["w"] * 101, boost=5.0)]})],
+            INVALID,
+            "at most 100",
         ),
         ([config(recognition={"speech_contexts": [hints("x" * 101)]})], INVALID, "at most 100"),
         (

@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from streamstt.models.audio import SAMPLE_RATE
 from streamstt.models.transcriber import Request, Transcript
@@ -60,11 +60,13 @@ class StreamSession:
         phrases: str = "",
         on_event: Callable[[Event], None] | None = None,
         opened: float | None = None,
+        hotwords: tuple[tuple[str, float], ...] = (),
     ) -> None:
         self.stream_id = f"s{next(_IDS)}"
         self.settings = settings
         self.outbox = outbox
         self.state = StreamState(settings, history=phrases)
+        self._hotwords = hotwords  # boosted phrases: every decode is biased toward them
         self.ended = False
         self._audio = AudioBuffer()
         self._ingest = IngestState(
@@ -130,7 +132,8 @@ class StreamSession:
         return None if self.ended else planning.next_job(self.state, allow_early, join)
 
     def request(self, job: Job) -> Request:
-        return job.request(self._audio.window(job.start, job.end))
+        request = job.request(self._audio.window(job.start, job.end))
+        return replace(request, hotwords=self._hotwords) if self._hotwords else request
 
     def ahead(self) -> bool:
         """Its audio came faster than real time and the decodes have caught up with real

@@ -29,6 +29,7 @@
 #   sample.wav            flite rms, a short demo sentence.
 #   profane.wav           flite rms, a sentence with three listed profanities (the
 #                         profanity_filter test).
+#   rare_terms.wav        flite slt, rare names and terms in sentences (the boost test).
 #
 # Hard case (tests must NOT assert WER on it):
 #   espeak_hard.wav       espeak-ng voice en-us, default speed (175 wpm). The robotic voice
@@ -144,6 +145,10 @@ speech espeak_hard espeak en-us 175 \
 # profanity_filter test: words on the list in an ordinary sentence
 speech profane flite rms 1 \
     "This damn printer is a piece of shit, and the man who sold it to me is a bastard."
+
+# SpeechContext.boost test: rare names and terms in sentences (RARE_TERMS in tests/test_api.py)
+speech rare_terms flite slt 1 \
+    "Doctor Okonkwo flew to Llanelli to meet Siobhan Nguyen. They discussed Kubernetes, the Zeebrugge ferry, and a new Pfizer trial. Later, Saoirse ordered quinoa at the Oaxaca cafe in Reykjavik."
 
 speech long_read flite slt 1 \
     "In the morning, the small town wakes up slowly. The baker opens his shop before sunrise, and the smell of warm bread drifts down the empty street. A little later, children walk to school, talking and laughing as they go. In the old library on the corner, the rooms are quiet and warm, and the shelves are full of books. In the afternoon, the park fills with families. Dogs chase balls across the green grass, and friends sit together on the benches under the tall trees. In the evening, the lights go on in the windows, and the town grows calm again."

@@ -25,51 +25,51 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16streamstt/v1/asr.proto\x12\x0cstreamstt.v1\x1a\x1egoogle/protobuf/duration.proto\"-\n\rSpeechContext\x12\x0f\n\x07phrases\x18\x01 \x03(\tJ\x04\x08\x02\x10\x03R\x05\x62oost\"\xfb\x02\n\x11RecognitionConfig\x12-\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1b.streamstt.v1.AudioEncoding\x12\x19\n\x11sample_rate_hertz\x18\x02 \x01(\x05\x12\x1b\n\x13\x61udio_channel_count\x18\x03 \x01(\x05\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12 \n\x18\x65nable_word_time_offsets\x18\x06 \x01(\x08\x12\x1e\n\x16\x65nable_word_confidence\x18\x07 \x01(\x08\x12\x34\n\x0fspeech_contexts\x18\x08 \x03(\x0b\x32\x1b.streamstt.v1.SpeechContext\x12\x18\n\x10profanity_filter\x18\n \x01(\x08\x12/\n\'enable_separate_recognition_per_channel\x18\x0b \x01(\x08J\x04\x08\t\x10\nR\x10max_alternatives\"A\n\x11\x45ndpointingConfig\x12\x12\n\nsilence_ms\x18\x01 \x01(\r\x12\x18\n\x10max_utterance_ms\x18\x02 \x01(\r\"\xf7\x01\n\x1aStreamingRecognitionConfig\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.streamstt.v1.RecognitionConfig\x12\x17\n\x0finterim_results\x18\x02 \x01(\x08\x12\x18\n\x10single_utterance\x18\x03 \x01(\x08\x12\x19\n\x11latency_budget_ms\x18\x04 \x01(\r\x12\x34\n\x0b\x65ndpointing\x18\x05 \x01(\x0b\x32\x1f.streamstt.v1.EndpointingConfig\x12$\n\x1c\x65nable_voice_activity_events\x18\x06 \x01(\x08\"\xbb\x01\n\x19StreamingRecognizeRequest\x12\x44\n\x10streaming_config\x18\x01 \x01(\x0b\x32(.streamstt.v1.StreamingRecognitionConfigH\x00\x12\x17\n\raudio_content\x18\x02 \x01(\x0cH\x00\x12*\n\x08\x66inalize\x18\x03 \x01(\x0b\x32\x16.streamstt.v1.FinalizeH\x00\x42\x13\n\x11streaming_request\"\n\n\x08\x46inalize\"\x9d\x01\n\x0eProcessingInfo\x12\x31\n\x0e\x61udio_received\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0f\x61udio_processed\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08queue_ms\x18\x03 \x01(\x02\x12\x12\n\ncompute_ms\x18\x04 \x01(\x02\"\x97\x03\n\x1aStreamingRecognizeResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.streamstt.v1.StreamingRecognitionResult\x12S\n\x11speech_event_type\x18\x02 \x01(\x0e\x32\x38.streamstt.v1.StreamingRecognizeResponse.SpeechEventType\x12\x34\n\x11speech_event_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\nprocessing\x18\x04 \x01(\x0b\x32\x1c.streamstt.v1.ProcessingInfo\"\x80\x01\n\x0fSpeechEventType\x12\x1c\n\x18SPEECH_EVENT_UNSPECIFIED\x10\x00\x12\x19\n\x15SPEECH_ACTIVITY_BEGIN\x10\x01\x12\x17\n\x13SPEECH_ACTIVITY_END\x10\x02\x12\x1b\n\x17\x45ND_OF_SINGLE_UTTERANCE\x10\x03\"\x9b\x02\n\x1aStreamingRecognitionResult\x12@\n\x0c\x61lternatives\x18\x01 \x03(\x0b\x32*.streamstt.v1.SpeechRecognitionAlternative\x12\x10\n\x08is_final\x18\x02 \x01(\x08\x12\x11\n\tstability\x18\x03 \x01(\x02\x12\x34\n\x11result_start_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0fresult_end_time\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0futterance_index\x18\x06 \x01(\r\x12\x13\n\x0b\x63hannel_tag\x18\x07 \x01(\x05\"m\n\x1cSpeechRecognitionAlternative\x12\x12\n\ntranscript\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12%\n\x05words\x18\x03 \x03(\x0b\x32\x16.streamstt.v1.WordInfo\"\x88\x01\n\x08WordInfo\x12-\n\nstart_time\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04word\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"Z\n\x10RecognizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.streamstt.v1.RecognitionConfig\x12\x15\n\raudio_content\x18\x02 \x01(\x0c\"\xf3\x01\n\x17SpeechRecognitionResult\x12@\n\x0c\x61lternatives\x18\x01 \x03(\x0b\x32*.streamstt.v1.SpeechRecognitionAlternative\x12\x34\n\x11result_start_time\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0fresult_end_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0futterance_index\x18\x04 \x01(\r\x12\x13\n\x0b\x63hannel_tag\x18\x05 \x01(\x05\"{\n\x11RecognizeResponse\x12\x36\n\x07results\x18\x01 \x03(\x0b\x32%.streamstt.v1.SpeechRecognitionResult\x12.\n\x0btotal_audio\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x13\n\x11ListModelsRequest\"\x83\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elanguage_codes\x18\x02 \x03(\t\x12\x11\n\tprecision\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x12\n\nis_default\x18\x05 \x01(\x08\x12\x19\n\x11sample_rate_hertz\x18\x06 \x01(\r\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.streamstt.v1.ModelInfo*\x83\x01\n\rAudioEncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\t\n\x05MULAW\x10\x03\x12\x08\n\x04\x41LAW\x10\x04\x12\x08\n\x04\x46LAC\x10\x05\x12\x07\n\x03WAV\x10\x06\x12\x0c\n\x08OGG_OPUS\x10\x07\x12\x07\n\x03MP3\x10\x08\x32\x98\x02\n\nRecognizer\x12k\n\x12StreamingRecognize\x12\'.streamstt.v1.StreamingRecognizeRequest\x1a(.streamstt.v1.StreamingRecognizeResponse(\x01\x30\x01\x12L\n\tRecognize\x12\x1e.streamstt.v1.RecognizeRequest\x1a\x1f.streamstt.v1.RecognizeResponse\x12O\n\nListModels\x12\x1f.streamstt.v1.ListModelsRequest\x1a .streamstt.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16streamstt/v1/asr.proto\x12\x0cstreamstt.v1\x1a\x1egoogle/protobuf/duration.proto\"/\n\rSpeechContext\x12\x0f\n\x07phrases\x18\x01 \x03(\t\x12\r\n\x05\x62oost\x18\x02 \x01(\x02\"\xfb\x02\n\x11RecognitionConfig\x12-\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1b.streamstt.v1.AudioEncoding\x12\x19\n\x11sample_rate_hertz\x18\x02 \x01(\x05\x12\x1b\n\x13\x61udio_channel_count\x18\x03 \x01(\x05\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12 \n\x18\x65nable_word_time_offsets\x18\x06 \x01(\x08\x12\x1e\n\x16\x65nable_word_confidence\x18\x07 \x01(\x08\x12\x34\n\x0fspeech_contexts\x18\x08 \x03(\x0b\x32\x1b.streamstt.v1.SpeechContext\x12\x18\n\x10profanity_filter\x18\n \x01(\x08\x12/\n\'enable_separate_recognition_per_channel\x18\x0b \x01(\x08J\x04\x08\t\x10\nR\x10max_alternatives\"A\n\x11\x45ndpointingConfig\x12\x12\n\nsilence_ms\x18\x01 \x01(\r\x12\x18\n\x10max_utterance_ms\x18\x02 \x01(\r\"\xf7\x01\n\x1aStreamingRecognitionConfig\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.streamstt.v1.RecognitionConfig\x12\x17\n\x0finterim_results\x18\x02 \x01(\x08\x12\x18\n\x10single_utterance\x18\x03 \x01(\x08\x12\x19\n\x11latency_budget_ms\x18\x04 \x01(\r\x12\x34\n\x0b\x65ndpointing\x18\x05 \x01(\x0b\x32\x1f.streamstt.v1.EndpointingConfig\x12$\n\x1c\x65nable_voice_activity_events\x18\x06 \x01(\x08\"\xbb\x01\n\x19StreamingRecognizeRequest\x12\x44\n\x10streaming_config\x18\x01 \x01(\x0b\x32(.streamstt.v1.StreamingRecognitionConfigH\x00\x12\x17\n\raudio_content\x18\x02 \x01(\x0cH\x00\x12*\n\x08\x66inalize\x18\x03 \x01(\x0b\x32\x16.streamstt.v1.FinalizeH\x00\x42\x13\n\x11streaming_request\"\n\n\x08\x46inalize\"\x9d\x01\n\x0eProcessingInfo\x12\x31\n\x0e\x61udio_received\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0f\x61udio_processed\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08queue_ms\x18\x03 \x01(\x02\x12\x12\n\ncompute_ms\x18\x04 \x01(\x02\"\x97\x03\n\x1aStreamingRecognizeResponse\x12\x39\n\x07results\x18\x01 \x03(\x0b\x32(.streamstt.v1.StreamingRecognitionResult\x12S\n\x11speech_event_type\x18\x02 \x01(\x0e\x32\x38.streamstt.v1.StreamingRecognizeResponse.SpeechEventType\x12\x34\n\x11speech_event_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\nprocessing\x18\x04 \x01(\x0b\x32\x1c.streamstt.v1.ProcessingInfo\"\x80\x01\n\x0fSpeechEventType\x12\x1c\n\x18SPEECH_EVENT_UNSPECIFIED\x10\x00\x12\x19\n\x15SPEECH_ACTIVITY_BEGIN\x10\x01\x12\x17\n\x13SPEECH_ACTIVITY_END\x10\x02\x12\x1b\n\x17\x45ND_OF_SINGLE_UTTERANCE\x10\x03\"\x9b\x02\n\x1aStreamingRecognitionResult\x12@\n\x0c\x61lternatives\x18\x01 \x03(\x0b\x32*.streamstt.v1.SpeechRecognitionAlternative\x12\x10\n\x08is_final\x18\x02 \x01(\x08\x12\x11\n\tstability\x18\x03 \x01(\x02\x12\x34\n\x11result_start_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0fresult_end_time\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0futterance_index\x18\x06 \x01(\r\x12\x13\n\x0b\x63hannel_tag\x18\x07 \x01(\x05\"m\n\x1cSpeechRecognitionAlternative\x12\x12\n\ntranscript\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12%\n\x05words\x18\x03 \x03(\x0b\x32\x16.streamstt.v1.WordInfo\"\x88\x01\n\x08WordInfo\x12-\n\nstart_time\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04word\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"Z\n\x10RecognizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.streamstt.v1.RecognitionConfig\x12\x15\n\raudio_content\x18\x02 \x01(\x0c\"\xf3\x01\n\x17SpeechRecognitionResult\x12@\n\x0c\x61lternatives\x18\x01 \x03(\x0b\x32*.streamstt.v1.SpeechRecognitionAlternative\x12\x34\n\x11result_start_time\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0fresult_end_time\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0futterance_index\x18\x04 \x01(\r\x12\x13\n\x0b\x63hannel_tag\x18\x05 \x01(\x05\"{\n\x11RecognizeResponse\x12\x36\n\x07results\x18\x01 \x03(\x0b\x32%.streamstt.v1.SpeechRecognitionResult\x12.\n\x0btotal_audio\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x13\n\x11ListModelsRequest\"\x83\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elanguage_codes\x18\x02 \x03(\t\x12\x11\n\tprecision\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x12\n\nis_default\x18\x05 \x01(\x08\x12\x19\n\x11sample_rate_hertz\x18\x06 \x01(\r\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.streamstt.v1.ModelInfo*\x83\x01\n\rAudioEncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x0c\n\x08LINEAR16\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\t\n\x05MULAW\x10\x03\x12\x08\n\x04\x41LAW\x10\x04\x12\x08\n\x04\x46LAC\x10\x05\x12\x07\n\x03WAV\x10\x06\x12\x0c\n\x08OGG_OPUS\x10\x07\x12\x07\n\x03MP3\x10\x08\x32\x98\x02\n\nRecognizer\x12k\n\x12StreamingRecognize\x12\'.streamstt.v1.StreamingRecognizeRequest\x1a(.streamstt.v1.StreamingRecognizeResponse(\x01\x30\x01\x12L\n\tRecognize\x12\x1e.streamstt.v1.RecognizeRequest\x1a\x1f.streamstt.v1.RecognizeResponse\x12O\n\nListModels\x12\x1f.streamstt.v1.ListModelsRequest\x1a .streamstt.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'streamstt.v1.asr_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDIOENCODING']._serialized_start=2808
-  _globals['_AUDIOENCODING']._serialized_end=2939
+  _globals['_AUDIOENCODING']._serialized_start=2810
+  _globals['_AUDIOENCODING']._serialized_end=2941
   _globals['_SPEECHCONTEXT']._serialized_start=72
-  _globals['_SPEECHCONTEXT']._serialized_end=117
-  _globals['_RECOGNITIONCONFIG']._serialized_start=120
-  _globals['_RECOGNITIONCONFIG']._serialized_end=499
-  _globals['_ENDPOINTINGCONFIG']._serialized_start=501
-  _globals['_ENDPOINTINGCONFIG']._serialized_end=566
-  _globals['_STREAMINGRECOGNITIONCONFIG']._serialized_start=569
-  _globals['_STREAMINGRECOGNITIONCONFIG']._serialized_end=816
-  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_start=819
-  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_end=1006
-  _globals['_FINALIZE']._serialized_start=1008
-  _globals['_FINALIZE']._serialized_end=1018
-  _globals['_PROCESSINGINFO']._serialized_start=1021
-  _globals['_PROCESSINGINFO']._serialized_end=1178
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=1181
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=1588
-  _globals['_STREAMINGRECOGNIZERESPONSE_SPEECHEVENTTYPE']._serialized_start=1460
-  _globals['_STREAMINGRECOGNIZERESPONSE_SPEECHEVENTTYPE']._serialized_end=1588
-  _globals['_STREAMINGRECOGNITIONRESULT']._serialized_start=1591
-  _globals['_STREAMINGRECOGNITIONRESULT']._serialized_end=1874
-  _globals['_SPEECHRECOGNITIONALTERNATIVE']._serialized_start=1876
-  _globals['_SPEECHRECOGNITIONALTERNATIVE']._serialized_end=1985
-  _globals['_WORDINFO']._serialized_start=1988
-  _globals['_WORDINFO']._serialized_end=2124
-  _globals['_RECOGNIZEREQUEST']._serialized_start=2126
-  _globals['_RECOGNIZEREQUEST']._serialized_end=2216
-  _globals['_SPEECHRECOGNITIONRESULT']._serialized_start=2219
-  _globals['_SPEECHRECOGNITIONRESULT']._serialized_end=2462
-  _globals['_RECOGNIZERESPONSE']._serialized_start=2464
-  _globals['_RECOGNIZERESPONSE']._serialized_end=2587
-  _globals['_LISTMODELSREQUEST']._serialized_start=2589
-  _globals['_LISTMODELSREQUEST']._serialized_end=2608
-  _globals['_MODELINFO']._serialized_start=2611
-  _globals['_MODELINFO']._serialized_end=2742
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2744
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2805
-  _globals['_RECOGNIZER']._serialized_start=2942
-  _globals['_RECOGNIZER']._serialized_end=3222
+  _globals['_SPEECHCONTEXT']._serialized_end=119
+  _globals['_RECOGNITIONCONFIG']._serialized_start=122
+  _globals['_RECOGNITIONCONFIG']._serialized_end=501
+  _globals['_ENDPOINTINGCONFIG']._serialized_start=503
+  _globals['_ENDPOINTINGCONFIG']._serialized_end=568
+  _globals['_STREAMINGRECOGNITIONCONFIG']._serialized_start=571
+  _globals['_STREAMINGRECOGNITIONCONFIG']._serialized_end=818
+  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_start=821
+  _globals['_STREAMINGRECOGNIZEREQUEST']._serialized_end=1008
+  _globals['_FINALIZE']._serialized_start=1010
+  _globals['_FINALIZE']._serialized_end=1020
+  _globals['_PROCESSINGINFO']._serialized_start=1023
+  _globals['_PROCESSINGINFO']._serialized_end=1180
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=1183
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=1590
+  _globals['_STREAMINGRECOGNIZERESPONSE_SPEECHEVENTTYPE']._serialized_start=1462
+  _globals['_STREAMINGRECOGNIZERESPONSE_SPEECHEVENTTYPE']._serialized_end=1590
+  _globals['_STREAMINGRECOGNITIONRESULT']._serialized_start=1593
+  _globals['_STREAMINGRECOGNITIONRESULT']._serialized_end=1876
+  _globals['_SPEECHRECOGNITIONALTERNATIVE']._serialized_start=1878
+  _globals['_SPEECHRECOGNITIONALTERNATIVE']._serialized_end=1987
+  _globals['_WORDINFO']._serialized_start=1990
+  _globals['_WORDINFO']._serialized_end=2126
+  _globals['_RECOGNIZEREQUEST']._serialized_start=2128
+  _globals['_RECOGNIZEREQUEST']._serialized_end=2218
+  _globals['_SPEECHRECOGNITIONRESULT']._serialized_start=2221
+  _globals['_SPEECHRECOGNITIONRESULT']._serialized_end=2464
+  _globals['_RECOGNIZERESPONSE']._serialized_start=2466
+  _globals['_RECOGNIZERESPONSE']._serialized_end=2589
+  _globals['_LISTMODELSREQUEST']._serialized_start=2591
+  _globals['_LISTMODELSREQUEST']._serialized_end=2610
+  _globals['_MODELINFO']._serialized_start=2613
+  _globals['_MODELINFO']._serialized_end=2744
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2746
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2807
+  _globals['_RECOGNIZER']._serialized_start=2944
+  _globals['_RECOGNIZER']._serialized_end=3224
 # @@protoc_insertion_point(module_scope)

@@ -32,10 +32,12 @@ OGG_OPUS: AudioEncoding
 MP3: AudioEncoding
 
 class SpeechContext(_message.Message):
-    __slots__ = ("phrases",)
+    __slots__ = ("phrases", "boost")
     PHRASES_FIELD_NUMBER: _ClassVar[int]
+    BOOST_FIELD_NUMBER: _ClassVar[int]
     phrases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, phrases: _Optional[_Iterable[str]] = ...) -> None: ...
+    boost: float
+    def __init__(self, phrases: _Optional[_Iterable[str]] = ..., boost: _Optional[float] = ...) -> None: ...
 
 class RecognitionConfig(_message.Message):
     __slots__ = ("encoding", "sample_rate_hertz", "audio_channel_count", "language_code", "model", "enable_word_time_offsets", "enable_word_confidence", "speech_contexts", "profanity_filter", "enable_separate_recognition_per_channel")
