@@ -271,13 +271,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     async def Recognize(self, request, context):  # noqa: N802
         if self.draining or self.broken:
             await context.abort(grpc.StatusCode.UNAVAILABLE, _unavailable(self.broken))
-        calls = sum(isinstance(work, RecognizeWork) for work in self.active.values())
-        if calls >= self.config.max_recognize_calls:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many Recognize calls decoding (max_recognize_calls="
-                f"{self.config.max_recognize_calls}); retry later or use StreamingRecognize",
-            )
+        await _check_recognize_calls(self.active, self.config.max_recognize_calls, context, 1)
         try:
             channels = validation.check_common(request.config, self.config, self.model_names)
             tracks = await asyncio.to_thread(
@@ -286,6 +280,10 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             )  # fmt: skip
         except validation.InvalidRequest as exc:
             await context.abort(exc.code, exc.message)
+        # checked again now: the decode above awaited, and other calls may have come in
+        await _check_recognize_calls(
+            self.active, self.config.max_recognize_calls, context, len(tracks)
+        )
         seconds = tracks[0].shape[-1] / SAMPLE_RATE
         started = time.monotonic()
         prompt = _phrases(request.config)
@@ -343,6 +341,17 @@ async def _next_request(requests, context, idle_timeout_s: float):
 def _phrases(config) -> str:
     """The request's phrase hints as prompt text."""
     return ", ".join(p for c in config.speech_contexts for p in c.phrases)
+
+
+async def _check_recognize_calls(active, limit: int, context, tracks: int) -> None:
+    """RESOURCE_EXHAUSTED past max_recognize_calls (each channel's track counts as one)."""
+    calls = sum(isinstance(work, RecognizeWork) for work in active.values())
+    if calls + tracks > limit:
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"too many Recognize calls decoding (max_recognize_calls={limit}); retry later "
+            "or use StreamingRecognize",
+        )
 
 
 def _channels(call: StreamSession | ChannelGroup) -> list[StreamSession]:
