@@ -153,8 +153,13 @@ def run_mic(args: argparse.Namespace, make_client, display) -> int:
     ):
         finisher = Finisher(capture, stream, client, args.finish_timeout_s)
         previous = signal.signal(signal.SIGINT, finisher)
-        print(f"listening at {rate} Hz; Enter ends an utterance, Ctrl-C finishes", file=sys.stderr)
-        threading.Thread(target=capture.finalize_on_enter, args=(sys.stdin,), daemon=True).start()
+        keys = sys.stdin is not None and sys.stdin.isatty()  # a pipe's lines are not key presses
+        hint = "Enter ends an utterance, " if keys else ""
+        print(f"listening at {rate} Hz; {hint}Ctrl-C finishes", file=sys.stderr)
+        if keys:
+            reader = threading.Thread(target=capture.finalize_on_enter, args=(sys.stdin,))
+            reader.daemon = True
+            reader.start()
         config = streaming_config(rate, profanity_filter=args.profanity_filter)
         try:
             return _show(client.stream(config, capture.audio()), display, capture, finisher)
