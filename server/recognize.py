@@ -48,7 +48,6 @@ class Window:
     request: Request
     final: bool = True
     early: bool = False
-    background: bool = True  # its cost is not a live stream-step's (admission's estimate)
     options: TranscribeOptions = field(default=OFFLINE_OPTIONS)
 
 

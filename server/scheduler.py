@@ -271,8 +271,7 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001
             self._fail(batch, exc)
             return
-        first = batch.jobs[0]
-        per_cycle = not (first.background or first.final)
+        per_cycle = not (batch.sessions[0].background or batch.jobs[0].final)
         self.stats.record(batch.timing, sum(job.early for job in batch.jobs), per_cycle)
         self.measured.set()
         if self.on_batch is not None:

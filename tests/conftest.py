@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +42,16 @@ def load_clip(name: str) -> np.ndarray:
     samples, rate = soundfile.read(DATA / f"{name}.wav", dtype="float32")
     assert rate == 16000
     return samples
+
+
+def wait_until(condition, timeout_s: float = 30.0, poll_s: float = 0.02) -> bool:
+    """Poll `condition()` until it holds or `timeout_s` passes; returns whether it held."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True
 
 
 def utterance_times() -> dict:

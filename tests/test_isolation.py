@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from conftest import load_clip, reference, wer
+from conftest import load_clip, reference, wait_until, wer
 from test_server import finals, run_stream
 from test_validation import audio, call, config
 
@@ -53,9 +53,7 @@ def test_recognize_runs_window_by_window_and_waits_for_live_streams(make_server)
     log = _BatchLog(running.scheduler)
     stub = asr_pb2_grpc.RecognizerStub(grpc.insecure_channel(running.target))
     call = stub.Recognize.future(recognize_request(_long_read_twice()), timeout=180)
-    deadline = time.monotonic() + 30
-    while not log.recognize_windows() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(log.recognize_windows)
     live = run_stream(running.target, "two_utterances", pace=0.1)  # real time
     response = call.result()
     text = " ".join(r.alternatives[0].transcript for r in response.results)
@@ -74,9 +72,7 @@ def test_recognize_calls_in_flight_are_bounded(make_server):
     running = make_server(max_recognize_calls=1)
     stub = asr_pb2_grpc.RecognizerStub(grpc.insecure_channel(running.target))
     first = stub.Recognize.future(recognize_request(_long_read_twice()), timeout=120)
-    deadline = time.monotonic() + 30
-    while not running.running.servicer.active and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: running.running.servicer.active)
     with pytest.raises(grpc.RpcError) as caught:
         stub.Recognize(recognize_request(_wav(load_clip("sample"), 16000)), timeout=60)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -89,12 +85,9 @@ def test_a_cancelled_recognize_decodes_no_more_windows(make_server):
     log = _BatchLog(running.scheduler)
     stub = asr_pb2_grpc.RecognizerStub(grpc.insecure_channel(running.target))
     call = stub.Recognize.future(recognize_request(_long_read_twice()), timeout=120)
-    deadline = time.monotonic() + 30
-    while not log.recognize_windows() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(log.recognize_windows)
     call.cancel()
-    while running.running.servicer.active and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: not running.running.servicer.active)
     time.sleep(1.0)  # any window still scheduled would run now
     assert running.running.servicer.active == {}
     assert len(log.recognize_windows()) <= 2, log.batches  # the one running, maybe the next
@@ -113,9 +106,7 @@ def test_recognize_counts_in_max_streams(make_server):
     running = make_server(max_streams=1)
     stub = asr_pb2_grpc.RecognizerStub(grpc.insecure_channel(running.target))
     first = stub.Recognize.future(recognize_request(_long_read_twice()), timeout=120)
-    deadline = time.monotonic() + 30
-    while not running.running.servicer.active and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: running.running.servicer.active)
     with pytest.raises(StreamInterrupted) as caught:
         run_stream(running.target, "sample")
     assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -201,9 +192,7 @@ def test_the_drain_finalises_open_utterances_past_the_grace(make_server):
         target=lambda: result.append(call(running.target, speech_then_nothing(), timeout=30))
     )
     caller.start()
-    deadline = time.monotonic() + 20
-    while not running.running.servicer.active and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: running.running.servicer.active, timeout_s=20)
     time.sleep(0.5)  # the audio is in
     running.stop()
     caller.join(30)
@@ -221,26 +210,13 @@ def _health(target: str, service: str):
         return health_pb2_grpc.HealthStub(channel).Check(request, timeout=5).status
 
 
-def _serving(target: str, service: str) -> bool:
+def _becomes(target: str, service: str, status: str) -> bool:
+    """The health of `service` turns `status` (SERVING, NOT_SERVING) within 5 s: health is
+    updated on the server's loop."""
     from grpc_health.v1 import health_pb2
 
-    deadline = time.monotonic() + 5  # health is updated on the server's loop
-    while time.monotonic() < deadline:
-        if _health(target, service) == health_pb2.HealthCheckResponse.SERVING:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _not_serving(target: str, service: str) -> bool:
-    from grpc_health.v1 import health_pb2
-
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if _health(target, service) == health_pb2.HealthCheckResponse.NOT_SERVING:
-            return True
-        time.sleep(0.05)
-    return False
+    wanted = health_pb2.HealthCheckResponse.ServingStatus.Value(status)
+    return wait_until(lambda: _health(target, service) == wanted, timeout_s=5, poll_s=0.05)
 
 
 def test_a_hung_model_call_fails_its_streams_and_flips_liveness(make_server):
@@ -252,7 +228,8 @@ def test_a_hung_model_call_fails_its_streams_and_flips_liveness(make_server):
     release.set()
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE
     assert "model_timeout_s=1" in str(caught.value)
-    assert _not_serving(running.target, "liveness") and _not_serving(running.target, "")
+    assert _becomes(running.target, "liveness", "NOT_SERVING")
+    assert _becomes(running.target, "", "NOT_SERVING")
     with pytest.raises(StreamInterrupted) as refused:
         run_stream(running.target, "sample")
     assert refused.value.code == grpc.StatusCode.UNAVAILABLE and "broken" in str(refused.value)
@@ -262,7 +239,7 @@ def test_a_crashed_scheduler_fails_its_streams_and_flips_liveness(make_server, m
     from streamstt.server.stream import planning
 
     running = make_server()
-    assert _serving(running.target, "liveness")
+    assert _becomes(running.target, "liveness", "SERVING")
 
     def broken_planner(*args, **kwargs):
         raise RuntimeError("planner bug")
@@ -272,7 +249,7 @@ def test_a_crashed_scheduler_fails_its_streams_and_flips_liveness(make_server, m
         run_stream(running.target, "sample")
     assert caught.value.code == grpc.StatusCode.INTERNAL
     assert "scheduler crashed" in str(caught.value)
-    assert _not_serving(running.target, "liveness")
+    assert _becomes(running.target, "liveness", "NOT_SERVING")
 
 
 def test_a_stream_that_fails_on_its_result_ends_alone(make_server, monkeypatch):
@@ -286,4 +263,4 @@ def test_a_stream_that_fails_on_its_result_ends_alone(make_server, monkeypatch):
     assert caught.value.code == grpc.StatusCode.INTERNAL
     monkeypatch.setattr(steps, "on_interim", real)
     assert finals(run_stream(running.target, "sample"))  # the scheduler serves on
-    assert _serving(running.target, "liveness")
+    assert _becomes(running.target, "liveness", "SERVING")

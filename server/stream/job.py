@@ -51,11 +51,6 @@ class Job:
         return self.start + self.lead_samples
 
     @property
-    def background(self) -> bool:
-        """A live stream's decode (Recognize windows are background: server/recognize.py)."""
-        return False
-
-    @property
     def options(self) -> TranscribeOptions:
         return FINAL_OPTIONS if self.final else INTERIM_OPTIONS
 

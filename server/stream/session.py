@@ -138,14 +138,13 @@ class StreamSession:
     def ahead(self) -> bool:
         """Its audio came faster than real time and the decodes have caught up with real
         time: its next decode may wait (server.scheduler._eligible)."""
-        real_time = self._opened + self.state.processed / SAMPLE_RATE
-        return real_time > time.monotonic() + AHEAD_SLACK_S
+        return _real_time(self._opened, self.state) > time.monotonic() + AHEAD_SLACK_S
 
     def deadline(self) -> float:
         arrived = self._pending_since or time.monotonic()
         # Audio sent faster than real time counts as arriving when real time would have
         # brought it: a full-speed sender does not jump ahead of the live streams.
-        arrived = max(arrived, self._opened + self.state.processed / SAMPLE_RATE)
+        arrived = max(arrived, _real_time(self._opened, self.state))
         return arrived + self.settings.latency_budget_ms / 1000
 
     def deliver(self, job: Job, transcript: Transcript, timing: Timing) -> None:
@@ -205,3 +204,8 @@ class StreamSession:
                 "(outbox_timeout_s); stream aborted"
             )
             self.end("RESOURCE_EXHAUSTED", message, discard=True)
+
+
+def _real_time(opened: float, state: StreamState) -> float:
+    """When real-time audio would have brought the newest decoded sample (monotonic s)."""
+    return opened + state.processed / SAMPLE_RATE
