@@ -12,7 +12,13 @@ from . import latency
 if TYPE_CHECKING:
     from .run import LevelRun
 
-STYLE = {"streamstt": "-", "baseline": "--"}
+STYLE = {"streamstt": "-", "whisperlive": "-.", "baseline": "--"}
+# Legend names: the baseline is labelled as what it is wherever it is drawn.
+NAMES = {"baseline": "baseline (our whisper_streaming re-creation)"}
+
+
+def _name(system: str) -> str:
+    return NAMES.get(system, system)
 
 
 def _pyplot():
@@ -30,7 +36,7 @@ def write_plots(report: dict, levels: list[LevelRun], out: Path, budget_ms: floa
         latency_cdfs(plt, levels, out / "latency_cdf.png", budget_ms),
         p95_vs_streams(plt, report, out / "p95_emission_vs_streams.png", budget_ms),
     ]
-    for system in ("streamstt", "baseline"):
+    for system in dict.fromkeys(level.system for level in levels):
         chosen = [lv for lv in levels if lv.system == system and lv.runs]
         if chosen:
             level = min(chosen, key=lambda lv: lv.streams)
@@ -51,7 +57,7 @@ def _cdf(ax, values_s: list[float], label: str, style: str) -> None:
 def latency_cdfs(plt, levels: list[LevelRun], path: Path, budget_ms: float) -> Path:
     figure, (emit_ax, final_ax) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for level in levels:
-        label = f"{level.system} N={level.streams}"
+        label = f"{_name(level.system)} N={level.streams}"
         style = STYLE.get(level.system, ":")
         timelines = [run.timeline for run in level.runs]
         emissions = [e.emission_s for t in timelines for e in latency.word_emissions(t)]
@@ -81,7 +87,7 @@ def p95_vs_streams(plt, report: dict, path: Path, budget_ms: float) -> Path:
         ]
         if points:
             xs, ys = zip(*points)
-            ax.plot(xs, ys, STYLE.get(name, ":") + "o", label=name)
+            ax.plot(xs, ys, STYLE.get(name, ":") + "o", label=_name(name))
     ax.axhline(budget_ms, color="red", linewidth=0.8, linestyle=":", label="budget")
     ax.set_xlabel("concurrent streams")
     ax.set_ylabel("p95 word emission latency (ms)")
@@ -137,7 +143,7 @@ def stream_timeline(plt, level: LevelRun, path: Path) -> Path:
     ax.plot([], [], "o", color="tab:green", label="word final")
     ax.set_xlabel("wall time since the first chunk was sent (s)")
     ax.set_ylabel("audio time: word end / audio covered (s)")
-    ax.set_title(f"{level.system}, stream 0 of {level.streams}: {run.input.path.name}")
+    ax.set_title(f"{_name(level.system)}, stream 0 of {level.streams}: {run.input.path.name}")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize="small")
     figure.tight_layout()

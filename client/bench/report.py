@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from .run import BenchConfig, BenchInput, LevelRun, StreamRun
 
 SCHEMA = "streamstt-bench/1"
+# What the "baseline" system is, wherever it is reported: not a peer server (issue 20).
+BASELINE_LABEL = "our in-process re-creation of whisper_streaming, not a peer server"
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -171,6 +173,7 @@ def build_report(
     offline: dict[Path, str],
     server: dict,
     baseline: dict | None = None,
+    peer: dict | None = None,
 ) -> dict:
     systems: dict[str, dict] = {}
     for level in levels:
@@ -185,7 +188,10 @@ def build_report(
         if name == "streamstt":
             entry["server"] = server
         elif name == "baseline":
+            entry["label"] = BASELINE_LABEL
             entry["baseline"] = baseline or {}
+        else:
+            entry["peer"] = peer or {}
     report = {
         "schema": SCHEMA,
         "created_unix": round(time.time(), 3),
@@ -252,7 +258,7 @@ def write_json(report: dict, path: Path) -> None:
 # ---- terminal table -------------------------------------------------------------------------
 _COLUMNS = (
     # header, width, getter
-    ("system", 9, lambda lv: lv["system"]),
+    ("system", 11, lambda lv: lv["system"] + ("*" if lv["system"] == "baseline" else "")),
     ("N", 3, lambda lv: lv["streams"]),
     ("ok", 3, lambda lv: lv["ok"]),
     ("err", 4, lambda lv: sum(lv["errors"].values())),
@@ -304,7 +310,9 @@ def format_table(report: dict) -> str:
         "latencies in ms; emit: word emission, cp: correct-prefix emission; rev%: committed"
     )
     lines.append("words the finals revised; WER vs reference (WERoff vs offline); CPU% and RSS:")
-    lines.append("server process when spawned, harness process for the baseline")
+    lines.append("server process when spawned (streamstt, peers), harness process for the baseline")
+    if "baseline" in report["systems"]:
+        lines.append(f"* baseline: {BASELINE_LABEL}")
     for name, entry in report["systems"].items():
         best = entry["max_streams_within_budget"]
         lines.append(

@@ -3,9 +3,10 @@
 For each stream count N of the sweep, N clients stream audio files at a fixed pace (1.0 = real
 time) over their own connections, staggered by `--stagger-ms`; every chunk's send time and
 every response's receive time are recorded, and latency/accuracy metrics (docs/latency.md) are
-computed from that timeline afterwards. `--baseline` repeats the sweep on an in-process
-faster-whisper LocalAgreement-2 loop (bench/baseline.py, our re-creation of
-whisper_streaming) for comparison.
+computed from that timeline afterwards. `--peer whisperlive` repeats the sweep on a real
+peer server, WhisperLive, spawned from its own venv (bench/peers/). `--baseline` repeats it on
+an in-process faster-whisper LocalAgreement-2 loop: our re-creation of whisper_streaming
+(bench/baseline.py), not a peer server.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .spawn import ProcessSampler, ProcessUsage, SpawnedServer, wait_serving
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 DEFAULT_TARGET = "127.0.0.1:50051"
+PEERS = ("whisperlive",)  # whisperlivekit: see docs/latency.md, "Peers"
 STREAM_TIMEOUT_SLACK_S = 120.0  # beyond the audio's own wall time, before a stream is abandoned
 
 
@@ -49,6 +51,8 @@ class BenchConfig:
     settle_s: float  # pause between levels so one level's tail does not load the next
     websocket: int = 0  # streams of each level that go over the WebSocket bridge
     web_server: str | None = None  # host:port of the bridge; None with spawn
+    peer: str | None = None  # a peer server to run the same sweep on ("whisperlive")
+    peer_venv: str | None = None  # its venv (None: $STREAMSTT_PEER_VENV or setup.sh's)
 
     def transport(self, index: int, streams: int) -> str:
         """How stream `index` of a level of `streams` reaches the server: the bridge's
@@ -89,7 +93,7 @@ class StreamRun:
 
 @dataclass(frozen=True)
 class LevelRun:
-    system: str  # "streamstt" | "baseline"
+    system: str  # "streamstt" | "whisperlive" (a peer) | "baseline" (our re-creation)
     streams: int
     runs: tuple[StreamRun, ...]
     wall_s: float
@@ -135,7 +139,9 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default="bench-out", help="folder for report.json and PNGs")
     parser.add_argument(
-        "--baseline", action="store_true", help="also run the faster-whisper LocalAgreement loop"
+        "--baseline",
+        action="store_true",
+        help="also run our in-process re-creation of whisper_streaming (not a peer server)",
     )
     parser.add_argument(
         "--baseline-min-chunk-s",
@@ -152,6 +158,14 @@ def add_bench_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="write no PNG plots")
     parser.add_argument("--settle-s", type=float, default=1.0, help="pause between levels")
     _websocket_flags(parser)
+    _peer_flags(parser)
+
+
+def _peer_flags(parser: argparse.ArgumentParser) -> None:
+    peer = "also run the sweep on this peer's own server (its venv: benchmarks/peers/setup.sh)"
+    parser.add_argument("--peer", choices=PEERS, help=peer)
+    venv = "the peer's venv (default: $STREAMSTT_PEER_VENV, else setup.sh's default)"
+    parser.add_argument("--peer-venv", metavar="DIR", help=venv)
 
 
 def _websocket_flags(parser: argparse.ArgumentParser) -> None:
@@ -202,6 +216,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         settle_s=args.settle_s,
         websocket=args.websocket,
         web_server=None if args.spawn else args.web_server,
+        peer=args.peer,
+        peer_venv=args.peer_venv,
     )
 
 
@@ -209,6 +225,10 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         inputs = load_inputs(config)
+        if config.peer:
+            from .peers.spawn import peer_python, peer_venv
+
+            peer_python(peer_venv(config.peer_venv))  # no venv: say so before a long run
         if config.plots:
             import matplotlib  # noqa: F401 - fail before a long run, not after it
     except (ValueError, OSError, RuntimeError, ImportError) as exc:
@@ -222,14 +242,21 @@ def run_bench(args: argparse.Namespace) -> int:
     levels: list[LevelRun] = []
     server_info: dict = {"target": config.server, "spawned": config.spawn, "args": []}
     baseline_info: dict = {}
+    peer_info: dict = {}
     try:
         levels += run_streamstt_levels(config, inputs, out, server_info)
+        if config.peer:
+            from .peers.levels import run_peer_levels
+
+            levels += run_peer_levels(config, inputs, out, peer_info)
         if config.baseline:
             levels += run_baseline_levels(config, inputs, baseline_info)
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"streamstt bench: {exc}", file=sys.stderr)
         return 2
-    report = bench_report.build_report(config, inputs, levels, offline, server_info, baseline_info)
+    report = bench_report.build_report(
+        config, inputs, levels, offline, server_info, baseline_info, peer_info
+    )
     bench_report.write_json(report, out / "report.json")
     print(bench_report.format_table(report))
     if config.plots:

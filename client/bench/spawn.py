@@ -97,14 +97,19 @@ class SpawnedServer:
 
     def stop(self) -> int | None:
         """SIGTERM (the server drains and exits 0), SIGKILL if it does not within the timeout."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return stop_process(self.process, STOP_TIMEOUT_S)
+
+
+def stop_process(process: subprocess.Popen | None, timeout_s: float) -> int | None:
+    """SIGTERM, then SIGKILL after `timeout_s`; the exit code (None when never started)."""
+    if process is None or process.poll() is not None:
+        return None if process is None else process.returncode
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def _tail(path: Path, lines: int = 20) -> str:
