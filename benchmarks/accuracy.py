@@ -1,0 +1,256 @@
+"""Accuracy on hard audio: a per-fixture WER table of streamstt against faster-whisper on the
+same tiny.en weights (tests/data/hard/: noise, babble, telephony, reverberation, long form).
+
+    python benchmarks/accuracy.py [--threads 2] [--json out.json] [--markdown out.md]
+        [--only 'ours auto,faster-whisper int8'] [--fixtures read_white10,read_clean]
+        [--streamed]
+
+Each configuration runs in its own subprocess (its own load and precision calibration) and
+transcribes every fixture once after a short warm-up; the wall time is that one pass.
+streamstt offline is `streamstt transcribe` (30 s windows); faster-whisper runs its own
+defaults (temperature fallback, previous-text conditioning) with beam 1 or 5 and no VAD.
+`--streamed` also streams each fixture alone at real time through a spawned server
+(`streamstt bench --spawn` machinery) and scores the finals: slow, about 8 minutes.
+faster-whisper is a benchmark/test dependency only: it is imported where it is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HARD = Path(__file__).resolve().parents[1] / "tests" / "data" / "hard"
+FIXTURES = [
+    "read_clean",
+    "read_white10",
+    "read_white5",
+    "read_babble10",
+    "read_babble5",
+    "read_phone",
+    "read_reverb",
+    "longform",
+]
+WARM_UP_S = 5.0  # seconds of read_clean decoded before timing (first-call kernel set-up)
+BASELINE = "faster-whisper int8"
+# name -> worker arguments: ours PRECISION VARIANT | fw COMPUTE_TYPE BEAM
+CONFIGS = {
+    "ours auto": ["ours", "auto", "default"],
+    "ours fp32": ["ours", "fp32", "default"],
+    BASELINE: ["fw", "int8", "1"],
+    "faster-whisper fp32": ["fw", "float32", "1"],
+    "faster-whisper fp32 beam5": ["fw", "float32", "5"],
+}
+
+
+def fixture_path(name: str) -> Path:
+    return next(p for p in sorted(HARD.glob(f"{name}.*")) if p.suffix != ".txt")
+
+
+def ours_options(variant: str):
+    """The offline options of a named variant: `default` is `streamstt transcribe`'s; the
+    others switch one pipeline difference off, to measure what it is worth."""
+    from dataclasses import replace
+
+    from streamstt.models.transcriber import TranscribeOptions
+
+    options = TranscribeOptions(full_window=True)
+    variants = {
+        "default": {},
+        "short": {"full_window": False},  # the server's Recognize span (15 s minimum)
+        "no-fallback": {"temperatures": (0.0,)},
+        "no-prompt": {"condition_on_previous_text": False},
+    }
+    if variant not in variants:
+        raise ValueError(f"unknown variant {variant!r} (one of {', '.join(variants)})")
+    return replace(options, **variants[variant])
+
+
+def run_ours(precision: str, variant: str, threads: int, names: list[str]) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    from streamstt.models.audio import decode_audio
+
+    model = _load_ours(precision)
+    options = ours_options(variant)
+    audios = {n: decode_audio(fixture_path(n)) for n in names}
+    model.transcribe(decode_audio(fixture_path("read_clean"))[: int(WARM_UP_S * 16000)], options)
+    return {
+        "plan": model.plan.describe(),
+        "calibration_ms": dict(model.plan.calibration_ms),
+        "fixtures": _timed(lambda n: model.transcribe(audios[n], options).text, names),
+    }
+
+
+def _load_ours(precision: str):
+    """A precision mode (auto, fp32, int8, bf16), or ENCODER/DECODER (e.g. bf16/int8) to
+    measure one combination that `auto` may pick."""
+    from streamstt.models import loading
+    from streamstt.models.precision import PrecisionPlan, apply_precision
+    from streamstt.models.transcriber import Transcriber
+
+    if "/" not in precision:
+        return Transcriber.load(precision=precision, device="cpu")
+    encoder, decoder = precision.split("/")
+    loaded = loading.load(None)
+    plan = PrecisionPlan("cpu", "mixed", encoder, decoder)
+    apply_precision(loaded.model, plan)
+    return Transcriber(loaded, plan)
+
+
+def run_faster_whisper(compute_type: str, beam: int, threads: int, names: list[str]) -> dict:
+    import ctranslate2
+    from faster_whisper import WhisperModel
+
+    from streamstt.models.audio import decode_audio
+    from streamstt.models.loading import bundled_model_dir
+
+    ctranslate2.set_random_seed(0)  # its temperature fallback samples
+    model = WhisperModel(
+        str(bundled_model_dir()), device="cpu", compute_type=compute_type, cpu_threads=threads
+    )
+    audios = {n: decode_audio(fixture_path(n)).numpy() for n in names}
+
+    def transcribe(name: str) -> str:
+        segments, _ = model.transcribe(audios[name], beam_size=beam, vad_filter=False)
+        return " ".join(s.text.strip() for s in segments)
+
+    model.transcribe(audios[names[0]][: int(WARM_UP_S * 16000)], beam_size=beam)
+    return {"plan": compute_type, "fixtures": _timed(transcribe, names)}
+
+
+def _timed(transcribe, names: list[str]) -> dict:
+    """Each fixture's transcript and wall seconds."""
+    out = {}
+    for name in names:
+        started = time.perf_counter()
+        text = transcribe(name)
+        out[name] = {"text": text, "wall_s": round(time.perf_counter() - started, 3)}
+    return out
+
+
+def score(results: dict) -> None:
+    """Add each fixture's WER (the tests' normalisation) to `results` in place."""
+    from streamstt.client.bench.latency import word_error_rate
+
+    for result in results.values():
+        for name, item in result["fixtures"].items():
+            reference = (HARD / f"{name}.txt").read_text()
+            item["wer"] = round(word_error_rate([reference], [item["text"]]) or 0.0, 4)
+
+
+def markdown(results: dict) -> str:
+    """Rows: fixtures; columns: configurations; WER in %, then wall time and its ratio."""
+    names = list(results)
+    fixtures = [f for f in FIXTURES if any(f in r["fixtures"] for r in results.values())]
+    lines = ["| fixture | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+    for fixture in fixtures:
+        cells = [results[n]["fixtures"].get(fixture, {}).get("wer") for n in names]
+        lines.append(f"| {fixture} | " + " | ".join(_percent(c) for c in cells) + " |")
+    walls = {n: sum(i["wall_s"] for i in results[n]["fixtures"].values()) for n in names}
+    lines.append("| wall s | " + " | ".join(f"{walls[n]:.1f}" for n in names) + " |")
+    base = walls.get(BASELINE)
+    if base:
+        ratios = [f"{walls[n] / base:.2f}" for n in names]
+        lines.append(f"| time / {BASELINE} | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def run_config(name: str, worker: list[str], threads: int, fixtures: list[str]) -> dict | None:
+    command = [sys.executable, __file__, "--threads", str(threads)]
+    command += ["--fixtures", ",".join(fixtures), "--worker", *worker]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        print(f"{name}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_streamed(threads: int, fixtures: list[str], out: Path) -> dict:
+    """Each fixture streamed alone at real time through one spawned server: its finals."""
+    from streamstt.client.bench import run as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_bench_flags(parser)
+    args = parser.parse_args(["--spawn", "--streams", "1", "--threads", str(threads)])
+    server = bench.SpawnedServer(list(bench.config_from_args(args).serve_args), out / "server.log")
+    server.start()
+    results = {}
+    try:
+        for name in fixtures:
+            args.audio = [str(fixture_path(name))]
+            config = bench.config_from_args(args)
+            started = time.perf_counter()
+            level = bench.run_streamstt_level(
+                config, bench.load_inputs(config), server.target, 1, None
+            )
+            text = bench.latency.final_transcript(level.runs[0].timeline)
+            results[name] = {"text": text, "wall_s": round(time.perf_counter() - started, 3)}
+            print(f"streamed {name}: done", file=sys.stderr, flush=True)
+    finally:
+        server.stop()
+    return {"plan": "server default", "fixtures": results}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--markdown", help="write the table here")
+    parser.add_argument("--only", help="comma-separated configuration names to run")
+    parser.add_argument("--fixtures", default=",".join(FIXTURES), help="comma-separated names")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="PRECISION:VARIANT",
+        help="also run streamstt offline with one difference off (ours_options)",
+    )
+    parser.add_argument("--streamed", action="store_true", help="also stream at real time")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    fixtures = [f for f in args.fixtures.split(",") if f]
+    if args.worker:
+        return _worker(args.worker, args.threads, fixtures)
+    configs = dict(CONFIGS)
+    for spec in args.variant:
+        precision, _, variant = spec.partition(":")
+        configs[f"ours {precision} {variant}"] = ["ours", precision, variant]
+    wanted = set(args.only.split(",")) if args.only else set(configs)
+    results = {}
+    for name, worker in configs.items():
+        if name in wanted and (result := run_config(name, worker, args.threads, fixtures)):
+            results[name] = result
+            print(f"{name}: done ({result['plan']})", file=sys.stderr, flush=True)
+    if args.streamed:
+        results["ours streamed"] = run_streamed(args.threads, fixtures, Path("bench-out/accuracy"))
+    score(results)
+    table = markdown(results)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _worker(worker: list[str], threads: int, fixtures: list[str]) -> int:
+    kind, setting, extra = worker
+    if kind == "ours":
+        result = run_ours(setting, extra, threads, fixtures)
+    else:
+        result = run_faster_whisper(setting, int(extra), threads, fixtures)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
