@@ -85,7 +85,9 @@ def _warm_up(stream: PeerStream) -> None:
     asyncio.run(stream_to_whisperlive(short))
 
 
-def _run_level(config, inputs, streams, n: int, pid: int) -> tuple[LevelRun, list]:
+def _run_level(
+    config: BenchConfig, inputs: list[BenchInput], streams: dict, n: int, pid: int
+) -> tuple[LevelRun, list[whisperlive.Exchange]]:
     items = stream_inputs(inputs, n)
     progress = Progress(sum(i.audio_s for i in items), f"{SYSTEM} N={n}")
     try:
@@ -102,8 +104,10 @@ def _run_level(config, inputs, streams, n: int, pid: int) -> tuple[LevelRun, lis
     return LevelRun(SYSTEM, n, runs, wall, sampler.usage), exchanges
 
 
-async def _stream_all(config: BenchConfig, streams: list[PeerStream], progress: Progress):
-    async def one(index: int, stream: PeerStream):
+async def _stream_all(
+    config: BenchConfig, streams: list[PeerStream], progress: Progress
+) -> list[whisperlive.Exchange]:
+    async def one(index: int, stream: PeerStream) -> whisperlive.Exchange:
         await asyncio.sleep(index * config.stagger_ms / 1000)
         return await stream_to_whisperlive(stream, progress.update)
 
