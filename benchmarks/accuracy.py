@@ -63,6 +63,7 @@ def ours_options(variant: str):
         "short": {"full_window": False},  # the server's Recognize span (15 s minimum)
         "no-fallback": {"temperatures": (0.0,)},
         "no-prompt": {"condition_on_previous_text": False},
+        "window-features": {"recording_features": False},
     }
     if variant not in variants:
         raise ValueError(f"unknown variant {variant!r} (one of {', '.join(variants)})")

@@ -162,21 +162,33 @@ def pad_or_trim(audio: torch.Tensor, length: int = N_SAMPLES) -> torch.Tensor:
     return audio
 
 
+def recording_features(audio: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
+    """Log-mel of a whole recording, shape (n_mels, samples // HOP_LENGTH): one frame per
+    hop of real audio (one hop of zeros is added so the last samples get a frame). Its
+    dynamic range is taken over the whole recording, as Whisper and faster-whisper do for
+    long form: cut into windows (`pad_features`), a quiet window keeps its true level."""
+    mel = log_mel_spectrogram(torch.nn.functional.pad(audio, (0, HOP_LENGTH)), n_mels)
+    return mel[:, : max(1, mel.shape[-1] - 1)]
+
+
+def pad_features(mel: torch.Tensor, span_frames: int = N_FRAMES) -> torch.Tensor:
+    """A window's features (n_mels, <= N_FRAMES frames of real audio) zero-padded with zero
+    *features*, as faster-whisper and CTranslate2 do, to span_frames (more if the audio is
+    longer, always even for the encoder's stride 2)."""
+    content = mel.shape[-1]
+    frames = max(span_frames, content + content % 2)
+    return pad_or_trim(mel, min(N_FRAMES, frames))
+
+
 def window_features(
     audio: torch.Tensor, n_mels: int = 80, span_frames: int = N_FRAMES
 ) -> torch.Tensor:
     """Features for one model window of at most 30 s of audio, shape (n_mels, span_frames).
 
-    The log-mel is taken over the real audio only (plus one hop of zeros, so the last samples
-    get a frame) and the window is then padded with zero *features*, as faster-whisper and
-    CTranslate2 do. span_frames=N_FRAMES is the full 30 s window (the training condition);
-    fewer frames is a shorter encoder span: less encoder work (see `encoder_frames_for`).
+    span_frames=N_FRAMES is the full 30 s window (the training condition); fewer frames is a
+    shorter encoder span: less encoder work (see `encoder_frames_for`).
     """
-    audio = audio[:N_SAMPLES]
-    mel = log_mel_spectrogram(torch.nn.functional.pad(audio, (0, HOP_LENGTH)), n_mels)
-    content = max(1, mel.shape[-1] - 1)
-    frames = max(span_frames, content + content % 2)
-    return pad_or_trim(mel[:, :content], min(N_FRAMES, frames))
+    return pad_features(recording_features(audio[:N_SAMPLES], n_mels), span_frames)
 
 
 def encoder_frames_for(samples: int, min_encoder_s: float, margin_s: float) -> int:

@@ -37,6 +37,10 @@ class DecodingOptions:
     loop_max_ngram: int = 12
     loop_min_repeats: int = 3
     loop_min_tokens: int = 12
+    # 0: greedy. Above 0: each token is sampled from softmax(logits / temperature) with a
+    # generator seeded by `seed`, so a fallback decode is the same on every run.
+    temperature: float = 0.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         _verify_options(self)
@@ -51,6 +55,8 @@ def _verify_options(options: DecodingOptions) -> None:
         raise ValueError("max_initial_timestamp must not be negative")
     if options.loop_max_ngram < 1 or options.loop_min_repeats < 2 or options.loop_min_tokens < 1:
         raise ValueError("the loop guard needs loop_max_ngram >= 1, loop_min_repeats >= 2")
+    if options.temperature < 0:
+        raise ValueError(f"temperature must not be negative ({options.temperature})")
 
 
 @dataclass
@@ -60,6 +66,7 @@ class DecodedSequence:
     no_speech_prob: float  # probability of <|nospeech|> at the start of the transcript
     ended: bool  # reached <|endoftext|> (False: hit a guard or the length limit)
     repetition_loop: bool  # the loop guard cut a repeated tail
+    temperature: float = 0.0  # of the decode that produced it (models.fallback)
 
     @property
     def avg_logprob(self) -> float:
@@ -223,6 +230,19 @@ class DecodeInputs:
     drafts: list[list[int]]
     cross_kv: list[tuple[Tensor, Tensor]] | None = None
 
+    def select(self, items: list[int]) -> DecodeInputs:
+        """The inputs of some of the batch's items (a fallback decodes only those again)."""
+        index = torch.tensor(items, device=self.features.device)
+        positions = self.audio_positions
+        return DecodeInputs(
+            self.features[index],
+            None if positions is None else positions[index.to(positions.device)],
+            [self.prompts[i] for i in items],
+            [self.prefixes[i] for i in items],
+            [self.drafts[i] for i in items],
+            None if self.cross_kv is None else [(k[index], v[index]) for k, v in self.cross_kv],
+        )
+
 
 @dataclass
 class _Row:
@@ -255,6 +275,7 @@ class _Pass:
     starts: list[int]  # per item, the column of `hidden` that predicts its next token
     guesses: list[list[int]]  # per item, the draft tokens fed in the block after `starts`
     dtype: torch.dtype  # of the masks (the decoder's activations)
+    generator: torch.Generator | None = None  # draws the samples when temperature > 0
 
 
 @torch.inference_mode()
@@ -265,7 +286,8 @@ def greedy_decode(
     options: DecodingOptions,
     inputs: DecodeInputs,
 ) -> list[DecodedSequence]:
-    """Decode a batch greedily; `decoder` is the text decoder whose kernels to use."""
+    """Decode a batch greedily (or by sampling at options.temperature > 0); `decoder` is the
+    text decoder whose kernels to use."""
     results, state = _first_pass(decoder, tokenizer, options, inputs)
     while True:
         used = _verify(decoder, tokenizer, filters, options, state)
@@ -300,7 +322,9 @@ def _first_pass(
     no_speech = _no_speech_probs(decoder, tokenizer, options, hidden, ends, x.prefixes)
     prefix_logprobs = _prefix_logprobs(decoder, hidden, x.prefixes, ends)
     results = [
-        DecodedSequence(list(x.prefixes[i]), prefix_logprobs[i], no_speech[i], False, False)
+        DecodedSequence(
+            list(x.prefixes[i]), prefix_logprobs[i], no_speech[i], False, False, options.temperature
+        )
         for i in range(batch)
     ]
     live = [
@@ -315,7 +339,11 @@ def _first_pass(
         for i in range(batch)
     ]
     starts = [e - 1 for e in ends]
-    return results, _Pass(cache, holes, cross_mask, live, hidden, starts, guesses, dtype)
+    generator = None
+    if options.temperature > 0:
+        generator = torch.Generator(device).manual_seed(options.seed)
+    state = _Pass(cache, holes, cross_mask, live, hidden, starts, guesses, dtype, generator)
+    return results, state
 
 
 def _no_speech_probs(
@@ -357,7 +385,7 @@ def _verify(
     for logit_filter in filters:
         logit_filter.apply(logits, sampled, rows)
     logprobs = torch.log_softmax(logits, dim=-1)
-    best = logprobs.argmax(dim=-1)
+    best = _pick(logits, logprobs, options.temperature, state.generator)
     best_logprobs = logprobs.gather(1, best[:, None])[:, 0].tolist()
     best = best.tolist()
     used: list[int | None] = []
@@ -368,6 +396,17 @@ def _verify(
         used.append(None if taken is None else state.starts[k] + taken)
         n += len(guess) + 1
     return used
+
+
+def _pick(
+    logits: Tensor, logprobs: Tensor, temperature: float, generator: torch.Generator | None
+) -> Tensor:
+    """One token per row: the most likely, or a sample at `temperature` (logprobs stay those
+    of the unscaled logits, as Whisper scores a fallback's average log-probability)."""
+    if temperature <= 0 or generator is None:
+        return logprobs.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
 def _accept(

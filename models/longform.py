@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from .audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE
+from .audio import HOP_LENGTH, N_SAMPLES, SAMPLE_RATE, recording_features
 from .options import Request, TranscribeOptions
 from .results import Transcript, merge
 from .tokenizer import WhisperTokenizer
@@ -29,10 +29,14 @@ class Seek:
         audio: Tensor,
         prompt: str = "",
         hotwords: tuple[tuple[str, float], ...] = (),
+        options: TranscribeOptions = TranscribeOptions(),
+        features: Tensor | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.hotwords = hotwords
         self.audio = audio
+        self.options = options
+        self.features = features  # the whole recording's log-mel (recording_features) or None
         self.position = 0  # samples decoded so far
         self.pieces: list[Transcript] = []
         self._prompt_tokens = tokenizer.encode_text(prompt)
@@ -43,15 +47,31 @@ class Seek:
         if self.position >= self.audio.shape[-1] or window.shape[-1] < HOP_LENGTH * 2:
             return None
         offset_s = self.position / SAMPLE_RATE
-        return Request(window, self._prompt_tokens, offset_s=offset_s, hotwords=self.hotwords)
+        features = None
+        if self.features is not None:
+            start = self.position // HOP_LENGTH
+            features = self.features[:, start : start + max(1, window.shape[-1] // HOP_LENGTH)]
+        return Request(
+            window,
+            self._prompt_tokens,
+            offset_s=offset_s,
+            hotwords=self.hotwords,
+            features=features,
+        )
 
     def take(self, request: Request, result: Transcript) -> None:
         """The decoded window: keep its complete segments and move on."""
         self.pieces.append(result)
         window = request.audio.shape[-1]
-        self.position += _advance(self.tokenizer, result, window, self.position)
-        eot = self.tokenizer.special.eot
-        self._prompt_tokens = self._prompt_tokens + [t for t in result.tokens if t < eot]
+        advance, kept = _advance(self.tokenizer, result, window, self.position)
+        self.position += advance
+        self._prompt_tokens = self._prompt_tokens + result.tokens[:kept]
+        # a hot fallback's text is unsure: Whisper does not let it steer the next window
+        if (
+            not self.options.condition_on_previous_text
+            or result.temperature > self.options.prompt_reset_temperature
+        ):
+            self._prompt_tokens = []
 
     def transcript(self) -> Transcript:
         return merge(self.pieces)
@@ -64,25 +84,40 @@ def transcribe_long(
     prompt: str = "",
     hotwords: tuple[tuple[str, float], ...] = (),
 ) -> Transcript:
-    seek = Seek(transcriber.tokenizer, audio, prompt, hotwords)
+    features = None
+    if options.recording_features:
+        features = recording_features(audio.float(), transcriber.model.dims.n_mels)
+    seek = Seek(transcriber.tokenizer, audio, prompt, hotwords, options, features)
     while (request := seek.next_request()) is not None:
         (result,) = transcriber.transcribe_batch([request], options)
         seek.take(request, result)
     return seek.transcript()
 
 
-def _advance(tokenizer: WhisperTokenizer, result: Transcript, window: int, seek: int) -> int:
-    """Samples to move on. A full window that was cut mid-segment restarts at its last
-    timestamp, and the cut segment is decoded again from the next window."""
-    stamps = [t for t in result.tokens if tokenizer.is_timestamp(t)]
-    if window < N_SAMPLES or not stamps:
-        return window
-    last = tokenizer.timestamp_seconds(stamps[-1])
+def _advance(
+    tokenizer: WhisperTokenizer, result: Transcript, window: int, seek: int
+) -> tuple[int, int]:
+    """Samples to move on, and how many of the window's tokens stand (they join the prompt).
+
+    Whisper's seek rule: a full window whose tokens hold a timestamp pair and do not end
+    with a closed segment (text, timestamp) was cut mid-segment; it restarts at the cut
+    segment's opening timestamp, and that segment is dropped here and decoded again from the
+    next window. Any other window is done as a whole; a window dropped as silence gives no
+    prompt."""
+    tokens = result.tokens
+    if result.dropped:
+        return window, 0
+    stamps = [tokenizer.is_timestamp(t) for t in tokens]
+    pairs = [i + 1 for i in range(len(tokens) - 1) if stamps[i] and stamps[i + 1]]
+    if window < N_SAMPLES or stamps[-2:] == [False, True] or not pairs:
+        return window, len(tokens)
+    cut = pairs[-1]
+    last = tokenizer.timestamp_seconds(tokens[cut])
     advance = int(last * SAMPLE_RATE)
     if advance < SAMPLE_RATE:  # never stall on a window
-        return window
+        return window, len(tokens)
     cutoff = seek / SAMPLE_RATE + last + 1e-6
     result.segments = [s for s in result.segments if s.end <= cutoff]
     result.words = [w for w in result.words if w.start < cutoff]
     result.text = " ".join(s.text for s in result.segments)
-    return advance
+    return advance, cut

@@ -30,6 +30,16 @@ class TranscribeOptions:
     # Decode with the batch-invariant twin of the decoder (Whisper.exact_decoder, where the
     # precision has one): each item computes exactly as it would alone, a little slower.
     batch_invariant: bool = False
+    # Temperature fallback (models.fallback): a window that fails the guards above (or loops)
+    # is decoded again at each next temperature. (0.0,): greedy only, the streaming default.
+    temperatures: tuple[float, ...] = (0.0,)
+    # Long form (models.longform): the text so far is the next window's prompt, unless a
+    # window needed a temperature above this (its text is unsure: Whisper starts afresh).
+    condition_on_previous_text: bool = True
+    prompt_reset_temperature: float = 0.5
+    # Long form: cut each window's log-mel from the whole recording's (its dynamic range
+    # taken over the whole file, as the reference does) instead of computing it per window.
+    recording_features: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_encoder_s <= 30.0 or self.encoder_margin_s < 0:
@@ -38,6 +48,15 @@ class TranscribeOptions:
             raise ValueError(f"no_speech_threshold {self.no_speech_threshold} is outside 0-1")
         if self.compression_ratio_threshold <= 0:
             raise ValueError("compression_ratio_threshold must be positive")
+        if not self.temperatures or any(t < 0 for t in self.temperatures):
+            raise ValueError(f"temperatures {self.temperatures} must be non-negative, at least one")
+
+
+# Whisper's fallback temperatures: greedy first, then sampling hotter and hotter.
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# What a whole recording gets offline (`streamstt transcribe`): the 30 s window Whisper was
+# trained on and its temperature fallback.
+OFFLINE_OPTIONS = TranscribeOptions(full_window=True, temperatures=FALLBACK_TEMPERATURES)
 
 
 @dataclass(frozen=True)
@@ -52,3 +71,6 @@ class Request:
     # phrases the decoder is biased toward, each with its boost in logit units
     # (decoding.PhraseBias); a boost of 0 biases nothing
     hotwords: tuple[tuple[str, float], ...] = ()
+    # the window's log-mel, cut from its whole recording's (audio.recording_features; long
+    # form), (n_mels, frames); None: computed from `audio` alone
+    features: Tensor | None = None

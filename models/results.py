@@ -31,6 +31,7 @@ class Transcript:
     avg_logprob: float
     confidence: float  # mean token probability of the text
     repetition_loop: bool = False
+    temperature: float = 0.0  # of the decode kept (models.fallback; the highest of a merge)
     dropped: str = ""  # why text was suppressed by a guard ("" = kept)
     # the text tokens (no specials) and their probabilities, for word alignment
     text_tokens: list[int] = field(default_factory=list, repr=False)
@@ -42,13 +43,18 @@ def compression_ratio(text: str) -> float:
     return len(raw) / max(1, len(zlib.compress(raw)))
 
 
-def guard(seq: DecodedSequence, text: str, options: TranscribeOptions) -> str:
-    """Why Whisper's guards drop this window's text ("" = it is kept): the silence rule
-    (high <|nospeech|> probability and low average log-probability) or a degenerate loop."""
-    if (
+def is_silence(seq: DecodedSequence, options: TranscribeOptions) -> bool:
+    """Whisper's no-speech rule: a likely <|nospeech|> and an unsure transcript."""
+    return (
         seq.no_speech_prob > options.no_speech_threshold
         and seq.avg_logprob < options.logprob_threshold
-    ):
+    )
+
+
+def guard(seq: DecodedSequence, text: str, options: TranscribeOptions) -> str:
+    """Why Whisper's guards drop this window's text ("" = it is kept): the silence rule
+    (`is_silence`) or a degenerate loop."""
+    if is_silence(seq, options):
         return "no_speech"
     if compression_ratio(text) > options.compression_ratio_threshold:
         return "compression_ratio"
@@ -80,6 +86,7 @@ def to_transcript(
         avg_logprob=seq.avg_logprob,
         confidence=sum(probs) / len(probs) if probs else 0.0,
         repetition_loop=seq.repetition_loop,
+        temperature=seq.temperature,
         dropped=dropped,
         text_tokens=text_tokens,
         token_probs=probs,
@@ -128,5 +135,6 @@ def merge(pieces: list[Transcript]) -> Transcript:
         avg_logprob=sum(p.avg_logprob for p in pieces) / len(pieces),
         confidence=sum(confidences) / len(confidences) if confidences else 0.0,
         repetition_loop=any(p.repetition_loop for p in pieces),
+        temperature=max(p.temperature for p in pieces),
         dropped=",".join(p.dropped for p in pieces if p.dropped),
     )

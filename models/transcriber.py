@@ -18,8 +18,9 @@ from torch import Tensor
 
 from . import loading
 from .alignment import Word, align_batch
-from .audio import HOP_LENGTH, N_FRAMES, encoder_frames_for, window_features
+from .audio import HOP_LENGTH, N_FRAMES, encoder_frames_for, pad_features, window_features
 from .decoding import (
+    DecodedSequence,
     DecodeInputs,
     DecodingOptions,
     LogitFilter,
@@ -27,6 +28,7 @@ from .decoding import (
     greedy_decode,
     logit_filters,
 )
+from .fallback import decode_with_fallback
 from .longform import transcribe_long
 from .options import Request, TranscribeOptions
 from .precision import PrecisionPlan, apply_precision, choose_precision
@@ -69,6 +71,7 @@ class Transcriber:
         self.device = torch.device(plan.device)
         self._filters: dict[DecodingOptions, tuple[LogitFilter, ...]] = {}
         self._copy_stream: torch.cuda.Stream | None = None
+        self._eot = self.tokenizer.special.eot
 
     @classmethod
     def load(
@@ -88,7 +91,7 @@ class Transcriber:
         towards the model's device, and the token ids of the texts. Runs on a prefetch thread
         while the model works on the previous batch; on CUDA the copy is issued on a side
         stream from pinned memory and recorded with events that the model stream waits for."""
-        mels = [_features(r.audio, options, self.model.dims.n_mels) for r in requests]
+        mels = [_features(r, options, self.model.dims.n_mels) for r in requests]
         frames = torch.tensor([m.shape[-1] for m in mels])
         cuda = self.device.type == "cuda"
         batch = torch.zeros(len(mels), mels[0].shape[0], int(frames.max()), pin_memory=cuda)
@@ -121,11 +124,12 @@ class Transcriber:
         inputs = DecodeInputs(
             features, positions, prepared.prompts, prepared.prefixes, prepared.drafts, cross_kv
         )
-        filters = self._logit_filters(options.decoding)
-        if any(prepared.hotwords):
-            # first: the timestamp grammar must see the biased logits
-            filters = (PhraseBias(prepared.hotwords), *filters)
-        sequences = greedy_decode(decoder, self.tokenizer, filters, options.decoding, inputs)
+        sequences = decode_with_fallback(
+            lambda items, decoding: self._decode(decoder, inputs, prepared, items, decoding),
+            len(prepared.prompts),
+            lambda seq: self.tokenizer.decode([t for t in seq.tokens if t < self._eot]),
+            options,
+        )
         real = prepared.audio_positions.tolist()
         results = [
             to_transcript(seq, self.tokenizer, options, real[i], prepared.offsets[i])
@@ -157,6 +161,25 @@ class Transcriber:
         """A whole recording of any length (models.longform); `hotwords`: phrases and boosts
         (decoding.PhraseBias)."""
         return transcribe_long(self, audio, options, prompt, hotwords)
+
+    def _decode(
+        self,
+        decoder: TextDecoder,
+        inputs: DecodeInputs,
+        prepared: PreparedBatch,
+        items: list[int],
+        decoding: DecodingOptions,
+    ) -> list[DecodedSequence]:
+        """Decode the batch's `items` (all of them, or a fallback's few) with `decoding`."""
+        hotwords = prepared.hotwords
+        if len(items) < len(inputs.prompts):
+            inputs = inputs.select(items)
+            hotwords = [hotwords[i] for i in items] if hotwords else []
+        filters = self._logit_filters(decoding)
+        if any(hotwords):
+            # first: the timestamp grammar must see the biased logits
+            filters = (PhraseBias(hotwords), *filters)
+        return greedy_decode(decoder, self.tokenizer, filters, decoding, inputs)
 
     def _hotwords(self, request: Request) -> list[tuple[list[int], float]]:
         spelled = [(self.tokenizer.encode_text(" " + p.strip()), b) for p, b in request.hotwords]
@@ -206,10 +229,13 @@ class Transcriber:
         return self._filters[options]
 
 
-def _features(audio: Tensor, options: TranscribeOptions, n_mels: int) -> Tensor:
+def _features(request: Request, options: TranscribeOptions, n_mels: int) -> Tensor:
     """Log-mel features of one window (<= 30 s), shape (n_mels, encoder frames)."""
+    audio = request.audio
     if options.full_window:
         span = N_FRAMES
     else:
         span = encoder_frames_for(audio.shape[-1], options.min_encoder_s, options.encoder_margin_s)
+    if request.features is not None:
+        return pad_features(request.features, span)
     return window_features(audio.float(), n_mels, span)

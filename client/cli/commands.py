@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
@@ -76,7 +76,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     from streamstt.models.audio import AudioDecodeError, decode_audio
     from streamstt.models.checkpoints import ModelLoadError
-    from streamstt.models.transcriber import TranscribeOptions, Transcriber
+    from streamstt.models.options import OFFLINE_OPTIONS
+    from streamstt.models.transcriber import Transcriber
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,7 +86,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     except (ModelLoadError, ValueError) as exc:
         print(f"streamstt transcribe: {exc}", file=sys.stderr)
         return 2
-    options = TranscribeOptions(full_window=not args.truncated)
+    options = replace(OFFLINE_OPTIONS, full_window=not args.truncated)
     status = 0
     for path in args.files:
         try:

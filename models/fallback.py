@@ -1,0 +1,64 @@
+"""Whisper's temperature fallback: a window whose greedy decode looks degenerate (text that
+compresses too well, a low average log-probability, or a repetition loop) is decoded again
+by sampling at rising temperatures until one decode passes, as openai/whisper and
+faster-whisper do. Only the failing windows of a batch are decoded again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from .decoding import DecodedSequence, DecodingOptions
+from .options import TranscribeOptions
+from .results import compression_ratio, is_silence
+
+# decode(batch items, options) -> their sequences, in the same order
+Decode = Callable[[list[int], DecodingOptions], list[DecodedSequence]]
+
+
+def needs_fallback(seq: DecodedSequence, text: str, options: TranscribeOptions) -> bool:
+    """Whether a decode should be tried again hotter. Silence is not: it yields no text
+    whatever the temperature (results.guard drops it)."""
+    if is_silence(seq, options):
+        return False
+    return (
+        seq.repetition_loop
+        or compression_ratio(text) > options.compression_ratio_threshold
+        or seq.avg_logprob < options.logprob_threshold
+    )
+
+
+def decode_with_fallback(
+    decode: Decode,
+    items: int,
+    text_of: Callable[[DecodedSequence], str],
+    options: TranscribeOptions,
+) -> list[DecodedSequence]:
+    """Each item's decode at the first of options.temperatures that passes; where none does,
+    the best of its tries (`_best`)."""
+    temperatures = options.temperatures
+    tries: list[list[DecodedSequence]] = [[] for _ in range(items)]
+    pending = list(range(items))
+    for temperature in temperatures:
+        decoded = decode(pending, replace(options.decoding, temperature=temperature))
+        for item, seq in zip(pending, decoded):
+            tries[item].append(seq)
+        pending = [
+            i for i, seq in zip(pending, decoded) if needs_fallback(seq, text_of(seq), options)
+        ]
+        if not pending:
+            break
+    return [_best(t, text_of, options) if i in pending else t[-1] for i, t in enumerate(tries)]
+
+
+def _best(
+    tries: Sequence[DecodedSequence],
+    text_of: Callable[[DecodedSequence], str],
+    options: TranscribeOptions,
+) -> DecodedSequence:
+    """No try passed: the most likely one that is not a loop (faster-whisper's choice; the
+    compression guard would drop a loop's text), else the most likely of all."""
+    threshold = options.compression_ratio_threshold
+    fluent = [s for s in tries if compression_ratio(text_of(s)) <= threshold]
+    return max(fluent or tries, key=lambda s: s.avg_logprob)
