@@ -279,13 +279,14 @@ def test_precision_modes_keep_accuracy(precision):
 
 
 def test_auto_precision_is_measured(transcriber):
+    """`auto` times only the variants within 0.5 WER points of fp32 on noisy audio and keeps
+    the fastest: never the int8 encoder (+3.4 points) nor the int8 decoder (+0.65 to +1.0,
+    docs/accuracy.md)."""
     plan = transcriber.plan
     if plan.device == "cpu":
         measured = dict(plan.calibration_ms)
-        assert {"encoder_fp32", "encoder_int8", "decoder_fp32", "decoder_int8"} <= set(measured)
-        assert measured[f"decoder_{plan.decoder}"] == min(
-            measured["decoder_fp32"], measured["decoder_int8"]
-        )
+        assert set(measured) == {"encoder_fp32", "encoder_bf16"}
+        assert (plan.encoder, plan.decoder) == (min(measured, key=measured.get)[8:], "fp32")
 
 
 @pytest.mark.cuda
