@@ -94,6 +94,35 @@ def test_a_pause_closes_a_long_utterance_once_its_word_is_committed():
     assert state.speech.utterance_start == cut  # the speech after the pause opens the next one
 
 
+def test_the_final_of_a_pause_cut_is_decoded_early_and_kept():
+    """The decode that would confirm a pause cut is the cut's final itself: once it agrees
+    on the word before the pause, the utterance closes with no second decode."""
+    hypothesis = _words_every_half_second(10.0)
+    state = _speech_with_dips(10.5, [9.0])
+    job = Job(False, 0, state.received, "")
+    state = steps.on_interim(state, job, hypothesis)  # one decode: nothing is committed yet
+    assert not state.pending
+    early = planning.next_job(state)
+    assert early.final and early.early and abs(early.end / 16000 - 9.0) <= 0.1
+    state = steps.on_interim(state, early, hypothesis[:18])  # it agrees: the cut is made...
+    ((start, cut),) = state.pending
+    state, result, closed = steps.take_final(steps.keep_final(state, early, hypothesis[:18]))
+    assert closed and cut == early.end and len(result.words) == 18  # ...and closed by it
+    assert planning.next_job(state) is None or not planning.next_job(state).final
+
+
+def test_an_early_final_of_another_pause_is_decoded_again():
+    hypothesis = _words_every_half_second(10.0)
+    state = _speech_with_dips(10.5, [9.0])
+    state = steps.on_interim(state, Job(False, 0, state.received, ""), hypothesis)
+    early = planning.next_job(state)
+    assert early.early
+    stale = dataclasses.replace(early, end=early.end - 8000)  # half a second earlier
+    state = steps.keep_final(steps.on_interim(state, early, hypothesis[:18]), stale, [])
+    assert state.pending and steps.take_final(state)[2] is False
+    assert planning.next_job(state).final and not planning.next_job(state).early
+
+
 def test_no_pause_cut_without_a_pause_or_for_a_single_utterance():
     state = _interims(_speech_with_dips(10.5, []), _words_every_half_second(10.0))
     assert not state.pending  # no pause: the utterance goes on (max_utterance_ms stays)

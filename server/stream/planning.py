@@ -17,6 +17,7 @@ from dataclasses import replace
 from streamstt.models.audio import N_SAMPLES, SAMPLE_RATE
 from streamstt.models.transcriber import Word
 
+from . import endpointing
 from .agreement import COMMIT_TOLERANCE, normal
 from .endpointing import END_PAD
 from .job import Job
@@ -41,9 +42,10 @@ def next_job(state: StreamState, allow_early: bool = True, join: bool = False) -
     if not (state.speech.in_speech and state.settings.interim_results):
         return None
     early = _early_final(state) if allow_early else None
-    if early is not None:  # once per pause; its words serve as an interim hypothesis too
-        done = state.decoded is not None and same_window(state.decoded.job, early)
-        return None if done else early
+    if early is not None and not (state.decoded and same_window(state.decoded.job, early)):
+        return early  # once per pause; its words serve as an interim hypothesis too
+    if early is not None and state.speech.silence_run >= END_PAD:
+        return None  # nothing but silence since it was decoded
     return _interim_job(state, join)
 
 
@@ -122,6 +124,16 @@ def same_window(a: Job, b: Job) -> bool:
     return replace(a, early=False, draft="") == replace(b, early=False, draft="")
 
 
+def serves(early: Job, planned: Job) -> bool:
+    """An early final's decode serves the final an endpoint planned when only silence tells
+    them apart: the planned window ends within END_PAD of the early one (a pause cut ends
+    in the same pause that the early window ends in), and the words it must keep are
+    checked against the committed words then (`keeps` is no input of the decode)."""
+    if abs(early.end - planned.end) > END_PAD:
+        return False
+    return same_window(replace(early, end=planned.end, keeps=planned.keeps), planned)
+
+
 def without_context(job: Job, hypothesis: list[Word]) -> list[Word]:
     """The decoded words of the job's own audio: its left-context words dropped."""
     if not job.context_words:
@@ -143,15 +155,26 @@ def onset(word: Word) -> int:
 
 
 def _early_final(state: StreamState) -> Job | None:
-    """The final an endpoint would close, once the voice has been quiet for END_PAD."""
+    """The final an endpoint would close in this pause, decoded before the endpoint is sure."""
     speech = state.speech
-    if speech.silence_run < END_PAD or speech.utterance_start is None:
-        return None
-    end = speech.last_voiced + END_PAD
-    if end > state.received:
+    end = _pause_end(state)
+    if speech.utterance_start is None or end is None or end > state.received:
         return None
     job = final_job(state, speech.utterance_start, end)
     return None if job.after_settled else replace(job, early=True)
+
+
+def _pause_end(state: StreamState) -> int | None:
+    """Where the open utterance would end in the current pause: END_PAD after the last voiced
+    frame once the voice has been quiet that long, or where a pause cut would close it if
+    the newest hypothesis's words stand (the early decode is the second decode that a pause
+    cut waits for, endpointing.pause_cut)."""
+    speech, words = state.speech, state.words
+    if speech.silence_run >= END_PAD:
+        return speech.last_voiced + END_PAD
+    hypothesis = words.stable + words.tentative
+    _, cut = endpointing.pause_cut(speech, hypothesis, state.received, state.settings)
+    return None if cut is None else cut.end
 
 
 def _prompt(state: StreamState, settled: bool = True, drop: int = 0) -> str:

@@ -20,7 +20,7 @@ from streamstt.models.transcriber import Word
 from . import agreement, endpointing
 from .endpointing import PRE_ROLL, SpeechBegin, SpeechEnd, UtteranceEnd
 from .job import Job
-from .planning import LEFT_CONTEXT, final_job, onset, same_window, within
+from .planning import LEFT_CONTEXT, final_job, onset, serves, within
 from .state import Decoded, FinalResult, StreamState
 
 HISTORY_CHARS = 2000  # text of earlier finals kept for prompts (PROMPT_WORDS take its end)
@@ -90,7 +90,7 @@ def take_final(state: StreamState) -> tuple[StreamState, FinalResult | None, boo
     job, words = state.decoded.job, state.decoded.words
     if job.early:
         planned = final_job(state, *state.pending[0])
-        if not same_window(job, planned):
+        if not serves(job, planned):
             return state, None, False
         job = planned
     committed = within(state.words.stable, job.end)[: job.keeps]
