@@ -13,8 +13,9 @@ What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
   this machine at start-up and keeps the fastest encoder and decoder variants.
 - `auto` may pick only variants whose pooled WER on the noisy fixtures (tests/data/hard) is
   within 0.5 points of fp32 (docs/accuracy.md; measured once by benchmarks/accuracy.py, not
-  at start-up): the bf16 encoder is (-0.4); the int8 encoder (+3.4) and the int8 decoder
-  (+0.65 with the fp32 encoder, +1.0 with bf16) are not, so `auto` keeps the decoder fp32.
+  at start-up): the bf16 encoder is (-0.4), and so is the bf16 decoder (-0.8 with the bf16
+  encoder); the int8 encoder (+3.4) and the int8 decoder (+0.65 with the fp32 encoder, +1.0
+  with bf16) are not, so `auto` times an fp32 and a bf16 decoder step and keeps the faster.
   `int8` stays for whoever asks for it.
 - On CUDA: fp16 everywhere by default; `int8` is weight-only (int8 weights, fp16 compute).
 """
@@ -42,7 +43,7 @@ CALIBRATION_FRAMES = 600  # mel frames (6 s) of synthetic input for the start-up
 CALIBRATION_REPEATS = 3
 # What `auto` may choose from: those within 0.5 WER points of fp32 on noisy audio (see above)
 AUTO_ENCODERS = ("fp32", "bf16")
-AUTO_DECODERS = ("fp32",)  # "int8" too, were it within the bar: _pick_decoder times it
+AUTO_DECODERS = ("fp32", "bf16")  # "int8" too, were it within the bar: _pick_decoder times it
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -121,7 +122,7 @@ def _calibrate(model: Whisper) -> PrecisionPlan:
     apply_precision does not convert them a second time (the int8 decoder's output
     projection takes ~0.3 s to quantize and pack)."""
     timings = _pick_encoder(model)
-    if "int8" in AUTO_DECODERS:
+    if len(AUTO_DECODERS) > 1:
         timings.update(_pick_decoder(model))
     encoder = min(AUTO_ENCODERS, key=lambda m: timings[f"encoder_{m}"])
     decoder = min(AUTO_DECODERS, key=lambda m: timings.get(f"decoder_{m}", 0.0))
@@ -151,19 +152,24 @@ def _pick_encoder(model: Whisper) -> dict[str, float]:
 
 
 def _pick_decoder(model: Whisper) -> dict[str, float]:
-    """Time a decoder step in fp32 and int8; install the int8 decoder in `model` if faster."""
+    """Time a decoder step in fp32 and each other AUTO_DECODERS mode; install the fastest."""
     hidden = torch.randn(1, 1, model.dims.n_text_state)
     timings = {"decoder_fp32": _time_ms(lambda: _decoder_probe(model.decoder, hidden))}
-    # share the 80 MB embedding with the model instead of copying it: conversion reads it
-    # and never writes it (a copy pushed the start-up peak RSS ~80 MB higher); a new
-    # Parameter on the same storage, so a dtype change of the copy stays its own
-    embedding = model.decoder.token_embedding.weight
-    shared = nn.Parameter(embedding.data, requires_grad=embedding.requires_grad)
-    candidate = copy.deepcopy(model.decoder, memo={id(embedding): shared})
-    exact = _convert_decoder(candidate, "int8", "cpu")
-    timings["decoder_int8"] = _time_ms(lambda d=candidate: _decoder_probe(d, hidden))
-    if timings["decoder_int8"] < timings["decoder_fp32"]:
-        model.decoder, model.exact_decoder = candidate, exact
+    best_ms = timings["decoder_fp32"]
+    for mode in AUTO_DECODERS[1:]:
+        # share the 80 MB embedding with the model instead of copying it: conversion reads
+        # it and never writes it (a copy pushed the start-up peak RSS ~80 MB higher); a new
+        # Parameter on the same storage, so a dtype change of the copy stays its own
+        embedding = model.decoder.token_embedding.weight
+        shared = nn.Parameter(embedding.data, requires_grad=embedding.requires_grad)
+        candidate = copy.deepcopy(model.decoder, memo={id(embedding): shared})
+        exact = _convert_decoder(candidate, mode, "cpu")
+        probe = hidden.to(_DTYPES.get(mode, torch.float32))
+        timings[f"decoder_{mode}"] = _time_ms(lambda d=candidate, h=probe: _decoder_probe(d, h))
+        if timings[f"decoder_{mode}"] < best_ms:
+            model.decoder, model.exact_decoder = candidate, exact
+            best_ms = timings[f"decoder_{mode}"]
+        del candidate
     return timings
 
 

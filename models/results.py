@@ -53,11 +53,13 @@ def is_silence(seq: DecodedSequence, options: TranscribeOptions) -> bool:
 
 def guard(seq: DecodedSequence, text: str, options: TranscribeOptions) -> str:
     """Why Whisper's guards drop this window's text ("" = it is kept): the silence rule
-    (`is_silence`) or a degenerate loop."""
+    (`is_silence`), a degenerate loop, or punctuation alone."""
     if is_silence(seq, options):
         return "no_speech"
     if compression_ratio(text) > options.compression_ratio_threshold:
         return "compression_ratio"
+    if text.strip() and not any(c.isalnum() for c in text):
+        return "no_words"  # a lone "." or "..." over hum or noise: nothing was said
     return ""
 
 

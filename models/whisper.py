@@ -184,6 +184,7 @@ class TextDecoder(nn.Module):
         self.logits_head: nn.Module | None = None
 
     def cross_cache(self, audio: Tensor) -> list[tuple[Tensor, Tensor]]:
+        audio = audio.to(self.ln.weight.dtype)  # the encoder may run at another precision
         return [block.cross_attn.project_kv(audio) for block in self.blocks]
 
     def logits(self, x: Tensor) -> Tensor:
