@@ -33,6 +33,7 @@ from .longform import transcribe_long
 from .options import Request, TranscribeOptions
 from .precision import PrecisionPlan, apply_precision, choose_precision
 from .results import Transcript, to_transcript
+from .tokenizer import WhisperTokenizer
 from .whisper import TextDecoder
 
 __all__ = [
@@ -109,7 +110,7 @@ class Transcriber:
             prefixes=[self.tokenizer.encode_text(r.prefix) for r in requests],
             drafts=[self.tokenizer.encode_text(r.draft) for r in requests],
             offsets=[r.offset_s for r in requests],
-            hotwords=[self._hotwords(r) for r in requests],
+            hotwords=[_spelled_hotwords(self.tokenizer, r) for r in requests],
             ready=ready,
             copy_started=copy_started,
         )
@@ -181,10 +182,6 @@ class Transcriber:
             filters = (PhraseBias(hotwords), *filters)
         return greedy_decode(decoder, self.tokenizer, filters, decoding, inputs)
 
-    def _hotwords(self, request: Request) -> list[tuple[list[int], float]]:
-        spelled = [(self.tokenizer.encode_text(" " + p.strip()), b) for p, b in request.hotwords]
-        return [(tokens, boost) for tokens, boost in spelled if tokens and boost > 0]
-
     def _to_device(
         self, batch: Tensor
     ) -> tuple[Tensor, torch.cuda.Event | None, torch.cuda.Event | None]:
@@ -227,6 +224,14 @@ class Transcriber:
                 self.tokenizer, loaded.suppress, loaded.suppress_begin, options
             )
         return self._filters[options]
+
+
+def _spelled_hotwords(
+    tokenizer: WhisperTokenizer, request: Request
+) -> list[tuple[list[int], float]]:
+    """The request's boosted phrases as the tokens they are spelled with, and their boosts."""
+    spelled = [(tokenizer.encode_text(" " + p.strip()), b) for p, b in request.hotwords]
+    return [(tokens, boost) for tokens, boost in spelled if tokens and boost > 0]
 
 
 def _features(request: Request, options: TranscribeOptions, n_mels: int) -> Tensor:
