@@ -38,6 +38,8 @@ def decode_with_fallback(
     """Each item's decode at the first of options.temperatures that passes; where none does,
     the best of its tries (`_best`)."""
     temperatures = options.temperatures
+    if len(temperatures) == 1:  # no fallback (streaming): nothing to judge, no text to decode
+        return decode(list(range(items)), replace(options.decoding, temperature=temperatures[0]))
     tries: list[list[DecodedSequence]] = [[] for _ in range(items)]
     pending = list(range(items))
     for temperature in temperatures:

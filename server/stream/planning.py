@@ -42,10 +42,11 @@ def next_job(state: StreamState, allow_early: bool = True, join: bool = False) -
     if not (state.speech.in_speech and state.settings.interim_results):
         return None
     early = _early_final(state) if allow_early else None
-    if early is not None and not (state.decoded and same_window(state.decoded.job, early)):
-        return early  # once per pause; its words serve as an interim hypothesis too
-    if early is not None and state.speech.silence_run >= END_PAD:
-        return None  # nothing but silence since it was decoded
+    if early is not None:
+        if not (state.decoded and same_window(state.decoded.job, early)):
+            return early  # once per pause; its words serve as an interim hypothesis too
+        if state.speech.silence_run >= END_PAD:
+            return None  # nothing but silence since it was decoded
     return _interim_job(state, join)
 
 
