@@ -28,6 +28,7 @@ from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
 from .admission import Admission
 from .readiness import Readiness
+from .recognize_rpc import RecognizeIntake
 from .scheduler import Scheduler
 from .servicer import RecognizerServicer
 from .settings import ServerConfig, message_limit
@@ -183,7 +184,8 @@ def build_service(
 def _grpc_server(
     config: ServerConfig, servicer: RecognizerServicer, health_servicer
 ) -> grpc.aio.Server:
-    server = grpc.aio.server(options=grpc_options(config), interceptors=_interceptors(config))
+    interceptors = [*_interceptors(config), RecognizeIntake(servicer.Recognize)]
+    server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
     asr_pb2_grpc.add_RecognizerServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)

@@ -238,6 +238,9 @@ class Scheduler:
     # ---- running it ------------------------------------------------------------------------
     async def _loop(self) -> None:
         while self.supervisor.broken is None:
+            # Names still bound to the last batch would keep its audio (a Recognize window is a
+            # view of the whole recording) alive for as long as the scheduler idles.
+            chosen = batch = prepared = None
             chosen = await self._collect()
             if not chosen:
                 continue

@@ -19,10 +19,9 @@ from streamstt.models.audio import SAMPLE_RATE
 from streamstt.models.transcriber import Transcriber
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
-from . import responses, validation
+from . import recognize_rpc, responses, validation
 from .admission import Admission, AdmissionError
 from .metrics import StreamMeter
-from .recognize import RecognizeFailed, RecognizeWork, recognize_audio
 from .settings import ServerConfig, StreamSettings
 from .stream import planning
 from .stream.channels import ChannelGroup, OnChannel
@@ -67,6 +66,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         self.broken: str | None = None  # why this replica can serve no one (set by the app)
         self.active: dict[str, StreamSession] = admission.streams  # the one registry
         self.model_names = {transcriber.name, "default", ""}
+        self.recognize_slots = recognize_rpc.Slots(config.max_recognize_calls)
         # Sent to every streaming caller in the `streamstt-replica` header, so a client (and
         # an operator reading its logs) knows which replica served a stream.
         self.replica = ""
@@ -180,7 +180,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             vad=self.vad,
             notify=self.notify,
             max_samples=int(self.config.max_stream_seconds * SAMPLE_RATE),
-            phrases=_phrases(config),
+            phrases=validation.phrases(config),
             hotwords=validation.hotwords(config),
             on_event=meter.observe if meter else None,
             opened=opened,
@@ -268,45 +268,11 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         await session.finish()
 
     # ---- Recognize -------------------------------------------------------------------------
-    async def Recognize(self, request, context):  # noqa: N802
+    async def Recognize(self, requests, context):  # noqa: N802
+        """Served stream-unary (server/recognize_rpc.py): refused before its message is read."""
         if self.draining or self.broken:
             await context.abort(grpc.StatusCode.UNAVAILABLE, _unavailable(self.broken))
-        await _check_recognize_calls(self.active, self.config.max_recognize_calls, context, 1)
-        try:
-            channels = validation.check_common(request.config, self.config, self.model_names)
-            tracks = await asyncio.to_thread(
-                recognize_audio, request.audio_content, request.config, channels,
-                self.config.max_recognize_seconds,
-            )  # fmt: skip
-        except validation.InvalidRequest as exc:
-            await context.abort(exc.code, exc.message)
-        # checked again now: the decode above awaited, and other calls may have come in
-        await _check_recognize_calls(
-            self.active, self.config.max_recognize_calls, context, len(tracks)
-        )
-        seconds = tracks[0].shape[-1] / SAMPLE_RATE
-        started = time.monotonic()
-        prompt = _phrases(request.config)
-        hot = validation.hotwords(request.config)
-        tokenizer = self.transcriber.tokenizer
-        works = [RecognizeWork(tokenizer, t, self.notify, prompt, hot) for t in tracks]
-        for work in works:  # counted by max_streams, admission and the drain
-            self.active[work.stream_id] = work
-        self.on_change()
-        self.notify()
-        try:
-            transcripts = await asyncio.gather(*(work.result for work in works))
-        except RecognizeFailed as exc:
-            await context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
-        finally:
-            for work in works:
-                work.cancel()
-                self.active.pop(work.stream_id, None)
-            self.on_change()
-        extra = {"audio_s": seconds, "wall_s": time.monotonic() - started}
-        _LOGGER.info("recognize done", extra=extra)
-        separate = len(tracks) > 1
-        return responses.recognize(transcripts, seconds, request.config, separate)
+        return await recognize_rpc.serve(self, self.recognize_slots, requests, context)
 
     # ---- ListModels ------------------------------------------------------------------------
     async def ListModels(self, request, context):  # noqa: N802
@@ -335,22 +301,6 @@ async def _next_request(requests, context, idle_timeout_s: float):
         await context.abort(
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"no request for {idle_timeout_s:g} s (idle_timeout_s); stream closed",
-        )
-
-
-def _phrases(config) -> str:
-    """The request's phrase hints as prompt text."""
-    return ", ".join(p for c in config.speech_contexts for p in c.phrases)
-
-
-async def _check_recognize_calls(active, limit: int, context, tracks: int) -> None:
-    """RESOURCE_EXHAUSTED past max_recognize_calls (each channel's track counts as one)."""
-    calls = sum(isinstance(work, RecognizeWork) for work in active.values())
-    if calls + tracks > limit:
-        await context.abort(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"too many Recognize calls decoding (max_recognize_calls={limit}); retry later "
-            "or use StreamingRecognize",
         )
 
 

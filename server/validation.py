@@ -145,3 +145,8 @@ def streaming_settings(
 def hotwords(config) -> tuple[tuple[str, float], ...]:
     """The request's boosted phrases with their boosts (models.options.Request.hotwords)."""
     return tuple((p, c.boost) for c in config.speech_contexts if c.boost > 0 for p in c.phrases)
+
+
+def phrases(config) -> str:
+    """The request's phrase hints as prompt text."""
+    return ", ".join(p for c in config.speech_contexts for p in c.phrases)

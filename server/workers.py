@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -16,6 +17,11 @@ from streamstt.models.memory import trim_heap
 
 T = TypeVar("T")
 TRIM_EVERY = 64  # model calls between returns of freed heap memory to the OS (malloc_trim)
+
+
+def _collect_and_trim() -> None:
+    gc.collect()
+    trim_heap()
 
 
 class Workers:
@@ -40,6 +46,12 @@ class Workers:
             self._model_calls += 1
             if self._model_calls % TRIM_EVERY == 0:
                 trim_heap()
+
+    def trim_soon(self) -> None:
+        """Hand freed heap back to the OS after a big free (a Recognize call's recording and
+        its message), on the prefetch thread: the event loop and the model don't wait. A
+        cancelled call's frames sit in reference cycles with its exception, so collect first."""
+        self._prefetch.submit(_collect_and_trim)
 
     def shutdown(self) -> None:
         self._prefetch.shutdown(wait=False, cancel_futures=True)

@@ -88,6 +88,39 @@ def test_recognize_calls_in_flight_are_bounded(make_server):
     assert first.result().results
 
 
+def test_a_refused_recognize_is_refused_before_its_message_is_read(make_server):
+    # The second call's message is over the message limit: had the server read it before
+    # counting the call, the transport would refuse it as too large; unread, it is refused
+    # for what it is, one call too many (ten such calls would otherwise hold ten messages).
+    running = make_server(max_recognize_calls=1, max_message_bytes=4 * 2**20)
+    channel = grpc.insecure_channel(running.target, [("grpc.max_send_message_length", -1)])
+    stub = asr_pb2_grpc.RecognizerStub(channel)
+    first = stub.Recognize.future(recognize_request(_wav(load_clip("sample"), 16000)), timeout=120)
+    wait_until(lambda: running.running.servicer.active)
+    too_big = recognize_request(_wav(np.zeros(5_000_000, np.float32), 16000))  # 10 MB
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Recognize(too_big, timeout=60)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_recognize_calls=1" in caught.value.details(), caught.value.details()
+    assert first.result().results
+
+
+def test_a_finished_recognize_leaves_no_audio_behind(server):
+    import gc
+
+    import torch
+
+    stub = asr_pb2_grpc.RecognizerStub(grpc.insecure_channel(server.target))
+    samples = len(decode_audio(_long_reading()))
+    assert stub.Recognize(recognize_request(_long_reading()), timeout=120).results
+    wait_until(lambda: not server.running.servicer.active)
+    gc.collect()
+    # The scheduler idling after the call's last window held that window, a view of the
+    # whole recording.
+    held = [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.numel() == samples]
+    assert not held
+
+
 def test_a_cancelled_recognize_decodes_no_more_windows(make_server):
     running = make_server()
     log = _BatchLog(running.scheduler)

@@ -1,0 +1,127 @@
+"""Recognize over the wire: a call is refused or taken before its request message is read.
+
+grpc reads a unary call's request whole (up to the message limit: 19 MB for ten minutes of
+16 kHz PCM16) before the handler runs, so a handler that refuses a call past
+max_recognize_calls has already held its audio, and eight such calls hold 150 MB or more
+of messages the server will never use. Served as a stream-unary method instead (the wire is
+the same, so clients still make a unary call), the handler counts the call first and reads
+the message only once it has a slot; a refused call's audio stays in the sender, beyond the
+HTTP/2 flow-control window. RecognizeIntake swaps the handler in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+
+from streamstt.models.audio import SAMPLE_RATE
+from streamstt.v1 import asr_pb2
+
+from . import responses, validation
+from .recognize import RecognizeFailed, RecognizeWork, recognize_audio
+
+_LOGGER = logging.getLogger("streamstt.server")
+METHOD = "/streamstt.v1.Recognizer/Recognize"
+
+
+class RecognizeIntake(grpc.aio.ServerInterceptor):
+    """Serves Recognize as stream-unary, with `behavior(requests, context)`."""
+
+    def __init__(self, behavior) -> None:
+        self._behavior = behavior
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler_call_details.method != METHOD or handler is None:
+            return handler
+        return grpc.stream_unary_rpc_method_handler(
+            self._behavior, handler.request_deserializer, handler.response_serializer
+        )
+
+
+class Slots:
+    """Recognize tracks taken (a call is one while its message is read and decoded, then one
+    per channel it recognizes separately); past `limit`, RESOURCE_EXHAUSTED."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.taken = limit, 0
+
+    async def take(self, context, tracks: int) -> None:
+        if self.taken + tracks > self.limit:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many Recognize calls decoding (max_recognize_calls={self.limit}); "
+                "retry later or use StreamingRecognize",
+            )
+        self.taken += tracks
+
+
+async def serve(servicer, slots: Slots, requests, context):
+    """One Recognize call: a slot, then its one message, then its windows (scheduled)."""
+    try:
+        return await _serve(servicer, slots, requests, context)
+    finally:  # the call's frame (its message and recording) is gone: hand the heap back
+        servicer.workers.trim_soon()
+
+
+async def _serve(servicer, slots: Slots, requests, context):
+    await slots.take(context, 1)
+    held = 1
+    try:
+        request = await _only_request(requests, context)
+        tracks = await _tracks(servicer.config, servicer.model_names, request, context)
+        # A copy of the config, so that the message (its audio) can go now, not at the end.
+        config, request = asr_pb2.RecognitionConfig(), request.config
+        config.CopyFrom(request)
+        request = None
+        await slots.take(context, len(tracks) - 1)  # other calls may have come in meanwhile
+        held = len(tracks)
+        started = time.monotonic()
+        transcripts = await _decode_windows(servicer, config, tracks, context)
+    finally:
+        slots.taken -= held
+    seconds = tracks[0].shape[-1] / SAMPLE_RATE
+    _LOGGER.info("recognize done", extra={"audio_s": seconds, "wall_s": time.monotonic() - started})
+    return responses.recognize(transcripts, seconds, config, len(tracks) > 1)
+
+
+async def _only_request(requests, context):
+    async for request in requests:
+        return request  # a unary client sends one; nothing after it is read
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Recognize got no request message")
+
+
+async def _tracks(config, model_names, request, context) -> list:
+    try:
+        channels = validation.check_common(request.config, config, model_names)
+        return await asyncio.to_thread(
+            recognize_audio, request.audio_content, request.config, channels,
+            config.max_recognize_seconds,
+        )  # fmt: skip
+    except validation.InvalidRequest as exc:
+        await context.abort(exc.code, exc.message)
+
+
+async def _decode_windows(servicer, config, tracks: list, context) -> list:
+    """Each track's windows, decoded by the scheduler; counted by max_streams, admission and
+    the drain while they run, and not decoded further once the call is gone."""
+    prompt = validation.phrases(config)
+    hot = validation.hotwords(config)
+    tokenizer = servicer.transcriber.tokenizer
+    works = [RecognizeWork(tokenizer, t, servicer.notify, prompt, hot) for t in tracks]
+    for work in works:
+        servicer.active[work.stream_id] = work
+    servicer.on_change()
+    servicer.notify()
+    try:
+        return await asyncio.gather(*(work.result for work in works))
+    except RecognizeFailed as exc:
+        await context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
+    finally:
+        for work in works:
+            work.cancel()
+            servicer.active.pop(work.stream_id, None)
+        servicer.on_change()
