@@ -98,6 +98,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
 
     # ---- StreamingRecognize ----------------------------------------------------------------
     async def StreamingRecognize(self, request_iterator, context) -> None:  # noqa: N802
+        context.add_done_callback(lambda _: self.workers.trim_soon())
         if self.draining or self.broken:
             await _reject(
                 self.metrics, context, grpc.StatusCode.UNAVAILABLE,
@@ -270,6 +271,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     # ---- Recognize -------------------------------------------------------------------------
     async def Recognize(self, requests, context):  # noqa: N802
         """Served stream-unary (server/recognize_rpc.py): refused before its message is read."""
+        context.add_done_callback(lambda _: self.workers.trim_soon())
         if self.draining or self.broken:
             await context.abort(grpc.StatusCode.UNAVAILABLE, _unavailable(self.broken))
         return await recognize_rpc.serve(self, self.recognize_slots, requests, context)

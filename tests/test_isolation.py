@@ -121,6 +121,31 @@ def test_a_finished_recognize_leaves_no_audio_behind(server):
     assert not held
 
 
+def test_refused_streams_do_not_leave_their_messages_behind(server):
+    import gc
+
+    from streamstt.v1 import asr_pb2
+
+    # 10,000 phrases (1 MB), over MAX_PHRASES: refused. grpc keeps the abort on the call's
+    # state, which cycles with the handler's frames, and those hold the request; the
+    # server collects such cycles after a call ends, so refusals don't pile up (grpc itself
+    # holds on to two messages: its first call's and its newest call's).
+    request = config(recognition={"speech_contexts": [{"phrases": ["x" * 99] * 10_000}]})
+    for _ in range(8):
+        code, details, _ = call(server.target, [request])
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+
+    def kept() -> int:
+        return sum(
+            isinstance(o, asr_pb2.StreamingRecognizeRequest)
+            and o is not request
+            and o.ByteSize() > 500_000
+            for o in gc.get_objects()
+        )
+
+    assert wait_until(lambda: kept() <= 2, timeout_s=5, poll_s=0.25), kept()
+
+
 def test_a_cancelled_recognize_decodes_no_more_windows(make_server):
     running = make_server()
     log = _BatchLog(running.scheduler)
