@@ -24,6 +24,7 @@ N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in one window
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in one window
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames a second
 TOKENS_PER_SECOND = FRAMES_PER_SECOND // 2  # 50 encoder positions a second (conv2 stride 2)
+RECORDING_CHUNK_FRAMES = 3000  # recording_features' frames a piece (30 s)
 DYNAMIC_RANGE_DB = 8.0  # log10 units (80 dB) kept below each utterance's loudest bin
 
 MIN_INPUT_RATE = 8000  # Hz: lowest rate we resample from
@@ -166,9 +167,27 @@ def recording_features(audio: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
     """Log-mel of a whole recording, shape (n_mels, samples // HOP_LENGTH): one frame per
     hop of real audio (one hop of zeros is added so the last samples get a frame). Its
     dynamic range is taken over the whole recording, as Whisper and faster-whisper do for
-    long form: cut into windows (`pad_features`), a quiet window keeps its true level."""
-    mel = log_mel_spectrogram(torch.nn.functional.pad(audio, (0, HOP_LENGTH)), n_mels)
-    return mel[:, : max(1, mel.shape[-1] - 1)]
+    long form: cut into windows (`pad_features`), a quiet window keeps its true level.
+
+    Computed RECORDING_CHUNK_FRAMES at a time from the one reflect-padded signal (the frames
+    log_mel_spectrogram would make, the same samples in each), so that ten minutes need a
+    few MB of spectrum at a time instead of some 250 MB at once."""
+    audio = torch.nn.functional.pad(audio, (0, HOP_LENGTH))
+    frames = audio.shape[-1] // HOP_LENGTH
+    padded = torch.nn.functional.pad(audio[None, None], (N_FFT // 2, N_FFT // 2), mode="reflect")
+    padded = padded[0, 0]
+    pieces = []
+    for first in range(0, frames, RECORDING_CHUNK_FRAMES):
+        last = min(first + RECORDING_CHUNK_FRAMES, frames)
+        span = padded[first * HOP_LENGTH : (last - 1) * HOP_LENGTH + N_FFT]
+        window = _hann_window(str(audio.device))
+        stft = torch.stft(span, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
+        mel = mel_filters(n_mels, str(audio.device)) @ (stft.abs() ** 2)
+        pieces.append(torch.clamp(mel, min=1e-10).log10())
+    log_spec = torch.cat(pieces, dim=-1)
+    log_spec = torch.maximum(log_spec, log_spec.max() - DYNAMIC_RANGE_DB)
+    log_spec = (log_spec + 4.0) / 4.0
+    return log_spec[:, : max(1, frames - 1)]
 
 
 def pad_features(mel: torch.Tensor, span_frames: int = N_FRAMES) -> torch.Tensor:

@@ -27,7 +27,7 @@ from streamstt.models.audio import (
     resample,
 )
 from streamstt.models.longform import Seek
-from streamstt.models.options import Request, TranscribeOptions
+from streamstt.models.options import OFFLINE_OPTIONS, Request, TranscribeOptions
 from streamstt.models.results import Transcript
 from streamstt.models.tokenizer import WhisperTokenizer
 
@@ -38,7 +38,6 @@ from .stream.pcm import AudioFormatError, bytes_per_frame, decode_chunk
 _IDS = itertools.count(1)
 # Added to a Recognize window's deadline: later than any live stream's (budgets are <= 60 s).
 BACKGROUND_S = 1e6
-OFFLINE_OPTIONS = TranscribeOptions()
 
 
 @dataclass(frozen=True)
@@ -69,10 +68,11 @@ class RecognizeWork:
         notify: Callable[[], None],
         prompt: str = "",
         hotwords: tuple[tuple[str, float], ...] = (),
+        features: Tensor | None = None,
     ) -> None:
         self.stream_id = f"r{next(_IDS)}"
         self.result: asyncio.Future[Transcript] = asyncio.get_running_loop().create_future()
-        self._seek = Seek(tokenizer, audio, prompt, hotwords)
+        self._seek = Seek(tokenizer, audio, prompt, hotwords, OFFLINE_OPTIONS, features)
         self._waiting_since = time.monotonic()
         self._notify = notify
 

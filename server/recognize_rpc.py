@@ -17,7 +17,7 @@ import time
 
 import grpc
 
-from streamstt.models.audio import SAMPLE_RATE
+from streamstt.models.audio import SAMPLE_RATE, recording_features
 from streamstt.v1 import asr_pb2
 
 from . import responses, validation
@@ -61,22 +61,14 @@ class Slots:
 
 async def serve(servicer, slots: Slots, requests, context):
     """One Recognize call: a slot, then its one message, then its windows (scheduled)."""
-    try:
-        return await _serve(servicer, slots, requests, context)
-    finally:  # the call's frame (its message and recording) is gone: hand the heap back
-        servicer.workers.trim_soon()
-
-
-async def _serve(servicer, slots: Slots, requests, context):
     await slots.take(context, 1)
     held = 1
     try:
         request = await _only_request(requests, context)
         tracks = await _tracks(servicer.config, servicer.model_names, request, context)
-        # A copy of the config, so that the message (its audio) can go now, not at the end.
-        config, request = asr_pb2.RecognitionConfig(), request.config
-        config.CopyFrom(request)
-        request = None
+        config = asr_pb2.RecognitionConfig()
+        config.CopyFrom(request.config)
+        del request  # the message (its audio) can go now, not at the end of the call
         await slots.take(context, len(tracks) - 1)  # other calls may have come in meanwhile
         held = len(tracks)
         started = time.monotonic()
@@ -111,7 +103,13 @@ async def _decode_windows(servicer, config, tracks: list, context) -> list:
     prompt = validation.phrases(config)
     hot = validation.hotwords(config)
     tokenizer = servicer.transcriber.tokenizer
-    works = [RecognizeWork(tokenizer, t, servicer.notify, prompt, hot) for t in tracks]
+    n_mels = servicer.transcriber.model.dims.n_mels
+    # each window's log-mel is cut from its whole recording's, as offline (OFFLINE_OPTIONS)
+    features = await asyncio.to_thread(lambda: [recording_features(t, n_mels) for t in tracks])
+    works = [
+        RecognizeWork(tokenizer, t, servicer.notify, prompt, hot, f)
+        for t, f in zip(tracks, features)
+    ]
     for work in works:
         servicer.active[work.stream_id] = work
     servicer.on_change()

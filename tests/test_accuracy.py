@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import DATA
+from conftest import DATA, normalise
 
 from streamstt.models import loading
 from streamstt.models.audio import SAMPLE_RATE, decode_audio
@@ -109,3 +109,21 @@ def test_seek_rule_and_prompt_of_long_form(transcriber_fp32):
     hot = _window_result(tokenizer, [0.0, " four", 20.0], temperature=0.6)
     seek.take(seek.next_request(), hot)
     assert list(seek.next_request().prompt) == []
+
+
+def test_recognize_is_the_offline_pipeline(server, transcriber):
+    """Recognize decodes as `streamstt transcribe` does (OFFLINE_OPTIONS: the 30 s window,
+    the temperature fallback, the whole recording's log-mel): the same words on noisy
+    speech, where each of those changes the text."""
+    import grpc
+
+    from streamstt.client.client import recognize_request
+    from streamstt.models.longform import transcribe_long
+    from streamstt.v1 import asr_pb2_grpc
+
+    path = HARD / "read_white10.flac"
+    offline = transcribe_long(transcriber, decode_audio(path), OFFLINE_OPTIONS)
+    stub = asr_pb2_grpc.RecognizerStub(grpc.insecure_channel(server.target))
+    response = stub.Recognize(recognize_request(path.read_bytes()), timeout=120)
+    served = " ".join(r.alternatives[0].transcript for r in response.results)
+    assert normalise(served) == normalise(offline.text)
