@@ -203,15 +203,15 @@ def test_long_read_streamed_without_pauses(server):
     assert len(results) >= 2
     texts = [r.alternatives[0].transcript for r in results]
     # where the pause cuts fall depends on when interim steps run (machine load), and tiny.en
-    # then hears "bread" or "red": measured 0.00-0.04 over runs (the issue allows 0.08)
-    assert wer([reference("long_read")], [" ".join(texts)]) <= 0.05, texts
-    # Whisper's casing and punctuation survive: finals are decoded afresh, not assembled
-    # from interim words. Which marks come depends on where the pause cuts fall (machine
-    # load): tiny.en hears some of the 7 sentence ends as commas, more so in short windows
-    # (2-5 ends seen over runs, 6 offline), so the test counts every mark, not just ends.
-    joined = " ".join(texts)
-    marks = sum(c in ".,?!" for c in joined)
-    assert texts[0][0].isupper() and any(c in ".?!" for c in joined) and marks >= 6, texts
+    # then hears "bread" or "red": measured 0.00-0.04 over runs; the issue allows 0.08
+    assert wer([reference("long_read")], [" ".join(texts)]) <= 0.08, texts
+    # Finals are decoded afresh, not assembled from interim words, so Whisper's punctuation
+    # survives; how many marks and which depends on where the cuts fall (machine load), so
+    # only their presence is asserted. What the engine itself guarantees is the casing: the
+    # first final and every final after a sentence end open with a capital.
+    assert any(c in ".,?!" for c in " ".join(texts)), texts
+    opens_sentence = [True] + [t.rstrip()[-1:] in ".?!" for t in texts[:-1]]
+    assert all(t[0].isupper() for t, o in zip(texts, opens_sentence) if o), texts
     assert_committed_words_stay(responses)
     starts = [r.result_start_time.ToNanoseconds() for r in results]
     ends = [r.result_end_time.ToNanoseconds() for r in results]
