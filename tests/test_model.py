@@ -10,7 +10,13 @@ import torch
 from conftest import DATA, SPEECH_CLIPS, load_clip, reference, utterance_times, wer
 
 from streamstt.models import loading
-from streamstt.models.audio import decode_audio, log_mel_spectrogram, mel_filters
+from streamstt.models.audio import (
+    HOP_LENGTH,
+    decode_audio,
+    log_mel_spectrogram,
+    mel_filters,
+    recording_features,
+)
 from streamstt.models.checkpoints import ModelLoadError
 from streamstt.models.decoding import DecodingOptions, find_repetition_loop
 from streamstt.models.transcriber import Request, TranscribeOptions, Transcriber
@@ -178,6 +184,17 @@ def test_log_mel_matches_faster_whisper(n_mels):
     # measured max |diff| 1.6e-5 (80 mels) / 2.1e-5 (128 mels) here, at most 6e-5 on any clip
     # in tests/data (float32 FFT rounding, torch vs numpy); the features span about -1..2
     assert np.abs(ours - theirs).max() < 1e-4
+
+
+def test_recording_features_are_the_whole_log_mel_in_pieces():
+    """The whole recording's log-mel is computed 30 s at a time (memory), yet it is the one
+    log-mel of the whole signal: the same frames at every piece boundary."""
+    audio = decode_audio(DATA / "long_read.wav")[: 65 * 16000 + 123]
+    audio = torch.cat([audio, audio])[: 65 * 16000 + 123]  # past two pieces, odd length
+    whole = log_mel_spectrogram(torch.nn.functional.pad(audio, (0, HOP_LENGTH)))
+    ours = recording_features(audio)
+    assert ours.shape == (80, audio.shape[-1] // HOP_LENGTH)
+    assert torch.equal(ours, whole[:, : ours.shape[-1]])
 
 
 def test_missing_model_path_is_a_clear_error(tmp_path):
