@@ -413,3 +413,24 @@ def test_bench_end_to_end_two_streams(make_server, tmp_path, capsys):
         "timeline_baseline.png",
     ):
         assert (out / name).stat().st_size > 10_000
+
+
+def test_committed_words_are_held_against_the_reference():
+    from streamstt.client.bench.stability import correctness
+
+    # utterance 0 commits "the", "red" (the reference says "the bread"); the final is forced
+    # to keep them, so no revision shows, but one committed word is wrong. "rose" was
+    # committed past the cut at 0.6 s and is counted in utterance 1, once.
+    the, red, rose = Word("The", 0.1, 0.3), Word("red", 0.3, 0.6), Word("rose", 0.7, 1.0)
+    stream = timeline(
+        Response(10.5, (Result(False, 0, 0.5, (the,), 0.9),)),
+        Response(10.9, (Result(False, 0, 0.9, (the, red, rose), 0.9),)),
+        Response(11.0, (Result(True, 0, 0.6, (the, red)),)),
+        Response(11.4, (Result(False, 1, 1.1, (rose,), 0.9),)),
+        Response(11.6, (Result(True, 1, 1.1, (rose, Word("early.", 1.1, 1.4))),)),
+    )
+    measured = correctness(stream, "The bread rose early.")
+    assert (measured.committed, measured.committed_wrong) == (3, 1)
+    assert (measured.final, measured.final_wrong) == (4, 1)
+    assert measured.committed_wrong_rate == pytest.approx(1 / 3)
+    assert correctness(timeline(), "anything").committed_wrong_rate is None

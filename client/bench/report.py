@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import latency
-from .stability import Stability, stability
+from .stability import Correctness, Stability, correctness, stability
 
 if TYPE_CHECKING:
     from .run import BenchConfig, BenchInput, LevelRun, StreamRun
@@ -58,6 +58,7 @@ def stream_report(run: StreamRun, offline: dict[Path, str]) -> dict:
             [e.emission_s for e in latency.correct_prefix_emissions(timeline)]
         ),
         **_stability_report(stability(timeline)),
+        **_correctness_report(correctness(timeline, reference) if reference else None),
         "final_ms": latency.summary_ms(latency.final_latencies(timeline)),
         "partial_lag_ms": latency.summary_ms([p.lag_s for p in lags]),
         "lag_first_third_ms": _ms(growth.first_s),
@@ -84,6 +85,17 @@ def _stability_report(measured: Stability) -> dict:
         "revision_rate": None if rate is None else round(rate, 4),
         "tentative_words": measured.tentative,
         "tentative_flicker": None if flicker is None else round(flicker, 4),
+    }
+
+
+def _correctness_report(measured: Correctness | None) -> dict:
+    """Committed and final words that the reference does not have (None: no reference)."""
+    if measured is None:
+        return {"committed_wrong_rate": None, "final_wrong_rate": None}
+    committed, final = measured.committed_wrong_rate, measured.final_wrong_rate
+    return {
+        "committed_wrong_rate": None if committed is None else round(committed, 4),
+        "final_wrong_rate": None if final is None else round(final, 4),
     }
 
 
@@ -128,6 +140,7 @@ def level_report(level: LevelRun, budget_ms: float, offline: dict[Path, str]) ->
         "emission_ms": emission,
         "correct_prefix_ms": latency.summary_ms(prefixes),
         **_stability_report(sum((stability(t) for t in timelines), Stability(0, 0, 0, 0))),
+        **_correctness_report(_pooled_correctness(whole)),
         "final_ms": latency.summary_ms(finals),
         "partial_lag_ms": latency.summary_ms(lags),
         "first_result_ms": latency.summary_ms(first),
@@ -140,6 +153,12 @@ def level_report(level: LevelRun, budget_ms: float, offline: dict[Path, str]) ->
         "by_transport": _by_transport(level.runs),
         "per_stream": streams,
     }
+
+
+def _pooled_correctness(runs) -> Correctness | None:
+    """Committed and final words of the streams whose whole file has a reference."""
+    measured = [correctness(r.timeline, r.input.reference) for r in runs if r.input.reference]
+    return sum(measured, Correctness(0, 0, 0, 0)) if measured else None
 
 
 def _by_transport(runs) -> dict:
@@ -269,6 +288,7 @@ _COLUMNS = (
     ("cp p50", 6, lambda lv: lv["correct_prefix_ms"]["p50"]),
     ("p95", 6, lambda lv: lv["correct_prefix_ms"]["p95"]),
     ("rev%", 5, lambda lv: _percent(lv["revision_rate"])),
+    ("cwrong%", 7, lambda lv: _percent(lv.get("committed_wrong_rate"))),
     ("final p50", 9, lambda lv: lv["final_ms"]["p50"]),
     ("p95", 6, lambda lv: lv["final_ms"]["p95"]),
     ("lag p50", 7, lambda lv: lv["partial_lag_ms"]["p50"]),

@@ -1,10 +1,12 @@
-"""Whether live text kept its promises: committed words that the finals revised, and
-tentative words that no final kept. Pure functions of a recorded timeline (latency.py has the
-timeline types); docs/latency.md defines both.
+"""Whether live text kept its promises: committed words that the finals revised, tentative
+words that no final kept, and committed words that were wrong all along (against the
+reference). Pure functions of a recorded timeline (latency.py has the timeline types);
+docs/latency.md defines each.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,3 +80,62 @@ def _interims(results) -> dict[int, tuple[tuple[Word, ...], tuple[Word, ...]]]:
 def _kept(hypothesis: Sequence[Word], final: Sequence[Word]) -> set[int]:
     """Indexes of the hypothesis's words that align with a word of the final."""
     return set(matched_indexes(final, hypothesis))
+
+
+@dataclass(frozen=True)
+class Correctness:
+    """Committed and final words held against the reference transcript. A committed word is
+    never revised, so one that is wrong stays wrong: the revision rate cannot see it (the
+    final keeps it), this can. Committed words should be no likelier wrong than final ones."""
+
+    committed: int  # committed words of the stream (each utterance's last committed words)
+    committed_wrong: int  # of those, words the reference does not have there
+    final: int  # words of the finals
+    final_wrong: int
+
+    @property
+    def committed_wrong_rate(self) -> float | None:
+        return self.committed_wrong / self.committed if self.committed else None
+
+    @property
+    def final_wrong_rate(self) -> float | None:
+        return self.final_wrong / self.final if self.final else None
+
+    def __add__(self, other: Correctness) -> Correctness:
+        return Correctness(
+            self.committed + other.committed,
+            self.committed_wrong + other.committed_wrong,
+            self.final + other.final,
+            self.final_wrong + other.final_wrong,
+        )
+
+
+def correctness(timeline: StreamTimeline, reference: str) -> Correctness:
+    """Each utterance's committed words (the last interim's; words past its final's end
+    went on into the next utterance after a cut and are counted there) and the finals' words,
+    aligned in order with the reference (difflib, normalised words): a word is wrong where it
+    does not align with the same reference word."""
+    finals = finals_by_utterance(timeline)
+    last: dict[int, tuple[Word, ...]] = {}
+    for response in timeline.responses:
+        for utterance, (committed, _) in _interims(response.results).items():
+            if committed:
+                last[utterance] = committed
+    committed = []
+    for utterance in sorted(last):
+        end = max((w.end_s for w in finals.get(utterance, (0.0, ()))[1]), default=None)
+        own = last[utterance] if end is None else [w for w in last[utterance] if w.end_s <= end]
+        committed.extend(own)
+    final = [w for u in sorted(finals) for w in finals[u][1]]
+    words = normalise(reference).split()
+    shown, wrong = _wrong(committed, words)
+    said, missed = _wrong(final, words)
+    return Correctness(shown, wrong, said, missed)
+
+
+def _wrong(shown: Sequence[Word], reference: list[str]) -> tuple[int, int]:
+    """How many words `shown` holds (normalised), and how many align with no reference word."""
+    words = normalise(" ".join(w.text for w in shown)).split()
+    matcher = difflib.SequenceMatcher(None, words, reference, autojunk=False)
+    right = sum(block.size for block in matcher.get_matching_blocks())
+    return len(words), len(words) - right
