@@ -148,26 +148,27 @@ def _final(state: StreamState, words: list[Word]):
 
 
 def test_a_final_after_a_pause_cut_is_decoded_after_the_previous_words():
-    spoken = _words_every_half_second(10.0)
-    state = _interims(_speech_with_dips(10.5, [9.0]), spoken)
+    spoken = _words_every_half_second(11.5)
+    state = _interims(_speech_with_dips(11.9, [10.5]), spoken)
     ((_, cut),) = state.pending
     state, first = _final(state, spoken)
-    assert first.words[-1].word == "w17" and first.end == cut / 16000
+    assert first.words[-1].word == "w20" and first.end == cut / 16000
     state, _ = feed(state, [0.1] * SILENCE_FRAMES)  # the voice stops: the second one ends
     job = planning.next_job(state)
-    # its window opens with the last 3 s of the first final's words, given as known text;
-    # the words committed after the cut stay committed and must open its result
+    # its window opens with the last 10 s of the first final's words, given as known text
+    # (an interim gets only 3 s: its encoder span grows with the lead; a final's window is
+    # 30 s anyway); the words committed after the cut stay committed and open its result
     assert job.final and job.first == cut and job.lead_samples > 0
-    assert job.prefix == "w12 w13 w14 w15 w16 w17" and job.context_words == 6
-    assert job.draft == "w18 w19" and job.keeps == 2
-    assert abs(job.start / 16000 - (6.1 - 0.1)) < 0.01
-    assert job.prompt.split()[-1] == "w11"  # earlier words stay the text prompt
+    assert job.prefix == " ".join(f"w{i}" for i in range(1, 21)) and job.context_words == 20
+    assert job.draft == "w21 w22" and job.keeps == 2
+    assert abs(job.start / 16000 - (0.6 - 0.1)) < 0.01
+    assert job.prompt == "W0"  # earlier words stay the text prompt
     # alignment may put the first new word's start inside the context audio
     own = [w for w in spoken if w.start * 16000 >= cut]
     own[0] = dataclasses.replace(own[0], start=cut / 16000 - 0.15)
     state, second = _final(state, own)
     # those words are not in the new final, which starts where its own audio does
-    assert texts(second.words) == ["w18", "w19"]
+    assert texts(second.words) == ["w21", "w22"]
     assert second.start == cut / 16000 == second.words[0].start >= first.words[-1].end
     assert second.utterance_index == 1
 
@@ -182,6 +183,7 @@ def test_an_interim_after_a_pause_cut_hears_the_previous_words_first():
     state, _ = feed(state, [0.95] * 20)  # speech runs on: an interim step is due
     job = planning.next_job(state)
     assert not job.final and job.first == cut and job.lead_samples > 0
+    # the last 3 s of the previous final (a final's window gets 10 s)
     assert job.prefix.split()[: job.context_words] == [f"w{i}" for i in range(12, 18)]
     assert job.prefix.split()[job.context_words :] == ["w18", "w19"]  # committed, carried
 

@@ -26,8 +26,13 @@ from .state import StreamState
 FINAL_WINDOW = N_SAMPLES  # the longest utterance a final decodes in one piece
 MIN_WINDOW = int(0.3 * SAMPLE_RATE)  # no decode of less audio than this
 PROMPT_WORDS = 40  # words of earlier text given to the model as its prompt
-LEFT_CONTEXT = int(3.0 * SAMPLE_RATE)  # at most this much of the previous final leads a final
-LEFT_CONTEXT_GAP = int(1.0 * SAMPLE_RATE)  # ...if the utterance starts within this of its end
+# When speech runs on across a cut (the utterance starts within LEFT_CONTEXT_GAP of the
+# previous final's end), the end of the previous final leads each window: this much of it
+# before an interim, and more before a final, whose window is 30 s anyway (measured:
+# docs/accuracy.md).
+LEFT_CONTEXT = int(3.0 * SAMPLE_RATE)
+FINAL_LEFT_CONTEXT = int(10.0 * SAMPLE_RATE)
+LEFT_CONTEXT_GAP = int(1.0 * SAMPLE_RATE)
 CONTEXT_ONSET = int(0.1 * SAMPLE_RATE)  # audio held before the first context word's start
 JOIN_STEP = 0.5  # share of its step after which an interim may join another stream's batch
 DRAFT_SLACK = 0.3  # seconds: interim words this far outside a final's window still guess it
@@ -103,7 +108,7 @@ def _led(
     the previous final when speech ran on across a cut: that audio opens the window and its
     words open the prefix (dropped from the result by `without_context`), so the first words
     after the cut are heard in context, not from a cold start."""
-    context = _left_context(state, start, end)
+    context = _left_context(state, start, end, FINAL_LEFT_CONTEXT if final else LEFT_CONTEXT)
     prompt = _prompt(state, settled=False, drop=len(context))
     text = " ".join(w.word for w in (*context, *known))
     if not context:
@@ -194,14 +199,14 @@ def _draft(state: StreamState, start: int, end: int) -> str:
     return " ".join(w.word for w in state.words.tentative if w.start >= low and w.end <= high)
 
 
-def _left_context(state: StreamState, start: int, end: int) -> list[Word]:
-    """The previous final's words to lead the window from `start` to `end`, if its speech
-    ran on into this utterance and their audio is still held."""
+def _left_context(state: StreamState, start: int, end: int, reach: int) -> list[Word]:
+    """The previous final's words (those of its last `reach` samples) to lead the window from
+    `start` to `end`, if its speech ran on into this utterance and their audio is still
+    held."""
     tail = state.previous_tail
     if not tail or start - int(tail[-1].end * SAMPLE_RATE) > LEFT_CONTEXT_GAP:
         return []
+    first = max(state.audio_start, int(tail[-1].end * SAMPLE_RATE) - reach)
     return [
-        w
-        for w in tail
-        if onset(w) >= end - FINAL_WINDOW and int(w.start * SAMPLE_RATE) >= state.audio_start
+        w for w in tail if onset(w) >= end - FINAL_WINDOW and int(w.start * SAMPLE_RATE) >= first
     ]

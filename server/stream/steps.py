@@ -20,7 +20,7 @@ from streamstt.models.transcriber import Word
 from . import agreement, endpointing
 from .endpointing import PRE_ROLL, SpeechBegin, SpeechEnd, UtteranceEnd
 from .job import Job
-from .planning import LEFT_CONTEXT, final_job, onset, serves, within
+from .planning import FINAL_LEFT_CONTEXT, final_job, onset, serves, within
 from .state import Decoded, FinalResult, StreamState
 
 HISTORY_CHARS = 2000  # text of earlier finals kept for prompts (PROMPT_WORDS take its end)
@@ -131,7 +131,7 @@ def _close_utterance(
     words = _sentence_case(words, state)
     carried = committed[len(within(committed, job.end)) :]
     # the end of this final stays as the next one's left context while speech runs on
-    tail = tuple(w for w in words if w.start * SAMPLE_RATE >= job.end - LEFT_CONTEXT)
+    tail = tuple(w for w in words if w.start * SAMPLE_RATE >= job.end - FINAL_LEFT_CONTEXT)
     state = replace(
         state,
         pending=state.pending[1:],
