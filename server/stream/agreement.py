@@ -28,7 +28,7 @@ THIRD_VOTE_S = 0.3  # an earlier hypothesis's word this close in time is the sam
 # A hypothesis commits nothing when it shows the signs of a guess that Whisper's own
 # transcribe loop acts on: a low average log-probability (noisy or unclear audio), a likely
 # absence of speech, or a degenerate repetition.
-MIN_COMMIT_LOGPROB = -0.5
+MIN_COMMIT_LOGPROB = -0.4
 MAX_NO_SPEECH = 0.6
 MAX_COMPRESSION_RATIO = 2.4
 
