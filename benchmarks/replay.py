@@ -1,0 +1,149 @@
+"""Streamed accuracy without the clock: each file is fed to a real `StreamSession` 100 ms at a
+time, and every decode the session asks for runs at once on the model (virtual time: as if
+the model were infinitely fast). Deterministic, and a 44 s fixture takes ~30 s on 2 cores, so
+an engine rule (endpointing, agreement, left context, final options) can be judged on many
+files before a real-time run (`benchmarks/accuracy.py --streamed`, `streamstt bench`).
+
+    python benchmarks/replay.py [--fixtures read_clean,read_white10] [FILE ...] [--json out]
+
+Per file: the finals' WER, the committed words and the share of them that the reference does
+not have (`client.bench.stability.correctness`), and the commit delay: how much audio came
+after a word's end before it was committed (p50 / p95, seconds of stream time). A file needs
+its reference text beside it (FILE.txt). The server's own defaults and `auto` precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from streamstt.client.bench import latency
+from streamstt.client.bench.stability import correctness
+from streamstt.models.audio import decode_audio
+from streamstt.models.transcriber import Transcriber
+from streamstt.server.settings import ServerConfig, StreamSettings
+from streamstt.server.stream.events import Final, Interim
+from streamstt.server.stream.outbox import Outbox
+from streamstt.server.stream.session import StreamSession, Timing
+from streamstt.server.stream.vad import SileroVad
+from streamstt.v1 import asr_pb2
+
+HARD = Path(__file__).resolve().parents[1] / "tests" / "data" / "hard"
+CHUNK_SAMPLES = 1600  # 100 ms of 16 kHz audio a request, as the bench sends
+DEFAULTS = ServerConfig()
+
+
+def _settings() -> StreamSettings:
+    return StreamSettings(
+        asr_pb2.LINEAR16, 16000, 1, True, False, DEFAULTS.latency_budget_ms,
+        DEFAULTS.silence_ms, DEFAULTS.max_utterance_ms, True, True, True,
+    )  # fmt: skip
+
+
+def _response(event: Final | Interim) -> latency.Response:
+    """An event as the bench's timeline records it, received at its stream time."""
+
+    def words(ws) -> tuple[latency.Word, ...]:
+        return tuple(latency.Word(w.word, w.start, w.end) for w in ws)
+
+    if isinstance(event, Final):
+        final = event.result
+        result = latency.Result(True, final.utterance_index, final.end, words(final.words))
+        return latency.Response(event.progress.received_s, (result,))
+    u, end = event.utterance_index, event.end_s
+    committed = latency.Result(False, u, end, words(event.committed), 0.9)
+    tentative = latency.Result(False, u, end, words(event.tentative), 0.1)
+    return latency.Response(event.progress.received_s, (committed, tentative))
+
+
+async def replay(model: Transcriber, vad: SileroVad, audio: np.ndarray) -> latency.StreamTimeline:
+    """One stream of `audio` (16 kHz float) through a session; its finals and interims."""
+    responses: list[latency.Response] = []
+
+    async def at_once(fn, *args):
+        return fn(*args)
+
+    def record(event) -> None:
+        if isinstance(event, Final | Interim):
+            responses.append(_response(event))
+
+    session = StreamSession(
+        _settings(), Outbox(1 << 30, 1e9), prefetch=at_once, vad=vad, notify=lambda: None,
+        max_samples=1 << 40, on_event=record,
+    )  # fmt: skip
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    for start in range(0, len(pcm), 2 * CHUNK_SAMPLES):
+        await session.feed(pcm[start : start + 2 * CHUNK_SAMPLES])
+        _decode_due(model, session)
+    await session.finish()
+    _decode_due(model, session)
+    return latency.StreamTimeline((), tuple(responses), len(audio) / 16000)
+
+
+def _decode_due(model: Transcriber, session: StreamSession) -> None:
+    while (job := session.next_job()) is not None:
+        (transcript,) = model.transcribe_batch([session.request(job)], job.options)
+        session.deliver(job, transcript, Timing(0.0, 0.0))
+
+
+def commit_delays(timeline: latency.StreamTimeline) -> list[float]:
+    """Per committed word (utterance, position): stream time at its first commit minus its
+    end."""
+    first: dict[tuple[int, int], float] = {}
+    for response in timeline.responses:
+        for result in response.results:
+            if result.is_final or result.stability < 0.5:
+                continue
+            for index, word in enumerate(result.words):
+                first.setdefault((result.utterance, index), response.recv_t - word.end_s)
+    return list(first.values())
+
+
+def score(path: Path, timeline: latency.StreamTimeline) -> dict:
+    reference = path.with_suffix(".txt").read_text()
+    measured = correctness(timeline, reference)
+    delays = commit_delays(timeline)
+    return {
+        "wer": round(latency.word_error_rate([reference], [latency.final_transcript(timeline)]), 4),
+        "committed": measured.committed,
+        "committed_wrong_rate": measured.committed_wrong_rate,
+        "commit_delay_p50_s": round(float(np.percentile(delays, 50)), 2) if delays else None,
+        "commit_delay_p95_s": round(float(np.percentile(delays, 95)), 2) if delays else None,
+        "transcript": latency.final_transcript(timeline),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="*", type=Path, help="audio files with FILE.txt beside")
+    parser.add_argument("--fixtures", default="", help="names in tests/data/hard")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    paths = list(args.files)
+    for name in filter(None, args.fixtures.split(",")):
+        paths.append(next(p for p in sorted(HARD.glob(f"{name}.*")) if p.suffix != ".txt"))
+    model, vad = Transcriber.load(device="cpu"), SileroVad()
+    results = {}
+    for path in paths:
+        timeline = asyncio.run(replay(model, vad, decode_audio(path).numpy()))
+        results[str(path)] = score(path, timeline)
+        shown = {k: v for k, v in results[str(path)].items() if k != "transcript"}
+        print(path.stem, json.dumps(shown), flush=True)
+    if args.json:
+        args.json.write_text(
+            json.dumps({"plan": model.plan.describe(), "files": results}, indent=2)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
