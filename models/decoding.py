@@ -221,7 +221,8 @@ class DecodeInputs:
     start of each transcript (a stream's committed words), fed in one forward pass. drafts: a
     guess of the rest (a stream's previous hypothesis); guessed tokens are fed with the newest
     sampled one and kept only as far as greedy decoding picks them too, so the transcript is
-    the greedy one whatever the guess ("prompt lookup" decoding)."""
+    the greedy one whatever the guess ("prompt lookup" decoding), up to the rounding of a
+    block against a token at a time: none in fp32, some in bf16 (models.options.Request)."""
 
     features: Tensor
     audio_positions: Tensor | None

@@ -66,7 +66,11 @@ class Request:
     audio: Tensor  # 16 kHz mono float samples, at most 30 s
     prompt: str | Sequence[int] = ""  # earlier text (or its tokens): context, not transcribed
     prefix: str = ""  # the known start of the transcript: fed in one pass and kept as it is
-    draft: str = ""  # a guess of the words after the prefix: speeds decoding, never changes it
+    # a guess of the words after the prefix: speeds decoding. In fp32 it never changes the
+    # result; a bf16 decoder rounds a block of tokens differently from one token at a time,
+    # which flipped 14 of 84 greedy decodes of noisy windows (a draft of their own words,
+    # or others), so there the draft can change the text
+    draft: str = ""
     offset_s: float = 0.0  # where the window starts in the caller's time (added to all times)
     # phrases the decoder is biased toward, each with its boost in logit units
     # (decoding.PhraseBias); a boost of 0 biases nothing

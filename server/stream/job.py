@@ -39,7 +39,8 @@ class Job:
     lead_samples: int = 0
     context_words: int = 0
     # A guess of the words after `prefix` (the stream's interim words for this audio): the
-    # decoder checks it in one pass. It changes how fast the result comes, never the result.
+    # decoder checks it in one pass. It changes how fast the result comes; in fp32 never the
+    # result (with a bf16 decoder the rounding of a block differs: models.options.Request).
     draft: str = ""
     # A final decoded freely: how many committed words its result must open with (else it is
     # decoded again with them given, so that a committed word stays).
