@@ -55,12 +55,12 @@ def ours_options(variant: str):
     others switch one pipeline difference off, to measure what it is worth."""
     from dataclasses import replace
 
-    from streamstt.models.transcriber import TranscribeOptions
+    from streamstt.models.options import OFFLINE_OPTIONS
 
-    options = TranscribeOptions(full_window=True)
+    options = OFFLINE_OPTIONS
     variants = {
         "default": {},
-        "short": {"full_window": False},  # the server's Recognize span (15 s minimum)
+        "short": {"full_window": False},  # a shorter encoder span (15 s minimum)
         "no-fallback": {"temperatures": (0.0,)},
         "no-prompt": {"condition_on_previous_text": False},
         "window-features": {"recording_features": False},
