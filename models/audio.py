@@ -169,25 +169,36 @@ def recording_features(audio: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
     dynamic range is taken over the whole recording, as Whisper and faster-whisper do for
     long form: cut into windows (`pad_features`), a quiet window keeps its true level.
 
-    Computed RECORDING_CHUNK_FRAMES at a time from the one reflect-padded signal (the frames
-    log_mel_spectrogram would make, the same samples in each), so that ten minutes need a
-    few MB of spectrum at a time instead of some 250 MB at once."""
-    audio = torch.nn.functional.pad(audio, (0, HOP_LENGTH))
+    The frames log_mel_spectrogram makes of the whole signal, bit for bit, computed
+    RECORDING_CHUNK_FRAMES at a time into one output tensor, so ten minutes need the 19 MB
+    of their features and a few MB more, not copies of the signal and of its spectrum."""
+    # a recording shorter than the reflect padding (a few ms) gets zeros up to it
+    audio = torch.nn.functional.pad(audio, (0, max(HOP_LENGTH, N_FFT // 2 + 1 - audio.shape[-1])))
     frames = audio.shape[-1] // HOP_LENGTH
-    padded = torch.nn.functional.pad(audio[None, None], (N_FFT // 2, N_FFT // 2), mode="reflect")
-    padded = padded[0, 0]
-    pieces = []
+    out = torch.empty(n_mels, frames, device=audio.device)
+    window, filters = _hann_window(str(audio.device)), mel_filters(n_mels, str(audio.device))
     for first in range(0, frames, RECORDING_CHUNK_FRAMES):
         last = min(first + RECORDING_CHUNK_FRAMES, frames)
-        span = padded[first * HOP_LENGTH : (last - 1) * HOP_LENGTH + N_FFT]
-        window = _hann_window(str(audio.device))
+        span = _reflect_span(
+            audio, first * HOP_LENGTH - N_FFT // 2, (last - 1) * HOP_LENGTH + N_FFT // 2
+        )
         stft = torch.stft(span, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
-        mel = mel_filters(n_mels, str(audio.device)) @ (stft.abs() ** 2)
-        pieces.append(torch.clamp(mel, min=1e-10).log10())
-    log_spec = torch.cat(pieces, dim=-1)
-    log_spec = torch.maximum(log_spec, log_spec.max() - DYNAMIC_RANGE_DB)
-    log_spec = (log_spec + 4.0) / 4.0
-    return log_spec[:, : max(1, frames - 1)]
+        out[:, first:last] = torch.clamp(filters @ (stft.abs() ** 2), min=1e-10).log10()
+    out = out[:, : max(1, frames - 1)]
+    out.clamp_(min=(out.max() - DYNAMIC_RANGE_DB).item())
+    return out.add_(4.0).div_(4.0)
+
+
+def _reflect_span(audio: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """audio[start:end] of the signal reflect-padded at both ends (as torch.stft's center
+    padding does), copying only this span."""
+    inner = audio[max(0, start) : min(end, audio.shape[-1])]
+    left, right = max(0, -start), max(0, end - audio.shape[-1])
+    if not (left or right):
+        return inner
+    head = audio[1 : left + 1].flip(-1)
+    tail = audio[audio.shape[-1] - 1 - right : audio.shape[-1] - 1].flip(-1)
+    return torch.cat([head, inner, tail])
 
 
 def pad_features(mel: torch.Tensor, span_frames: int = N_FRAMES) -> torch.Tensor:

@@ -272,6 +272,15 @@ def test_recognize_whole_file(server):
     assert response.total_audio.ToTimedelta().total_seconds() > 6
 
 
+@pytest.mark.parametrize("samples", [0, 1, 40])
+def test_recognize_of_a_few_samples_is_ok_and_empty(server, samples):
+    """Raw audio shorter than one analysis frame: no words, and no error."""
+    config = asr_pb2.RecognitionConfig(encoding=asr_pb2.LINEAR16, sample_rate_hertz=16000)
+    with StreamingClient(server.target) as client:
+        response = client.recognize(b"\x01\x00" * samples, config)
+    assert not any(r.alternatives[0].transcript for r in response.results)
+
+
 def test_single_utterance_ends_after_the_first(server):
     responses = run_stream(server.target, "two_utterances", single_utterance=True)
     events = [r.speech_event_type for r in responses]
