@@ -27,3 +27,21 @@ def trim_heap() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+# Buffers of at least this size are mapped on their own and unmapped when freed. glibc's own
+# threshold starts at 128 KiB and rises to the size of each large buffer freed (up to 32 MiB),
+# after which the encoder's activations and a Recognize's recording come from the heap, where
+# freed space stays resident and fragments: two concurrent 10-minute Recognize calls peaked
+# +472 MB over a started server, +317 MB with the threshold held at 1 MiB (docs/operations.md).
+MMAP_THRESHOLD_BYTES = 1 << 20
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+
+
+def hold_mmap_threshold(size: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Fix glibc's mmap threshold at `size` (this also stops its adjustment); False without
+    glibc."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, size))

@@ -24,6 +24,7 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from streamstt.models.memory import hold_mmap_threshold
 from streamstt.models.transcriber import Request, Transcriber
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
@@ -146,6 +147,7 @@ class RunningServer:
 
 
 def load_transcriber(config: ServerConfig) -> Transcriber:
+    hold_mmap_threshold()  # before the model: its buffers too come and go as mappings
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     return Transcriber.load(config.model, config.device, config.precision)
