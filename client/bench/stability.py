@@ -8,15 +8,30 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from typing import TypeVar
 
 from .latency import StreamTimeline, Word, finals_by_utterance, matched_indexes, normalise
 
 COMMITTED_STABILITY = 0.5  # interim results at or above this stability are committed words
 
 
+_C = TypeVar("_C", bound="_Counts")
+
+
+class _Counts:
+    """Word counts that add up field by field (streams pooled into a level)."""
+
+    def __add__(self: _C, other: _C) -> _C:
+        return type(self)(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
 @dataclass(frozen=True)
-class Stability:
+class Stability(_Counts):
     committed: int  # distinct committed words shown
     revised: int  # of those, words the finals do not keep
     tentative: int  # distinct tentative words shown
@@ -24,19 +39,11 @@ class Stability:
 
     @property
     def revision_rate(self) -> float | None:
-        return self.revised / self.committed if self.committed else None
+        return _share(self.revised, self.committed)
 
     @property
     def flicker_rate(self) -> float | None:
-        return self.flicker / self.tentative if self.tentative else None
-
-    def __add__(self, other: Stability) -> Stability:
-        return Stability(
-            self.committed + other.committed,
-            self.revised + other.revised,
-            self.tentative + other.tentative,
-            self.flicker + other.flicker,
-        )
+        return _share(self.flicker, self.tentative)
 
 
 def stability(timeline: StreamTimeline) -> Stability:
@@ -83,7 +90,7 @@ def _kept(hypothesis: Sequence[Word], final: Sequence[Word]) -> set[int]:
 
 
 @dataclass(frozen=True)
-class Correctness:
+class Correctness(_Counts):
     """Committed and final words held against the reference transcript. A committed word is
     never revised, so one that is wrong stays wrong: the revision rate cannot see it (the
     final keeps it), this can. Committed words should be no likelier wrong than final ones."""
@@ -95,19 +102,11 @@ class Correctness:
 
     @property
     def committed_wrong_rate(self) -> float | None:
-        return self.committed_wrong / self.committed if self.committed else None
+        return _share(self.committed_wrong, self.committed)
 
     @property
     def final_wrong_rate(self) -> float | None:
-        return self.final_wrong / self.final if self.final else None
-
-    def __add__(self, other: Correctness) -> Correctness:
-        return Correctness(
-            self.committed + other.committed,
-            self.committed_wrong + other.committed_wrong,
-            self.final + other.final,
-            self.final_wrong + other.final_wrong,
-        )
+        return _share(self.final_wrong, self.final)
 
 
 def correctness(timeline: StreamTimeline, reference: str) -> Correctness:
