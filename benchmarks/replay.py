@@ -7,8 +7,9 @@ files before a real-time run (`benchmarks/accuracy.py --streamed`, `streamstt be
     python benchmarks/replay.py [--fixtures read_clean,read_white10] [FILE ...] [--json out]
 
 Per file: the finals' WER, the committed words and the share of them that the reference does
-not have (`client.bench.stability.correctness`), and the commit delay: how much audio came
-after a word's end before it was committed (p50 / p95, seconds of stream time). A file needs
+not have (`client.bench.stability.correctness`), the commit delay: how much audio came after
+a word's end before it was committed (p50 / p95, seconds of stream time), and the final
+delay: how much came after a final's last word before the final (p50). A file needs
 its reference text beside it (FILE.txt). The server's own defaults and `auto` precision.
 """
 
@@ -104,16 +105,32 @@ def commit_delays(timeline: latency.StreamTimeline) -> list[float]:
     return list(first.values())
 
 
+def final_delays(timeline: latency.StreamTimeline) -> list[float]:
+    """Per final with words: stream time when it came minus its last word's end (the wait
+    the engine's rules make, decodes taking no time)."""
+    return [
+        response.recv_t - result.words[-1].end_s
+        for response in timeline.responses
+        for result in response.results
+        if result.is_final and result.words
+    ]
+
+
+def _percentile(values: list[float], q: int) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
 def score(path: Path, timeline: latency.StreamTimeline) -> dict:
     reference = path.with_suffix(".txt").read_text()
     measured = correctness(timeline, reference)
-    delays = commit_delays(timeline)
+    delays, finals = commit_delays(timeline), final_delays(timeline)
     return {
         "wer": round(latency.word_error_rate([reference], [latency.final_transcript(timeline)]), 4),
         "committed": measured.committed,
         "committed_wrong_rate": measured.committed_wrong_rate,
-        "commit_delay_p50_s": round(float(np.percentile(delays, 50)), 2) if delays else None,
-        "commit_delay_p95_s": round(float(np.percentile(delays, 95)), 2) if delays else None,
+        "commit_delay_p50_s": _percentile(delays, 50),
+        "commit_delay_p95_s": _percentile(delays, 95),
+        "final_delay_p50_s": _percentile(finals, 50),
         "transcript": latency.final_transcript(timeline),
     }
 

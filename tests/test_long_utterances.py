@@ -111,6 +111,26 @@ def test_the_final_of_a_pause_cut_is_decoded_early_and_kept():
     assert planning.next_job(state) is None or not planning.next_job(state).final
 
 
+
+def test_a_dip_in_a_long_utterance_brings_the_next_interim_forward():
+    """The pause cut needs a hypothesis that holds the word before the pause: when the voice
+    begins to dip after the last interim step, the next interim runs at once instead of a
+    step later. Once per dip, and not in a short utterance."""
+    state = _speech_with_dips(5.6, [])
+    state = dataclasses.replace(state, last_step=state.received)  # an interim just ran
+    quiet, _ = feed(state, [0.1] * 4)  # 128 ms of a dip since
+    job = planning.next_job(quiet, allow_early=False)
+    assert job is not None and not job.final and job.end == quiet.received
+    voiced, _ = feed(state, [0.95] * 4)  # the same audio without a dip: the step is 333 ms
+    assert planning.next_job(voiced, allow_early=False) is None
+    after = steps.on_interim(quiet, job, _words_every_half_second(5.5))
+    after, _ = feed(after, [0.1] * 4)  # the same dip goes on: no second early interim
+    assert planning.next_job(after, allow_early=False) is None
+    short = _speech_with_dips(3.0, [])
+    short = dataclasses.replace(short, last_step=short.received)
+    short, _ = feed(short, [0.1] * 4)
+    assert planning.next_job(short, allow_early=False) is None
+
 def test_an_early_final_of_another_pause_is_decoded_again():
     hypothesis = _words_every_half_second(10.0)
     state = _speech_with_dips(10.5, [9.0])

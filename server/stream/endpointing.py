@@ -186,6 +186,21 @@ def pause_cut(
     return s, None
 
 
+def dipped_since(s: Endpointing, sample: int) -> bool:
+    """Whether the voice began to dip under SPEECH_END_PROB (a pause that a cut might
+    follow) in a frame that began at or after `sample`, in an utterance long enough to be
+    cut."""
+    start = s.utterance_start
+    if not s.in_speech or start is None or s.frames * VAD_FRAME - start < PAUSE_CUT_AFTER:
+        return False
+    first = max(-(-sample // VAD_FRAME), s.frames - len(s.recent) + 1)
+    if first >= s.frames:
+        return False
+    quiet = s.recent < SPEECH_END_PROB
+    onsets = quiet[1:] & ~quiet[:-1]  # onsets[k]: frame k + 1 is the first quiet one
+    return bool(onsets[first - (s.frames - len(s.recent)) - 1 :].any())
+
+
 def _quietest(s: Endpointing, sample: int) -> tuple[float, int] | None:
     """The lowest VAD probability within CUT_SPAN of `sample` and the middle of its frame,
     the earliest on ties (None when no frame there is logged)."""

@@ -35,6 +35,10 @@ FINAL_LEFT_CONTEXT = int(10.0 * SAMPLE_RATE)
 LEFT_CONTEXT_GAP = int(1.0 * SAMPLE_RATE)
 CONTEXT_ONSET = int(0.1 * SAMPLE_RATE)  # audio held before the first context word's start
 JOIN_STEP = 0.5  # share of its step after which an interim may join another stream's batch
+# A long utterance whose voice dips after the last interim step gets its next interim now
+# (once this much audio came since the step): the pause cut needs a hypothesis that holds
+# the word before the pause, and waiting for the step delayed that final by half a step.
+PAUSE_STEP = int(0.1 * SAMPLE_RATE)
 DRAFT_SLACK = 0.3  # seconds: interim words this far outside a final's window still guess it
 
 
@@ -71,7 +75,9 @@ def _interim_job(state: StreamState, join: bool) -> Job | None:
     if join:
         step = int(step * JOIN_STEP)
     start = max(state.words.window_start, state.speech.start_or(state.audio_start))
-    if state.received - state.last_step < step or state.received - start < MIN_WINDOW:
+    since = state.received - state.last_step
+    due = since >= step or (since >= PAUSE_STEP and _pause_since_step(state))
+    if not due or state.received - start < MIN_WINDOW:
         return None
     words = state.words
     draft = " ".join(w.word for w in words.tentative)
@@ -79,6 +85,12 @@ def _interim_job(state: StreamState, join: bool) -> Job | None:
         prefix = " ".join(w.word for w in words.committed)
         return Job(False, start, state.received, _prompt(state), prefix, draft=draft)
     return _led(state, False, start, state.received, words.committed, draft)
+
+
+def _pause_since_step(state: StreamState) -> bool:
+    """The voice began to dip (a pause that may end a long utterance) after the last
+    interim step."""
+    return endpointing.dipped_since(state.speech, state.last_step)
 
 
 def final_job(state: StreamState, start: int, end: int) -> Job:
