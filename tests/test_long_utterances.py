@@ -111,7 +111,6 @@ def test_the_final_of_a_pause_cut_is_decoded_early_and_kept():
     assert planning.next_job(state) is None or not planning.next_job(state).final
 
 
-
 def test_a_dip_in_a_long_utterance_brings_the_next_interim_forward():
     """The pause cut needs a hypothesis that holds the word before the pause: when the voice
     begins to dip after the last interim step, the next interim runs at once instead of a
@@ -130,6 +129,7 @@ def test_a_dip_in_a_long_utterance_brings_the_next_interim_forward():
     short = dataclasses.replace(short, last_step=short.received)
     short, _ = feed(short, [0.1] * 4)
     assert planning.next_job(short, allow_early=False) is None
+
 
 def test_an_early_final_of_another_pause_is_decoded_again():
     hypothesis = _words_every_half_second(10.0)
