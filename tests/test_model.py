@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import DATA, SPEECH_CLIPS, load_clip, reference, utterance_times, wer
 
 from streamstt.models import loading
@@ -20,6 +21,7 @@ from streamstt.models.audio import (
 from streamstt.models.checkpoints import ModelLoadError
 from streamstt.models.decoding import DecodingOptions, find_repetition_loop
 from streamstt.models.transcriber import Request, TranscribeOptions, Transcriber
+from streamstt.models.whisper import attention, key_padding_mask
 
 FULL = TranscribeOptions(full_window=True)
 
@@ -99,6 +101,24 @@ def test_a_window_decodes_the_same_in_any_batch():
         assert [(w.word, w.start, w.end) for w in together.words] == [
             (w.word, w.start, w.end) for w in alone.words
         ], count
+
+
+def test_bf16_attention_on_cpu_is_fp32_attention_rounded():
+    """A bf16 decoder step's attention runs in fp32 on CPU (torch's bf16 CPU kernel is several
+    times slower there): the result is fp32 attention rounded to bf16, and padded keys stay
+    hidden by the (bf16) mask."""
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 6, n, 64, generator=generator) for n in (1, 1500, 1500))
+    valid = torch.tensor([1500, 700])
+    mask = key_padding_mask(valid, 1500, torch.bfloat16)
+    out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    assert out.dtype == torch.bfloat16
+    wide = F.scaled_dot_product_attention(
+        q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(), attn_mask=mask.float()
+    )
+    assert torch.equal(out, wide.bfloat16())
+    short = attention(q[1:].bfloat16(), k[1:, :, :700].bfloat16(), v[1:, :, :700].bfloat16(), None)
+    torch.testing.assert_close(out[1:].float(), short.float(), atol=1e-2, rtol=1e-2)
 
 
 def test_a_draft_makes_decoding_take_fewer_passes_not_other_text(transcriber, monkeypatch):
