@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -228,8 +230,9 @@ def test_a_final_that_changes_a_committed_word_is_decoded_again_with_it_given():
     state, _ = steps.close(state)
     free = planning.next_job(state)
     assert free.prefix == "" and free.keeps == 3
-    state = steps.keep_final(state, free, words("The hat sat on."))  # "cat" became "hat"
-    state, result, closed = steps.take_final(state)
+    # "the cat" heard as one word: the committed words' audio is not as many words
+    heard = [Word("Thecat", 0.0, 0.55, 0.9), *words("sat on.", 0.6)]
+    state, result, closed = steps.take_final(steps.keep_final(state, free, heard))
     assert result is None and not closed and state.constrain_final
     given = planning.next_job(state)
     assert given.prefix == "the cat sat" and given.draft == "on"
@@ -243,6 +246,31 @@ def test_a_final_that_changes_a_committed_word_is_decoded_again_with_it_given():
     state, _ = steps.close(state)
     state, result = finalise(state, planning.next_job(state), words("The cat, sat on."))
     assert result.transcript == "The cat, sat on."
+
+
+def test_a_final_that_hears_a_committed_word_as_another_keeps_it_without_a_second_decode():
+    """A free final that heard the committed words' audio as as many words, one of them
+    another ("hat" for "cat"), word ends within SPLICE_TOLERANCE: the committed words stand
+    and the decode's words after them follow; no decode again."""
+    state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
+    state, _ = feed(state, [0.9] * 20)
+    job = planning.next_job(state)
+    for text in ("the cat sat", "the cat sat on"):
+        state = steps.on_interim(state, job, words(text))
+    state, _ = steps.close(state)
+    free = planning.next_job(state)
+    heard = [replace(w, end=w.end + 0.05) for w in words("The hat sat on the mat.")]
+    state, result = finalise(state, free, heard)
+    assert result.transcript == "The cat sat on the mat." and not state.constrain_final
+    # the same words, but "sat" ends 0.15 s later: not the same span, decoded again
+    state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
+    state, _ = feed(state, [0.9] * 20)
+    for text in ("the cat sat", "the cat sat on"):
+        state = steps.on_interim(state, job, words(text))
+    state, _ = steps.close(state)
+    heard[2] = replace(heard[2], end=heard[2].end + 0.1)
+    state, result, closed = steps.take_final(steps.keep_final(state, free, heard))
+    assert result is None and not closed and state.constrain_final
 
 
 def test_silence_alone_needs_no_decode_and_keeps_little_audio():

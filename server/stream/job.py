@@ -42,8 +42,9 @@ class Job:
     # decoder checks it in one pass. It changes how fast the result comes; in fp32 never the
     # result (with a bf16 decoder the rounding of a block differs: models.options.Request).
     draft: str = ""
-    # A final decoded freely: how many committed words its result must open with (else it is
-    # decoded again with them given, so that a committed word stays).
+    # A final decoded freely: how many committed words its result must open with (else they
+    # replace its words for their audio, or it is decoded again with them given: a committed
+    # word stays).
     keeps: int = 0
 
     @property

@@ -23,6 +23,8 @@ from .job import Job
 from .planning import FINAL_LEFT_CONTEXT, final_job, onset, serves, within
 from .state import Decoded, FinalResult, StreamState
 
+# seconds between the ends of the committed words and of the free decode's words for them
+SPLICE_TOLERANCE = 0.1
 HISTORY_CHARS = 2000  # text of earlier finals kept for prompts (PROMPT_WORDS take its end)
 
 
@@ -95,9 +97,25 @@ def take_final(state: StreamState) -> tuple[StreamState, FinalResult | None, boo
         job = planned
     committed = within(state.words.stable, job.end)[: job.keeps]
     if not agreement.same_words(words[: job.keeps], committed):
-        return replace(state, decoded=None, constrain_final=True), None, False
+        spliced = _splice(words, committed)
+        if spliced is None:
+            return replace(state, decoded=None, constrain_final=True), None, False
+        words = spliced
     state, result = _close_utterance(state, job, words)
     return state, result, True
+
+
+def _splice(words: Sequence[Word], committed: Sequence[Word]) -> tuple[Word, ...] | None:
+    """A free final decode that heard the committed words' audio as as many words, other
+    ones in places ("7." for "seven.", a near-homophone), ending where they end: the
+    committed words stand and the decode's words after them follow (None: the spans do not
+    match, so the final is decoded again with the committed words given)."""
+    n = len(committed)
+    if not n or len(words) < n:
+        return None
+    if any(abs(a.end - b.end) > SPLICE_TOLERANCE for a, b in zip(words, committed)):
+        return None
+    return (*committed, *words[n:])
 
 
 def close(
