@@ -24,7 +24,7 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from streamstt.models.memory import hold_mmap_threshold
+from streamstt.models.memory import map_large_buffers
 from streamstt.models.transcriber import Request, Transcriber
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
@@ -147,10 +147,12 @@ class RunningServer:
 
 
 def load_transcriber(config: ServerConfig) -> Transcriber:
-    hold_mmap_threshold()  # before the model: its buffers too come and go as mappings
+    map_large_buffers(True)  # loading's big temporaries come and go as mappings
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    return Transcriber.load(config.model, config.device, config.precision)
+    transcriber = Transcriber.load(config.model, config.device, config.precision)
+    map_large_buffers(False)  # until a Recognize call comes (servicer.recognize_slots)
+    return transcriber
 
 
 def warm_up(transcriber: Transcriber) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -44,10 +45,11 @@ class RecognizeIntake(grpc.aio.ServerInterceptor):
 
 class Slots:
     """Recognize tracks taken (a call is one while its message is read and decoded, then one
-    per channel it recognizes separately); past `limit`, RESOURCE_EXHAUSTED."""
+    per channel it recognizes separately); past `limit`, RESOURCE_EXHAUSTED. `on_busy` is
+    told when the first track is taken (True) and the last given back (False)."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.taken = limit, 0
+    def __init__(self, limit: int, on_busy: Callable[[bool], object] = lambda busy: None) -> None:
+        self.limit, self.taken, self.on_busy = limit, 0, on_busy
 
     async def take(self, context, tracks: int) -> None:
         if self.taken + tracks > self.limit:
@@ -56,7 +58,14 @@ class Slots:
                 f"too many Recognize calls decoding (max_recognize_calls={self.limit}); "
                 "retry later or use StreamingRecognize",
             )
+        if not self.taken and tracks:
+            self.on_busy(True)
         self.taken += tracks
+
+    def give_back(self, tracks: int) -> None:
+        self.taken -= tracks
+        if not self.taken and tracks:
+            self.on_busy(False)
 
 
 async def serve(servicer, slots: Slots, requests, context):
@@ -74,7 +83,7 @@ async def serve(servicer, slots: Slots, requests, context):
         started = time.monotonic()
         transcripts = await _decode_windows(servicer, config, tracks, context)
     finally:
-        slots.taken -= held
+        slots.give_back(held)
     seconds = tracks[0].shape[-1] / SAMPLE_RATE
     _LOGGER.info("recognize done", extra={"audio_s": seconds, "wall_s": time.monotonic() - started})
     return responses.recognize(transcripts, seconds, config, len(tracks) > 1)

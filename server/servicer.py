@@ -16,6 +16,7 @@ from dataclasses import replace
 import grpc
 
 from streamstt.models.audio import SAMPLE_RATE
+from streamstt.models.memory import map_large_buffers
 from streamstt.models.transcriber import Transcriber
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
@@ -66,7 +67,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         self.broken: str | None = None  # why this replica can serve no one (set by the app)
         self.active: dict[str, StreamSession] = admission.streams  # the one registry
         self.model_names = {transcriber.name, "default", ""}
-        self.recognize_slots = recognize_rpc.Slots(config.max_recognize_calls)
+        # buffers of a Recognize call are mapped on their own: models.memory
+        self.recognize_slots = recognize_rpc.Slots(config.max_recognize_calls, map_large_buffers)
         # Sent to every streaming caller in the `streamstt-replica` header, so a client (and
         # an operator reading its logs) knows which replica served a stream.
         self.replica = ""

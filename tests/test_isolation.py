@@ -18,6 +18,7 @@ from test_validation import audio, call, config
 
 from streamstt.client.client import StreamInterrupted, recognize_request
 from streamstt.models.audio import decode_audio
+from streamstt.models.memory import map_large_buffers
 from streamstt.v1 import asr_pb2_grpc
 
 READ_CLEAN = DATA / "hard" / "read_clean.flac"
@@ -86,6 +87,25 @@ def test_recognize_calls_in_flight_are_bounded(make_server):
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "max_recognize_calls=1" in caught.value.details()
     assert first.result().results
+
+
+def test_large_buffers_are_mapped_while_a_recognize_is_in_flight(make_server):
+    """glibc's mmap threshold is low from the first Recognize call taken to the last one done
+    (its buffers are unmapped when freed), and high otherwise (live streams reuse the heap);
+    a refused call changes nothing (models.memory.map_large_buffers)."""
+    running = make_server(max_recognize_calls=1)
+    slots = running.running.servicer.recognize_slots
+    seen = []
+    slots.on_busy = lambda busy: seen.append((busy, map_large_buffers(busy)))
+    stub = asr_pb2_grpc.RecognizerStub(grpc.insecure_channel(running.target))
+    first = stub.Recognize.future(recognize_request(_long_reading()), timeout=120)
+    wait_until(lambda: running.running.servicer.active)
+    with pytest.raises(grpc.RpcError):
+        stub.Recognize(recognize_request(_wav(load_clip("sample"), 16000)), timeout=60)
+    assert seen == [(True, True)]
+    assert first.result().results
+    wait_until(lambda: slots.taken == 0)
+    assert seen == [(True, True), (False, True)]
 
 
 def test_a_refused_recognize_is_refused_before_its_message_is_read(make_server):
