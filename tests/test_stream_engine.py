@@ -219,15 +219,21 @@ def test_half_close_finalises_open_speech():
     assert state.utterance_index == 1 and state.done
 
 
-def test_a_final_that_changes_a_committed_word_is_decoded_again_with_it_given():
-    """Stability is a promise: a final may re-punctuate committed words, never replace one."""
+def _closed_after_committing_the_cat_sat() -> StreamState:
+    """An utterance whose interims committed "the cat sat" (and guessed "on"), closed."""
     state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
     state, _ = feed(state, [0.9] * 20)
     job = planning.next_job(state)
     for text in ("the cat sat", "the cat sat on"):
         state = steps.on_interim(state, job, words(text))
-    assert texts(state.words.committed) == ["the", "cat", "sat"]
     state, _ = steps.close(state)
+    assert texts(state.words.committed) == ["the", "cat", "sat"]
+    return state
+
+
+def test_a_final_that_changes_a_committed_word_is_decoded_again_with_it_given():
+    """Stability is a promise: a final may re-punctuate committed words, never replace one."""
+    state = _closed_after_committing_the_cat_sat()
     free = planning.next_job(state)
     assert free.prefix == "" and free.keeps == 3
     # "the cat" heard as one word: the committed words' audio is not as many words
@@ -239,11 +245,7 @@ def test_a_final_that_changes_a_committed_word_is_decoded_again_with_it_given():
     state, result = finalise(state, given, words("the cat sat on the mat."))
     assert result.transcript == "The cat sat on the mat." and not state.constrain_final
     # a final that keeps every committed word (re-cased and punctuated) closes at once
-    state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
-    state, _ = feed(state, [0.9] * 20)
-    for text in ("the cat sat", "the cat sat on"):
-        state = steps.on_interim(state, job, words(text))
-    state, _ = steps.close(state)
+    state = _closed_after_committing_the_cat_sat()
     state, result = finalise(state, planning.next_job(state), words("The cat, sat on."))
     assert result.transcript == "The cat, sat on."
 
@@ -252,22 +254,13 @@ def test_a_final_that_hears_a_committed_word_as_another_keeps_it_without_a_secon
     """A free final that heard the committed words' audio as as many words, one of them
     another ("hat" for "cat"), word ends within SPLICE_TOLERANCE: the committed words stand
     and the decode's words after them follow; no decode again."""
-    state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
-    state, _ = feed(state, [0.9] * 20)
-    job = planning.next_job(state)
-    for text in ("the cat sat", "the cat sat on"):
-        state = steps.on_interim(state, job, words(text))
-    state, _ = steps.close(state)
+    state = _closed_after_committing_the_cat_sat()
     free = planning.next_job(state)
     heard = [replace(w, end=w.end + 0.05) for w in words("The hat sat on the mat.")]
     state, result = finalise(state, free, heard)
     assert result.transcript == "The cat sat on the mat." and not state.constrain_final
     # the same words, but "sat" ends 0.15 s later: not the same span, decoded again
-    state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
-    state, _ = feed(state, [0.9] * 20)
-    for text in ("the cat sat", "the cat sat on"):
-        state = steps.on_interim(state, job, words(text))
-    state, _ = steps.close(state)
+    state = _closed_after_committing_the_cat_sat()
     heard[2] = replace(heard[2], end=heard[2].end + 0.1)
     state, result, closed = steps.take_final(steps.keep_final(state, free, heard))
     assert result is None and not closed and state.constrain_final
