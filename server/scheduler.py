@@ -275,7 +275,8 @@ class Scheduler:
             self._fail(batch, exc)
             return
         per_cycle = not (batch.sessions[0].background or batch.jobs[0].final)
-        self.stats.record(batch.timing, sum(job.early for job in batch.jobs), per_cycle)
+        early_finals = sum(job.early and job.final for job in batch.jobs)
+        self.stats.record(batch.timing, early_finals, per_cycle)
         self.measured.set()
         if self.on_batch is not None:
             self.on_batch(batch.timing)

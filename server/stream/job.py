@@ -33,7 +33,9 @@ class Job:
     # The window starts after the settled words (their audio is not in it): the final's words
     # are the settled words followed by the decoded ones.
     after_settled: bool = False
-    early: bool = False  # a final decoded before its endpoint came (planning.py)
+    # Done ahead of need, only when the model would idle (server.scheduler._collect): a
+    # final decoded before its endpoint came, or an interim brought forward by a dip (planning)
+    early: bool = False
     # A final's left context: samples of the previous utterance's audio that lead the window,
     # and how many of its words open `prefix`.
     lead_samples: int = 0

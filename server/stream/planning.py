@@ -56,7 +56,7 @@ def next_job(state: StreamState, allow_early: bool = True, join: bool = False) -
             return early  # once per pause; its words serve as an interim hypothesis too
         if state.speech.silence_run >= END_PAD:
             return None  # nothing but silence since it was decoded
-    return _interim_job(state, join)
+    return _interim_job(state, join, allow_early)
 
 
 def backlog(state: StreamState) -> int:
@@ -68,17 +68,22 @@ def backlog(state: StreamState) -> int:
     return waiting
 
 
-def _interim_job(state: StreamState, join: bool) -> Job | None:
+def _interim_job(state: StreamState, join: bool, allow_early: bool = True) -> Job | None:
     """An interim of the open utterance, once its step is due: the committed words are its
-    known prefix, the tentative tail its draft."""
+    known prefix, the tentative tail its draft. At a dip of the voice (`allow_early`) it
+    comes early: `early`, like an early final, it only fills time the model would idle."""
     step = state.settings.step_ms * SAMPLE_RATE // 1000
     if join:
         step = int(step * JOIN_STEP)
     start = max(state.words.window_start, state.speech.start_or(state.audio_start))
     since = state.received - state.last_step
-    due = since >= step or (since >= PAUSE_STEP and _pause_since_step(state))
-    if not due or state.received - start < MIN_WINDOW:
+    early = since < step and allow_early and since >= PAUSE_STEP and _pause_since_step(state)
+    if not (since >= step or early) or state.received - start < MIN_WINDOW:
         return None
+    return replace(_plain_interim(state, start), early=early)
+
+
+def _plain_interim(state: StreamState, start: int) -> Job:
     words = state.words
     draft = " ".join(w.word for w in words.tentative)
     if words.settled:  # the window starts after settled words: their text is the prompt
