@@ -44,7 +44,7 @@ LIVE_MMAP_THRESHOLD_BYTES = 32 << 20
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
 
-def hold_mmap_threshold(size: int = MMAP_THRESHOLD_BYTES) -> bool:
+def _hold_mmap_threshold(size: int) -> bool:
     """Fix glibc's mmap threshold at `size` (this also stops its adjustment); False without
     glibc. Buffers mapped under one threshold are unmapped when freed under any other."""
     libc = _libc()
@@ -56,4 +56,4 @@ def hold_mmap_threshold(size: int = MMAP_THRESHOLD_BYTES) -> bool:
 def map_large_buffers(on: bool) -> bool:
     """MMAP_THRESHOLD_BYTES while `on` (Recognize calls in flight), else
     LIVE_MMAP_THRESHOLD_BYTES."""
-    return hold_mmap_threshold(MMAP_THRESHOLD_BYTES if on else LIVE_MMAP_THRESHOLD_BYTES)
+    return _hold_mmap_threshold(MMAP_THRESHOLD_BYTES if on else LIVE_MMAP_THRESHOLD_BYTES)

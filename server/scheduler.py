@@ -215,8 +215,9 @@ class Scheduler:
         if len(ready) < self.max_batch_size and self.max_wait_s > 0:
             await asyncio.sleep(self.max_wait_s)  # let concurrent streams join this batch
             ready = self._ready()
-        # A final decoded early only fills time the model would idle; with other work
-        # waiting, a stream in a pause gets its plain interim instead.
+        # Work done early (a final decoded in a pause, an interim a dip brought forward) only
+        # fills time the model would idle; with other work waiting, such a stream gets its
+        # plain interim instead, or nothing until its step is due.
         needed = [item for item in ready if not item[2].early]
         if needed and len(needed) < len(ready):
             for deadline, session, job in ready:
