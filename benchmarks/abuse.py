@@ -228,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="model threads of the server")
     parser.add_argument("--out", default="abuse-out", help="folder for the report and log")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra serve flag")
+    parser.add_argument(
+        "--only", help="run the hostile scenarios whose name holds this text (and both clean runs)"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     try:
         for name, hostile in SCENARIOS.items():
+            if hostile is not None and args.only and args.only not in name:
+                continue
             print(f"scenario: {name}", file=sys.stderr, flush=True)
             results[name] = run_scenario(config, spawned, hostile)
             time.sleep(config.settle_s)

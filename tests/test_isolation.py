@@ -3,9 +3,11 @@ as scheduled work, flow control for fast senders, finals on the drain and the id
 
 from __future__ import annotations
 
+import asyncio
 import io
 import threading
 import time
+from types import SimpleNamespace
 
 import grpc
 import numpy as np
@@ -19,6 +21,12 @@ from test_validation import audio, call, config
 from streamstt.client.client import StreamInterrupted, recognize_request
 from streamstt.models.audio import decode_audio
 from streamstt.models.memory import map_large_buffers
+from streamstt.server import validation
+from streamstt.server.settings import ServerConfig
+from streamstt.server.stream import session as session_module
+from streamstt.server.stream.outbox import Outbox
+from streamstt.server.stream.session import BULK_LEAD_S, StreamSession
+from streamstt.server.stream.vad import SileroVad
 from streamstt.v1 import asr_pb2_grpc
 
 READ_CLEAN = DATA / "hard" / "read_clean.flac"
@@ -240,6 +248,33 @@ def test_a_full_speed_sender_is_held_by_flow_control_and_loses_nothing(make_serv
     assert wer([said], [_text(responses)]) <= 0.1, _text(responses)
     # an open utterance (<= max_utterance_ms 20 s) + the backlog + left context, not 62 s
     assert held and max(held) <= 32, max(held)
+
+
+def _session_opened(seconds_ago: float) -> StreamSession:
+    async def at_once(fn, *args):
+        return fn(*args)
+
+    settings = validation.streaming_settings(config().streaming_config, ServerConfig(), set())
+    return StreamSession(
+        settings, Outbox(64, 10.0), prefetch=at_once, vad=SileroVad(), notify=lambda: None,
+        max_samples=1 << 40, opened=time.monotonic() - seconds_ago,
+    )  # fmt: skip
+
+
+def test_a_file_sent_at_speed_waits_for_live_streams_after_it_falls_behind(monkeypatch):
+    """Held by flow control while live streams decode, a full-speed sender falls behind real
+    time; scheduled like a live stream from then on, its finals held the live streams back
+    (benchmarks/abuse.py). Once its audio came BULK_LEAD_S ahead of real time, it waits."""
+    pcm = np.zeros(int((BULK_LEAD_S + 2) * 16000), "<i2").tobytes()
+    fast, live = _session_opened(0.0), _session_opened(0.0)
+    asyncio.run(fast.feed(pcm))
+    asyncio.run(live.feed(pcm[: 3 * 32000]))  # what a client buffered before the call opened
+    assert fast.ahead() and not live.ahead()
+    lagging = _session_opened(600.0)  # never ahead of real time: a live stream that lagged
+    asyncio.run(lagging.feed(pcm))
+    later = time.monotonic() + 600.0  # real time has long overtaken the fast one's audio
+    monkeypatch.setattr(session_module, "time", SimpleNamespace(monotonic=lambda: later))
+    assert fast.ahead() and not lagging.ahead() and not live.ahead()
 
 
 def test_one_huge_message_is_ingested_in_pieces_and_transcribed(server):

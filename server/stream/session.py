@@ -35,6 +35,11 @@ INGEST_PIECE_S = 1.0
 # A stream whose decodes are this far ahead of real time is ahead (a real-time client's
 # chunks and bursts after a network stall stay well inside it).
 AHEAD_SLACK_S = 2.0
+# A stream whose audio once came this far ahead of real time is a file sent at speed, not a
+# live source (whose lead is at most what it buffered before the call opened): its work
+# waits for the live streams for the rest of its life. Held by flow control, such a sender
+# falls behind real time while it waits, and would then compete like one more live stream.
+BULK_LEAD_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class StreamSession:
         # when the call opened: real time for its audio starts here (a wait in admission
         # before its first audio is read must not make a real-time client look ahead)
         self._opened = time.monotonic() if opened is None else opened
+        self._bulk = False  # sent faster than real time by BULK_LEAD_S at some point
         self._final_timing: Timing | None = None  # of the decode behind state.decoded
         self._end_status: End | None = None  # sent once all finals are out
         # set whenever decoding may have shrunk the backlog (the servicer's flow control)
@@ -136,9 +142,10 @@ class StreamSession:
         return replace(request, hotwords=self._hotwords) if self._hotwords else request
 
     def ahead(self) -> bool:
-        """Its audio came faster than real time and the decodes have caught up with real
-        time: its next decode may wait (server.scheduler._eligible)."""
-        return _real_time(self._opened, self.state) > time.monotonic() + AHEAD_SLACK_S
+        """Its next decode may wait (server.scheduler._eligible): its audio came faster than
+        real time and the decodes have caught up with real time, or it is a file sent at
+        speed (BULK_LEAD_S)."""
+        return self._bulk or _real_time(self._opened, self.state) > time.monotonic() + AHEAD_SLACK_S
 
     def deadline(self) -> float:
         arrived = self._pending_since or time.monotonic()
@@ -173,6 +180,8 @@ class StreamSession:
         self.state, found = steps.on_audio(self.state, len(result.audio), result.speech_probs)
         if self.state.received > before:
             self._audio.append(result.audio)
+            lead = self._opened + self.state.received / SAMPLE_RATE - time.monotonic()
+            self._bulk = self._bulk or lead > BULK_LEAD_S
         self._audio.trim(self.state.audio_start)
         for event in events.speech(found, self.settings, self.state):
             self._emit(event)
