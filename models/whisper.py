@@ -58,11 +58,15 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     """Scaled dot-product attention. On CPU a bf16 call runs in fp32 and is rounded back:
     torch's CPU kernel takes ~7x as long in bf16 as in fp32 for a decoder step (one query
     over 1500 audio keys: 0.51 against 0.07 ms on 2 EPYC cores), and as long for the
-    encoder's 1500 queries."""
-    if q.dtype != torch.bfloat16 or q.device.type != "cpu":
+    encoder's 1500 queries. Keys and values already in fp32 (the decoder's audio keys,
+    `TextDecoder.cross_cache`) are used as they are."""
+    wide = k.dtype if k.dtype != q.dtype else None
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu":
+        wide = torch.float32
+    if wide is None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    wide = None if mask is None else mask.float()
-    out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=wide)
+    mask = None if mask is None else mask.to(wide)
+    out = F.scaled_dot_product_attention(q.to(wide), k.to(wide), v.to(wide), attn_mask=mask)
     return out.to(q.dtype)
 
 
@@ -93,7 +97,7 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor:
         """Attention probabilities (batch, len(heads), query, key) of the given heads, for
         word alignment."""
-        q = self.split(self.query(x))[:, heads]
+        q = self.split(self.query(x))[:, heads].to(kv[0].dtype)
         scores = q @ kv[0][:, heads].transpose(-1, -2) / (q.shape[-1] ** 0.5)
         if mask is not None:
             scores = scores + mask
@@ -195,8 +199,15 @@ class TextDecoder(nn.Module):
         self.logits_head: nn.Module | None = None
 
     def cross_cache(self, audio: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per layer, the audio keys and values every decoder step attends to. On CPU, bf16
+        ones are kept in fp32 (`attention` computes in fp32 there): widened at every step,
+        each step's copies of them (2.3 MB a layer and batch item) cost more than the
+        attention itself, up to 7 ms a layer for four items when glibc maps them afresh."""
         audio = audio.to(self.ln.weight.dtype)  # the encoder may run at another precision
-        return [block.cross_attn.project_kv(audio) for block in self.blocks]
+        kv = [block.cross_attn.project_kv(audio) for block in self.blocks]
+        if audio.dtype != torch.bfloat16 or audio.device.type != "cpu":
+            return kv
+        return [(k.float(), v.float()) for k, v in kv]
 
     def logits(self, x: Tensor) -> Tensor:
         if self.logits_head is not None:
@@ -214,7 +225,7 @@ class TextDecoder(nn.Module):
         """tokens, positions: (batch, n_new). self_mask covers past + new keys. Returns the
         final hidden states (batch, n_new, state), ready for `logits`, and the extended cache."""
         x = self.token_embedding(tokens) + self.positional_embedding[positions]
-        x = x.to(cache.cross_kv[0][0].dtype)
+        x = x.to(self.ln.weight.dtype)
         new_self = []
         for i, block in enumerate(self.blocks):
             past = cache.self_kv[i] if cache.self_kv else None
@@ -236,7 +247,7 @@ class TextDecoder(nn.Module):
         t = tokens.shape[1]
         positions = torch.arange(t, device=tokens.device)[None, :].expand_as(tokens)
         x = self.token_embedding(tokens) + self.positional_embedding[positions]
-        x = x.to(cross_kv[0][0].dtype)
+        x = x.to(self.ln.weight.dtype)
         causal = torch.full((t, t), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
         last = max(layer for layer, _ in heads)
         weights = {}
