@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .memory import trim_heap
+from .shortlist import ShortlistProjection, shortlist_supported
 from .whisper import TextDecoder, Whisper
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
@@ -325,6 +326,8 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> TextDecode
     kernels are not batch-invariant themselves (int8 on CPU), else None."""
     if mode != "int8":
         decoder.to(_DTYPES[mode])
+        if mode == "bf16" and not device.startswith("cuda") and shortlist_supported():
+            decoder.logits_head = ShortlistProjection(decoder.token_embedding.weight.data)
         return None
     cuda = device.startswith("cuda")
     dtype = torch.float16 if cuda else torch.float32

@@ -1,0 +1,66 @@
+"""The bf16 decoder's output projection on CPU, read at int8 where its result is not used.
+
+Each decoded token multiplies its hidden state by the 51864 x 384 embedding matrix: 40 MB of
+bf16 read per token, memory-bound (2.3 ms of a ~6.5 ms step on 2 EPYC cores). Greedy and beam
+decoding look at the best few text tokens and at the special and timestamp tokens (the
+timestamp rules, no-speech probability, end of text); the other logits only enter the
+normalisation. So the whole vocabulary is scored from int8 rows (20 MB, 0.6 ms), the best
+SHORTLIST text tokens and every special token are scored again from the bf16 rows exactly as
+the full bf16 product scores them, and their values replace the int8 ones. On the eight
+accuracy fixtures the transcripts are the same as the full bf16 product's (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+SHORTLIST = 16  # text tokens scored exactly per row (an int8 logit is off by ~0.03)
+# Whisper's byte-pair vocabulary (GPT-2's) ends here; special and timestamp tokens follow
+ENGLISH_TEXT_TOKENS = 50256
+MULTILINGUAL_TEXT_TOKENS = 50257
+MULTILINGUAL_VOCAB = 51865
+QUANTIZE_ROWS = 4096
+
+
+class ShortlistProjection(nn.Module):
+    def __init__(self, weight: Tensor) -> None:
+        """`weight`: the bf16 embedding matrix (vocabulary, state), shared, not copied."""
+        super().__init__()
+        vocabulary = weight.shape[0]
+        multilingual = vocabulary >= MULTILINGUAL_VOCAB
+        self.text_tokens = MULTILINGUAL_TEXT_TOKENS if multilingual else ENGLISH_TEXT_TOKENS
+        # a block of rows at a time: no fp32 copy of the whole matrix (80 MB at start-up)
+        qweight = torch.empty(weight.shape, dtype=torch.int8)
+        scale = torch.empty(vocabulary, dtype=torch.bfloat16)
+        for start in range(0, vocabulary, QUANTIZE_ROWS):
+            rows = weight[start : start + QUANTIZE_ROWS].float()
+            step = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-8) / 127.0
+            qweight[start : start + QUANTIZE_ROWS] = torch.round(rows / step)
+            scale[start : start + QUANTIZE_ROWS] = step[:, 0]
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scale", scale)
+        self.weight = weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
+        logits = torch._weight_int8pack_mm(rows, self.qweight, self.scale).float()
+        text = self.text_tokens
+        best = logits[:, :text].topk(SHORTLIST, dim=-1).indices
+        exact = (self.weight[best] @ rows[:, :, None])[:, :, 0]  # (rows, SHORTLIST)
+        logits.scatter_(1, best, exact.float())
+        logits[:, text:] = (rows @ self.weight[text:].T).float()
+        return logits.reshape(*x.shape[:-1], -1)
+
+
+def shortlist_supported() -> bool:
+    """Whether this torch build has the int8 weight-only CPU kernel."""
+    try:
+        torch._weight_int8pack_mm(
+            torch.ones(1, 32, dtype=torch.bfloat16),
+            torch.ones(8, 32, dtype=torch.int8),
+            torch.ones(8, dtype=torch.bfloat16),
+        )
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return True
