@@ -381,12 +381,9 @@ def _verify(
             items.append(k)
             columns.append(state.starts[k] + j)
             sampled.append(row.result.tokens + guess[:j])
-    logits = decoder.logits(state.hidden[items, columns][:, None])[:, 0]
+    hidden = state.hidden[items, columns][:, None]
     rows = [state.live[k].index for k in items]
-    for logit_filter in filters:
-        logit_filter.apply(logits, sampled, rows)
-    logprobs = torch.log_softmax(logits, dim=-1)
-    best = _pick(logits, logprobs, options.temperature, state.generator)
+    best, logprobs = _choose(decoder, filters, options, state, hidden, (sampled, rows))
     best_logprobs = logprobs.gather(1, best[:, None])[:, 0].tolist()
     best = best.tolist()
     used: list[int | None] = []
@@ -397,6 +394,30 @@ def _verify(
         used.append(None if taken is None else state.starts[k] + taken)
         n += len(guess) + 1
     return used
+
+
+def _choose(
+    decoder: TextDecoder,
+    filters: tuple[LogitFilter, ...],
+    options: DecodingOptions,
+    state: _Pass,
+    hidden: Tensor,
+    context: tuple[list[list[int]], list[int]],
+) -> tuple[Tensor, Tensor]:
+    """The token picked at each row of `hidden` (batch, 1, state), after the logit filters
+    (`context`: each row's tokens so far and its item), and the log-probabilities. A greedy
+    pick may come from the quicker logits (`TextDecoder.pick_logits`) if it was exact there."""
+    greedy = options.temperature <= 0 or state.generator is None
+    for quick in (True, False) if greedy else (False,):
+        logits, exact = decoder.pick_logits(hidden) if quick else (decoder.logits(hidden), None)
+        logits = logits[:, 0]
+        for logit_filter in filters:
+            logit_filter.apply(logits, *context)
+        logprobs = torch.log_softmax(logits, dim=-1)
+        best = _pick(logits, logprobs, options.temperature, state.generator)
+        if exact is None or exact(best):
+            break
+    return best, logprobs
 
 
 def _pick(

@@ -6,8 +6,11 @@ decoding look at the best few text tokens and at the special and timestamp token
 timestamp rules, no-speech probability, end of text); the other logits only enter the
 normalisation. So the whole vocabulary is scored from int8 rows (20 MB, 0.6 ms), the best
 SHORTLIST text tokens and every special token are scored again from the bf16 rows exactly as
-the full bf16 product scores them, and their values replace the int8 ones. On the eight
-accuracy fixtures the transcripts are the same as the full bf16 product's (docs/benchmarks.md).
+the full bf16 product scores them, and their values replace the int8 ones. Only a greedy
+step's pick uses it, and only when the token picked (after the logit filters) is one of
+those: else the step is scored again in full. Everything else that reads logits (the
+log-probabilities of given prefix tokens, the no-speech probability, sampling at a fallback
+temperature) gets the full bf16 product.
 """
 
 from __future__ import annotations
@@ -43,14 +46,25 @@ class ShortlistProjection(nn.Module):
         self.weight = weight
 
     def forward(self, x: Tensor) -> Tensor:
+        """The full bf16 product: logits of every token as the plain bf16 decoder has them."""
+        return (x.to(torch.bfloat16) @ self.weight.T).float()
+
+    def shortlist(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits to pick the most likely token from, and per row the text tokens that are
+        exact in them (special and timestamp tokens always are): see `exact`."""
         rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
         logits = torch._weight_int8pack_mm(rows, self.qweight, self.scale).float()
         text = self.text_tokens
         best = logits[:, :text].topk(SHORTLIST, dim=-1).indices
-        exact = (self.weight[best] @ rows[:, :, None])[:, :, 0]  # (rows, SHORTLIST)
-        logits.scatter_(1, best, exact.float())
+        picked = (self.weight[best] @ rows[:, :, None])[:, :, 0]  # (rows, SHORTLIST)
+        logits.scatter_(1, best, picked.float())
         logits[:, text:] = (rows @ self.weight[text:].T).float()
-        return logits.reshape(*x.shape[:-1], -1)
+        return logits.reshape(*x.shape[:-1], -1), best
+
+    def exact(self, tokens: Tensor, best: Tensor) -> bool:
+        """Whether every row's token (one per row of `shortlist`'s input) had its exact logit."""
+        listed = (best == tokens[:, None]).any(dim=1)
+        return bool((listed | (tokens >= self.text_tokens)).all())
 
 
 def shortlist_supported() -> bool:

@@ -10,6 +10,7 @@ so every item sees exactly what it would see alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -213,6 +214,16 @@ class TextDecoder(nn.Module):
         if self.logits_head is not None:
             return self.logits_head(x).float()
         return (x @ self.token_embedding.weight.to(x.dtype).T).float()
+
+    def pick_logits(self, x: Tensor) -> tuple[Tensor, Callable[[Tensor], bool]]:
+        """Logits to pick the most likely next token from, and a check that the tokens picked
+        (one per row of `x`) had exact logits there; where it fails, use `logits`. The output
+        projection may compute a quicker form (models.shortlist)."""
+        shortlist = getattr(self.logits_head, "shortlist", None)
+        if shortlist is None:
+            return self.logits(x), lambda tokens: True
+        logits, best = shortlist(x)
+        return logits, lambda tokens: self.logits_head.exact(tokens, best)
 
     def forward(
         self,
