@@ -266,6 +266,22 @@ def test_a_final_that_hears_a_committed_word_as_another_keeps_it_without_a_secon
     assert result is None and not closed and state.constrain_final
 
 
+def test_a_committed_word_the_final_holds_does_not_open_the_next_utterance():
+    """The interims aligned "day?" (committed) past the cut that the final ends at, and the
+    final decode holds "day?" too: it is not carried into the next utterance, whose final
+    would have to start with it (given it, the model heard nothing after it: a lost
+    sentence). Committed words past the cut that the final does not hold still carry."""
+    state = _closed_after_committing_the_cat_sat()
+    late = Word("day?", 0.5, 0.95, 0.9)  # begins before the cut at 0.8 s, ends after it
+    for carried, kept in (([late], []), ([late, Word("I", 1.0, 1.2, 0.9)], ["I"])):
+        committed = (*state.words.committed[:2], *carried)
+        cut = replace(state, words=replace(state.words, committed=committed))
+        job = Job(True, 0, int(0.8 * 16000), "", keeps=2)
+        after, result = finalise(cut, job, words("the cat day?"))
+        assert result.transcript == "The cat day?"
+        assert texts(after.words.committed) == kept
+
+
 def test_silence_alone_needs_no_decode_and_keeps_little_audio():
     state = StreamState(SETTINGS)
     for _ in range(50):

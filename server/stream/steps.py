@@ -147,7 +147,7 @@ def _close_utterance(
     if not hypothesis and (settled or committed):
         words = settled + committed  # the final decode lost words the interims agreed on
     words = _sentence_case(words, state)
-    carried = committed[len(within(committed, job.end)) :]
+    carried = _unheard(committed[len(within(committed, job.end)) :], hypothesis, job.end)
     # the end of this final stays as the next one's left context while speech runs on
     tail = tuple(w for w in words if w.start * SAMPLE_RATE >= job.end - FINAL_LEFT_CONTEXT)
     state = replace(
@@ -172,6 +172,23 @@ def _close_utterance(
     result = FinalResult(state.utterance_index, words, start, job.end / SAMPLE_RATE)
     history = (state.history + " " + result.transcript).strip()[-HISTORY_CHARS:]
     return replace(state, utterance_index=state.utterance_index + 1, history=history), result
+
+
+def _unheard(carried: tuple[Word, ...], final: Sequence[Word], end: int) -> tuple[Word, ...]:
+    """Committed words past a cut, less those that the final already holds: the interims may
+    align the word before a pause later than the final does, past the cut, and carried on it
+    would open the next utterance again, where the committed words must stay (its final,
+    decoded with that word given, then heard nothing after it). Such a word starts before
+    the cut and ends the final with the same text."""
+    shared = 0
+    for k in range(min(len(carried), len(final)), 0, -1):
+        tail = final[len(final) - k :]
+        if all(w.start * SAMPLE_RATE < end for w in carried[:k]) and agreement.same_words(
+            tail, carried[:k]
+        ):
+            shared = k
+            break
+    return carried[shared:]
 
 
 def _sentence_case(words: tuple[Word, ...], state: StreamState) -> tuple[Word, ...]:
