@@ -17,6 +17,10 @@ What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
   encoder); the int8 encoder (+3.4) and the int8 decoder (+0.65 with the fp32 encoder, +1.0
   with bf16) are not, so `auto` times an fp32 and a bf16 decoder step and keeps the faster.
   `int8` stays for whoever asks for it.
+- The bf16 decoder on CPU scores a greedy step's pick from the output projection read at
+  int8 and made exact for the best 16 text tokens and every special token (models.shortlist):
+  the picks are those of the full bf16 product, at a quarter of its memory traffic; its
+  audio keys and values are kept in fp32 (TextDecoder.cross_cache).
 - On CUDA: fp16 everywhere by default; `int8` is weight-only (int8 weights, fp16 compute).
 """
 
