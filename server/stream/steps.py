@@ -180,15 +180,11 @@ def _unheard(carried: tuple[Word, ...], final: Sequence[Word], end: int) -> tupl
     would open the next utterance again, where the committed words must stay (its final,
     decoded with that word given, then heard nothing after it). Such a word starts before
     the cut and ends the final with the same text."""
-    shared = 0
     for k in range(min(len(carried), len(final)), 0, -1):
-        tail = final[len(final) - k :]
-        if all(w.start * SAMPLE_RATE < end for w in carried[:k]) and agreement.same_words(
-            tail, carried[:k]
-        ):
-            shared = k
-            break
-    return carried[shared:]
+        before_cut = all(w.start * SAMPLE_RATE < end for w in carried[:k])
+        if before_cut and agreement.same_words(final[len(final) - k :], carried[:k]):
+            return carried[k:]
+    return carried
 
 
 def _sentence_case(words: tuple[Word, ...], state: StreamState) -> tuple[Word, ...]:
