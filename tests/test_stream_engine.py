@@ -236,8 +236,8 @@ def test_a_final_that_changes_a_committed_word_is_decoded_again_with_it_given():
     state = _closed_after_committing_the_cat_sat()
     free = planning.next_job(state)
     assert free.prefix == "" and free.keeps == 3
-    # "the cat" heard as one word: the committed words' audio is not as many words
-    heard = [Word("Thecat", 0.0, 0.55, 0.9), *words("sat on.", 0.6)]
+    # "sat on" heard as one word across the last committed word's end: no place to join
+    heard = [*words("The cat"), Word("saton.", 0.6, 1.15, 0.9)]
     state, result, closed = steps.take_final(steps.keep_final(state, free, heard))
     assert result is None and not closed and state.constrain_final
     given = planning.next_job(state)
@@ -251,14 +251,23 @@ def test_a_final_that_changes_a_committed_word_is_decoded_again_with_it_given():
 
 
 def test_a_final_that_hears_a_committed_word_as_another_keeps_it_without_a_second_decode():
-    """A free final that heard the committed words' audio as as many words, one of them
-    another ("hat" for "cat"), word ends within SPLICE_TOLERANCE: the committed words stand
-    and the decode's words after them follow; no decode again."""
+    """A free final that heard the committed words' audio otherwise ("hat" for "cat", two
+    words as one) and no word across the last committed word's end: the committed words
+    stand and the decode's words after them follow; no decode again."""
     state = _closed_after_committing_the_cat_sat()
     free = planning.next_job(state)
     heard = [replace(w, end=w.end + 0.05) for w in words("The hat sat on the mat.")]
     state, result = finalise(state, free, heard)
     assert result.transcript == "The cat sat on the mat." and not state.constrain_final
+    state = _closed_after_committing_the_cat_sat()
+    merged = [Word("Thecat", 0.0, 0.55, 0.9), *words("sat on.", 0.6)]
+    state, result = finalise(state, free, merged)
+    assert result.transcript == "The cat sat on." and not state.constrain_final
+    # the last committed word aligned a little later is that word, not a second one
+    state = _closed_after_committing_the_cat_sat()
+    late = [*words("The cat"), Word("sat", 0.8, 1.0, 0.9), Word("on.", 1.05, 1.3, 0.9)]
+    state, result = finalise(state, free, late)
+    assert result.transcript == "The cat sat on." and not state.constrain_final
     # the same words, but "sat" ends 0.15 s later: not the same span, decoded again
     state = _closed_after_committing_the_cat_sat()
     heard[2] = replace(heard[2], end=heard[2].end + 0.1)
