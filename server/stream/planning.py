@@ -103,8 +103,9 @@ def final_job(state: StreamState, start: int, end: int) -> Job:
     audio in the full window, so it gets Whisper's casing and punctuation and the benefit of
     the words after each one. A committed word stays, so the result must open with the
     committed words; where it does not, the committed words replace the words it heard for
-    their audio (steps._splice) or, where those do not line up, the final is decoded again
-    with them as its given start (`constrain_final`, steps.take_final)."""
+    their audio (steps._splice) or, where one of its words straddles the last committed
+    word's end, the final is decoded again with them as its given start (`constrain_final`,
+    steps.take_final)."""
     start = min(max(start, state.audio_start), end)
     words = state.words
     if words.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
