@@ -331,7 +331,7 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> TextDecode
     if mode != "int8":
         decoder.to(_DTYPES[mode])
         if mode == "bf16" and not device.startswith("cuda") and shortlist_supported():
-            decoder.logits_head = ShortlistProjection(decoder.token_embedding.weight.data)
+            decoder.pick_head = ShortlistProjection(decoder.token_embedding.weight.data)
         return None
     cuda = device.startswith("cuda")
     dtype = torch.float16 if cuda else torch.float32

@@ -45,11 +45,7 @@ class ShortlistProjection(nn.Module):
         self.register_buffer("scale", scale)
         self.weight = weight
 
-    def forward(self, x: Tensor) -> Tensor:
-        """The full bf16 product: logits of every token as the plain bf16 decoder has them."""
-        return (x.to(torch.bfloat16) @ self.weight.T).float()
-
-    def shortlist(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Logits to pick the most likely token from, and per row the text tokens that are
         exact in them (special and timestamp tokens always are): see `exact`."""
         rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
@@ -62,7 +58,7 @@ class ShortlistProjection(nn.Module):
         return logits.reshape(*x.shape[:-1], -1), best
 
     def exact(self, tokens: Tensor, best: Tensor) -> bool:
-        """Whether every row's token (one per row of `shortlist`'s input) had its exact logit."""
+        """Whether every row's token (one per row of the input) had its exact logit."""
         listed = (best == tokens[:, None]).any(dim=1)
         return bool((listed | (tokens >= self.text_tokens)).all())
 

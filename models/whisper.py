@@ -198,6 +198,9 @@ class TextDecoder(nn.Module):
         # The output projection shares the embedding matrix; precision modes may replace it
         # with a faster (e.g. int8) copy without touching the embedding lookup.
         self.logits_head: nn.Module | None = None
+        # A quicker form of the output projection for a greedy step's pick (models.shortlist):
+        # (logits, what is exact in them) from its call, and an `exact(tokens, that)` check.
+        self.pick_head: nn.Module | None = None
 
     def cross_cache(self, audio: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Per layer, the audio keys and values every decoder step attends to. On CPU, bf16
@@ -218,12 +221,12 @@ class TextDecoder(nn.Module):
     def pick_logits(self, x: Tensor) -> tuple[Tensor, Callable[[Tensor], bool]]:
         """Logits to pick the most likely next token from, and a check that the tokens picked
         (one per row of `x`) had exact logits there; where it fails, use `logits`. The output
-        projection may compute a quicker form (models.shortlist)."""
-        shortlist = getattr(self.logits_head, "shortlist", None)
-        if shortlist is None:
+        projection may have a quicker form (`pick_head`)."""
+        head = self.pick_head
+        if head is None:
             return self.logits(x), lambda tokens: True
-        logits, best = shortlist(x)
-        return logits, lambda tokens: self.logits_head.exact(tokens, best)
+        logits, best = head(x)
+        return logits, lambda tokens: head.exact(tokens, best)
 
     def forward(
         self,

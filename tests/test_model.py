@@ -142,8 +142,8 @@ def test_the_shortlist_projection_scores_what_decoding_looks_at_as_bf16_does(tra
     weight = decoder.token_embedding.weight.data
     if weight.dtype != torch.bfloat16:
         pytest.skip("auto did not pick the bf16 decoder on this machine")
-    assert isinstance(decoder.logits_head, ShortlistProjection)
-    text = decoder.logits_head.text_tokens
+    assert isinstance(decoder.pick_head, ShortlistProjection)
+    text = decoder.pick_head.text_tokens
     assert text == transcriber.tokenizer.special.eot
     noise = torch.randn(64, 1, 384, generator=torch.Generator().manual_seed(0))
     hidden = decoder.ln(noise.bfloat16())
