@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from streamstt.models.audio import resample
 from streamstt.models.transcriber import Word
@@ -15,7 +17,7 @@ from streamstt.server.stream.endpointing import END_PAD, PRE_ROLL, SpeechBegin
 from streamstt.server.stream.ingest import StreamingResampler
 from streamstt.server.stream.job import Job
 from streamstt.server.stream.state import StreamState
-from streamstt.server.stream.vad import VAD_FRAME
+from streamstt.server.stream.vad import VAD_FRAME, SileroVad
 from streamstt.v1 import asr_pb2
 
 SETTINGS = StreamSettings(
@@ -329,6 +331,22 @@ def stream_resample(rate: int, signal: np.ndarray, sizes: list[int]) -> list[np.
         i += 1
     pieces.append(resampler.flush())
     return pieces
+
+
+def test_making_the_vad_leaves_the_model_threads_their_count():
+    """onnxruntime sets the process's OpenMP thread count to one when a session is made;
+    the server's model thread, started after the VAD, then decoded on one core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        SileroVad()
+        seen: list[int] = []
+        later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        later.start()
+        later.join()
+        assert seen == [3] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("rate", RESAMPLE_RATES)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 VAD_RATE = 16000  # Hz: the rate the model runs at
 VAD_FRAME = 512  # samples (32 ms): the frame the 16 kHz model takes
@@ -46,9 +47,15 @@ class SileroVad:
         options = onnxruntime.SessionOptions()
         options.inter_op_num_threads = 1
         options.intra_op_num_threads = 1
+        # Creating a session sets the process's OpenMP thread count to its one intra-op
+        # thread, and torch sizes each later thread's intra-op pool from that: the model
+        # thread, started after this, decoded on one core (twice as slow on two) until the
+        # count was put back.
+        threads = torch.get_num_threads()
         self._session = onnxruntime.InferenceSession(
             str(path or _model_path()), sess_options=options, providers=["CPUExecutionProvider"]
         )
+        torch.set_num_threads(threads)
         self._rate = np.array(VAD_RATE, dtype=np.int64)
         self._lock = threading.Lock()  # one session, many threads: run() calls are serialised
 
