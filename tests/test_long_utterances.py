@@ -111,28 +111,48 @@ def test_the_final_of_a_pause_cut_is_decoded_early_and_kept():
     assert planning.next_job(state) is None or not planning.next_job(state).final
 
 
-def test_a_dip_in_a_long_utterance_brings_the_next_interim_forward():
+def test_a_dip_in_a_long_utterance_brings_its_final_forward():
     """The pause cut needs a hypothesis that holds the word before the pause: when the voice
-    begins to dip after the last interim step, the next interim runs at once instead of a
-    step later, as work done early (only when the model would idle: not with `allow_early`
-    False, the scheduler's choice when other streams' work waits). Once per dip, and not in
-    a short utterance."""
+    begins to dip after the last interim step, the final of the audio so far is decoded at
+    once instead of an interim a step later, as work done early (only when the model would
+    idle: not with `allow_early` False, the scheduler's choice when other streams' work
+    waits). Once per dip, and not in a short utterance."""
     state = _speech_with_dips(5.6, [])
     state = dataclasses.replace(state, last_step=state.received)  # an interim just ran
     quiet, _ = feed(state, [0.1] * 4)  # 128 ms of a dip since
     job = planning.next_job(quiet)
-    assert job is not None and not job.final and job.early and job.end == quiet.received
+    assert job is not None and job.final and job.early and job.end == quiet.received
     assert planning.next_job(quiet, allow_early=False) is None  # others' work waits
     voiced, _ = feed(state, [0.95] * 4)  # the same audio without a dip: the step is 333 ms
     assert planning.next_job(voiced) is None
-    after = steps.on_interim(quiet, job, _words_every_half_second(5.5))
-    after, _ = feed(after, [0.1] * 4)  # the same dip goes on: no second early interim
-    then = planning.next_job(after)  # (the cut's early final, now that a word ends there)
-    assert then is None or then.final
+    heard = _words_every_half_second(5.0)  # no word ends near the dip: no cut
+    after = steps.keep_final(steps.on_interim(quiet, job, heard), job, heard)
+    assert not after.pending
+    after, _ = feed(after, [0.1] * 4)  # the same dip goes on: no second early decode
+    assert planning.next_job(after) is None
     short = _speech_with_dips(3.0, [])
     short = dataclasses.replace(short, last_step=short.received)
     short, _ = feed(short, [0.1] * 4)
     assert planning.next_job(short) is None
+
+
+def test_the_final_decoded_at_a_dip_closes_the_utterance_on_its_own_words():
+    """The last interim ran before the word that a pause follows ended; at the dip the final
+    of the audio so far is decoded, and having heard that word and the pause after it, its
+    words alone make the cut (an interim's would need a second decode) and it is the final."""
+    hypothesis = _words_every_half_second(8.5)  # the last word ends at 8.5 s
+    state = _speech_with_dips(8.55, [])
+    state = steps.on_interim(state, Job(False, 0, state.received, ""), hypothesis[:-1])
+    state, _ = feed(state, [0.1] * 3)  # the voice dips right after the last word
+    job = planning.next_job(state)
+    assert job.final and job.early and job.end == state.received
+    interim = dataclasses.replace(job, final=False, early=False)
+    assert not steps.on_interim(state, interim, hypothesis).pending  # one interim: no cut
+    state = steps.on_interim(state, job, hypothesis)
+    ((start, cut),) = state.pending
+    assert start == 0 and 8.5 <= cut / 16000 < job.end / 16000
+    state, result, closed = steps.take_final(steps.keep_final(state, job, hypothesis))
+    assert closed and len(result.words) == len(hypothesis) and result.end == cut / 16000
 
 
 def test_an_early_final_of_another_pause_is_decoded_again():

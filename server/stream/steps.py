@@ -58,20 +58,23 @@ def on_audio(
 def on_interim(
     state: StreamState, job: Job, hypothesis: Sequence[Word], trusted: bool = True
 ) -> StreamState:
-    """LocalAgreement-2 over an interim decode (`trusted`: it may commit words); a long
-    utterance may close at a pause."""
+    """LocalAgreement-2 over an interim decode, or an early final's (`trusted`: it may commit
+    words); a long utterance may close at a pause."""
     state = replace(
         state, last_step=max(state.last_step, job.end), processed=max(state.processed, job.end)
     )
     first = job.first / SAMPLE_RATE
     words, _ = agreement.commit(state.words, hypothesis, first, trusted)
-    return _pause_cut(replace(state, words=agreement.settle(words, job.end)))
+    return _pause_cut(replace(state, words=agreement.settle(words, job.end)), job.final)
 
 
-def _pause_cut(state: StreamState) -> StreamState:
-    """Close a long utterance at a short pause after a word that two decodes agree on;
-    checked when new audio shows a pause and when a new hypothesis agrees on the word."""
-    heard = state.words.heard
+def _pause_cut(state: StreamState, final: bool = False) -> StreamState:
+    """Close a long utterance at a short pause after a word that two decodes agree on, or
+    that a `final` decode (early, of the window up to the pause) heard: it decoded the
+    whole utterance with the pause after that word. Checked when new audio shows a pause
+    and when a new hypothesis agrees on the word."""
+    words = state.words
+    heard = words.stable + words.tentative if final else words.heard
     speech, cut = endpointing.pause_cut(state.speech, heard, state.received, state.settings)
     if cut is None:
         return state
