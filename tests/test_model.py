@@ -132,6 +132,22 @@ def test_bf16_audio_keys_kept_in_fp32_attend_as_when_widened_at_every_step():
 
 
 @torch.inference_mode()
+def test_the_audio_keys_of_each_head_lie_together_with_the_projections_values(
+    transcriber,
+):
+    """A decoder step reads every layer's audio keys and values: each head's 1500 of them
+    lie together (read from the projection's layout, the step's attention took twice as
+    long), with the values of the projection."""
+    decoder = transcriber.model.decoder
+    audio = torch.randn(2, 1500, 384, generator=torch.Generator().manual_seed(0))
+    audio = audio.to(decoder.ln.weight.dtype)
+    for (k, v), block in zip(decoder.cross_cache(audio), decoder.blocks):
+        assert k.is_contiguous() and v.is_contiguous() and k.shape == (2, 6, 1500, 64)
+        projected = block.cross_attn.project_kv(audio)
+        assert torch.equal(k, projected[0].to(k.dtype)) and torch.equal(v, projected[1].to(v.dtype))
+
+
+@torch.inference_mode()
 def test_the_shortlist_projection_scores_what_decoding_looks_at_as_bf16_does(transcriber):
     """Read at int8, the bf16 output projection gives a greedy step the full bf16 product's
     values for the best text tokens and every special and timestamp token, and so the same
