@@ -55,16 +55,19 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Ten
     return torch.cat([torch.sin(scaled), torch.cos(scaled)], dim=1)
 
 
+def attention_dtype(x: Tensor) -> torch.dtype:
+    """The dtype `attention` computes in for inputs like `x`: fp32 for bf16 on CPU."""
+    return torch.float32 if x.dtype == torch.bfloat16 and x.device.type == "cpu" else x.dtype
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     """Scaled dot-product attention. On CPU a bf16 call runs in fp32 and is rounded back:
     torch's CPU kernel takes ~7x as long in bf16 as in fp32 for a decoder step (one query
     over 1500 audio keys: 0.51 against 0.07 ms on 2 EPYC cores), and as long for the
     encoder's 1500 queries. Keys and values already in fp32 (the decoder's audio keys,
     `TextDecoder.cross_cache`) are used as they are."""
-    wide = k.dtype if k.dtype != q.dtype else None
-    if q.dtype == torch.bfloat16 and q.device.type == "cpu":
-        wide = torch.float32
-    if wide is None:
+    wide = attention_dtype(q) if k.dtype == q.dtype else k.dtype
+    if wide == q.dtype:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     mask = None if mask is None else mask.to(wide)
     out = F.scaled_dot_product_attention(q.to(wide), k.to(wide), v.to(wide), attn_mask=mask)
@@ -216,9 +219,7 @@ class TextDecoder(nn.Module):
         ms a layer for four items when glibc maps them afresh."""
         audio = audio.to(self.ln.weight.dtype)  # the encoder may run at another precision
         kv = [block.cross_attn.project_kv(audio) for block in self.blocks]
-        dtype = audio.dtype
-        if audio.dtype == torch.bfloat16 and audio.device.type == "cpu":
-            dtype = torch.float32
+        dtype = attention_dtype(audio)
         return [(_dense(k, dtype), _dense(v, dtype)) for k, v in kv]
 
     def logits(self, x: Tensor) -> Tensor:
