@@ -40,6 +40,8 @@ BASELINE = "faster-whisper int8"
 CONFIGS = {
     "ours auto": ["ours", "auto", "default"],
     "ours fp32": ["ours", "fp32", "default"],
+    "ours auto beam5": ["ours", "auto", "beam5"],
+    "ours fp32 beam5": ["ours", "fp32", "beam5"],
     BASELINE: ["fw", "int8", "1"],
     "faster-whisper fp32": ["fw", "float32", "1"],
     "faster-whisper fp32 beam5": ["fw", "float32", "5"],
@@ -58,12 +60,14 @@ def ours_options(variant: str):
     from streamstt.models.options import OFFLINE_OPTIONS
 
     options = OFFLINE_OPTIONS
+    beam5 = replace(options.decoding, beam_size=5)
     variants = {
         "default": {},
         "short": {"full_window": False},  # a shorter encoder span (15 s minimum)
         "no-fallback": {"temperatures": (0.0,)},
         "no-prompt": {"condition_on_previous_text": False},
         "window-features": {"recording_features": False},
+        "beam5": {"decoding": beam5},  # beam search of 5 at temperature 0
     }
     if variant not in variants:
         raise ValueError(f"unknown variant {variant!r} (one of {', '.join(variants)})")

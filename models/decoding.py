@@ -41,6 +41,9 @@ class DecodingOptions:
     # generator seeded by `seed`, so a fallback decode is the same on every run.
     temperature: float = 0.0
     seed: int = 0
+    # Above 1: at temperature 0, beam search of this many beams (models.beam); a fallback
+    # at a higher temperature samples one sequence as greedy decoding does.
+    beam_size: int = 1
 
     def __post_init__(self) -> None:
         _verify_options(self)
@@ -55,6 +58,8 @@ def _verify_options(options: DecodingOptions) -> None:
         raise ValueError("max_initial_timestamp must not be negative")
     if options.loop_max_ngram < 1 or options.loop_min_repeats < 2 or options.loop_min_tokens < 1:
         raise ValueError("the loop guard needs loop_max_ngram >= 1, loop_min_repeats >= 2")
+    if options.beam_size < 1:
+        raise ValueError(f"beam_size must be at least 1, not {options.beam_size}")
     if options.temperature < 0:
         raise ValueError(f"temperature must not be negative ({options.temperature})")
 
@@ -313,18 +318,18 @@ def _first_pass(
     if x.audio_positions is not None and bool((x.audio_positions < x.features.shape[1]).any()):
         cross_mask = key_padding_mask(x.audio_positions.to(device), x.features.shape[1], dtype)
     holes = torch.arange(width, device=device)[None, :] < pads[:, None]
-    mask = _block_mask(holes, width, dtype)
+    mask = block_mask(holes, width, dtype)
     diagonal = torch.arange(width, device=device)  # a padding query would see no key at all
     mask[:, :, diagonal, diagonal] = 0.0  # (a NaN row): let it see itself instead
     positions = (torch.arange(width, device=device)[None, :] - pads[:, None]).clamp(min=0)
     cache = KVCache([], x.cross_kv or decoder.cross_cache(x.features))
     hidden, cache = decoder(tokens, positions, cache, mask, cross_mask)
     ends = [width - len(g) for g in guesses]  # column after each item's prefix
-    no_speech = _no_speech_probs(decoder, tokenizer, options, hidden, ends, x.prefixes)
-    prefix_logprobs = _prefix_logprobs(decoder, hidden, x.prefixes, ends)
+    no_speech = no_speech_probs(decoder, tokenizer, options, hidden, ends, x.prefixes)
+    given = prefix_logprobs(decoder, hidden, x.prefixes, ends)
     results = [
         DecodedSequence(
-            list(x.prefixes[i]), prefix_logprobs[i], no_speech[i], False, False, options.temperature
+            list(x.prefixes[i]), given[i], no_speech[i], False, False, options.temperature
         )
         for i in range(batch)
     ]
@@ -347,7 +352,7 @@ def _first_pass(
     return results, state
 
 
-def _no_speech_probs(
+def no_speech_probs(
     decoder: TextDecoder,
     tokenizer: WhisperTokenizer,
     options: DecodingOptions,
@@ -486,7 +491,7 @@ def _feed(decoder: TextDecoder, tokenizer: WhisperTokenizer, state: _Pass) -> No
     lengths = torch.tensor([len(g) for g in guesses], device=device)
     padding = torch.arange(span, device=device)[None, :] > lengths[:, None]
     state.holes = torch.cat([state.holes, padding], dim=1)
-    mask = _block_mask(state.holes, span, dtype)
+    mask = block_mask(state.holes, span, dtype)
     state.hidden, state.cache = decoder(tokens, positions, state.cache, mask, state.cross_mask)
     state.starts, state.guesses = [0] * len(state.live), guesses
 
@@ -537,7 +542,7 @@ def _resync(draft: list[int], at: int, token: int, tokenizer: WhisperTokenizer) 
     return at if inserted else at + 1
 
 
-def _prefix_logprobs(
+def prefix_logprobs(
     decoder: TextDecoder, hidden: Tensor, prefixes: list[list[int]], ends: list[int]
 ) -> list[list[float]]:
     """Log-probability of each given prefix token (ending before column `ends`), from the
@@ -561,7 +566,7 @@ def _left_pad(sequences: list[list[int]], pad: int) -> tuple[Tensor, Tensor]:
     return torch.tensor(rows, dtype=torch.long), pads
 
 
-def _block_mask(holes: Tensor, span: int, dtype: torch.dtype) -> Tensor:
+def block_mask(holes: Tensor, span: int, dtype: torch.dtype) -> Tensor:
     """Additive self-attention mask (batch, 1, span, columns) for a block of `span` new
     tokens at the end of the cache: hole columns are hidden, and the block is causal."""
     columns = holes.shape[1]

@@ -92,7 +92,13 @@ class MultiHeadAttention(nn.Module):
         return self.split(self.key(x)), self.split(self.value(x))
 
     def attend(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
-        out = attention(self.split(self.query(x)), kv[0], kv[1], mask)
+        q = self.split(self.query(x))
+        if kv[0].shape[0] == 1 < q.shape[0] and q.shape[2] == 1:
+            # one window's beams (models.beam) over its one copy of the audio keys: their
+            # queries go in one call, which reads the keys once
+            out = attention(q.transpose(0, 2), kv[0], kv[1], mask).transpose(0, 2)
+        else:
+            out = attention(q, kv[0], kv[1], mask)
         b, _, t, _ = out.shape
         return self.out(out.transpose(1, 2).reshape(b, t, -1))
 

@@ -49,6 +49,50 @@ def test_tokens_equal_faster_whisper(transcriber_fp32):
         assert ours_dedup == theirs_dedup, name
 
 
+def test_beam_search_tokens_equal_faster_whisper_beam_search(transcriber_fp32):
+    """Same weights, fp32, beam 5 at temperature 0, 30 s window: faster-whisper's tokens."""
+    faster_whisper = pytest.importorskip("faster_whisper")
+    reference_model = faster_whisper.WhisperModel(
+        str(loading.bundled_model_dir()), device="cpu", compute_type="float32", cpu_threads=2
+    )
+    options = TranscribeOptions(full_window=True, decoding=DecodingOptions(beam_size=5))
+    for name in SPEECH_CLIPS:
+        segments, _ = reference_model.transcribe(
+            str(DATA / f"{name}.wav"),
+            beam_size=5,
+            temperature=0.0,
+            vad_filter=False,
+            condition_on_previous_text=False,
+        )
+        theirs = _deduplicated([t for s in segments for t in s.tokens])
+        ours = transcriber_fp32.transcribe(torch.from_numpy(load_clip(name)), options).tokens
+        assert _deduplicated(ours) == theirs, name
+
+
+def _deduplicated(tokens: list[int]) -> list[int]:
+    """faster-whisper repeats a segment's closing timestamp as the next one's opening."""
+    return [t for i, t in enumerate(tokens) if i == 0 or t != tokens[i - 1]]
+
+
+def test_a_beam_keeps_its_best_continuations_and_finishes_at_the_end_of_text():
+    """Whisper's beam step: every beam offers its beam_size + 1 best tokens, the best
+    beam_size continuations go on, an end of text ranked above the last of them finishes its
+    sequence (scored with the end's log-probability), and finished sequences are ranked by
+    average log-probability per token."""
+    from streamstt.models.beam import _Beam, _best, _extend
+
+    eot, options = 9, DecodingOptions(beam_size=2)
+    beams = [_Beam((1,), (-0.1,), -0.1), _Beam((2,), (-0.5,), -0.5)]
+    logprobs = torch.full((2, 10), -20.0)
+    logprobs[0, [3, eot, 4]] = torch.tensor([-0.2, -0.3, -2.0])
+    logprobs[1, [5, eot]] = torch.tensor([-0.05, -3.0])
+    kept, source, done = _extend(beams, logprobs, options, eot)
+    assert [b.tokens for b in kept] == [(1, 3), (2, 5)] and source == [0, 1]
+    assert [(b.tokens, round(b.score, 2)) for b in done] == [((1,), -0.4)]
+    # per token: -0.4 for the finished one, -0.15 and -0.275 for the others
+    assert _best([*done, *kept]).tokens == (1, 3)
+
+
 def test_wer_on_real_speech(transcriber):
     hypotheses = [transcriber.transcribe(torch.from_numpy(load_clip(n))).text for n in SPEECH_CLIPS]
     assert wer([reference(n) for n in SPEECH_CLIPS], hypotheses) <= 0.10, hypotheses
