@@ -41,6 +41,7 @@ class Agreement:
     earlier: tuple[Word, ...] = ()  # the hypothesis before it (its words after the committed)
     agreed: int = 0  # tentative words on which the two newest hypotheses agree (not sure yet)
     window_start: int = 0  # first sample interim windows see (settled audio lies before it)
+    doubted: bool = False  # the newest hypothesis was untrusted (`trustworthy`)
 
     @property
     def stable(self) -> tuple[Word, ...]:
@@ -96,7 +97,10 @@ def commit(
     newly = agreed[: next(unsure, None)] if trusted else ()
     rest = tuple(new[len(newly) :])
     earlier = state.tentative
-    state = replace(state, committed=state.committed + newly, tentative=rest, earlier=earlier)
+    state = replace(
+        state, committed=state.committed + newly, tentative=rest, earlier=earlier,
+        doubted=not trusted,
+    )  # fmt: skip
     return replace(state, agreed=len(agreed) - len(newly)), newly
 
 
@@ -135,4 +139,4 @@ def settle(state: Agreement, window_end: int) -> Agreement:
         return state
     settled = state.settled + state.committed
     start = max(state.window_start, int(settled[-1].end * SAMPLE_RATE))
-    return Agreement(settled, (), state.tentative, state.earlier, state.agreed, start)
+    return replace(state, settled=settled, committed=(), window_start=start)

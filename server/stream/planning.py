@@ -107,8 +107,13 @@ def final_job(state: StreamState, start: int, end: int) -> Job:
     committed words; where it does not, the committed words replace the words it heard for
     their audio (steps._splice) or, where one of its words straddles the last committed
     word's end, the final is decoded again with them as its given start (`constrain_final`,
-    steps.take_final)."""
+    steps.take_final). Where the utterance's interims were unsure, it is decoded by beam
+    search (job.FINAL_BEAM_OPTIONS)."""
     start = min(max(start, state.audio_start), end)
+    return replace(_final_job(state, start, end), beam=state.words.doubted)
+
+
+def _final_job(state: StreamState, start: int, end: int) -> Job:
     words = state.words
     if words.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
         start = min(max(start, words.window_start), end)  # settled words stand
@@ -158,7 +163,9 @@ def serves(early: Job, planned: Job) -> bool:
     checked against the committed words then (`keeps` is no input of the decode)."""
     if abs(early.end - planned.end) > END_PAD:
         return False
-    return same_window(replace(early, end=planned.end, keeps=planned.keeps), planned)
+    return same_window(
+        replace(early, end=planned.end, keeps=planned.keeps, beam=planned.beam), planned
+    )
 
 
 def without_context(job: Job, hypothesis: list[Word]) -> list[Word]:
