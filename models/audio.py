@@ -163,18 +163,7 @@ def pad_or_trim(audio: torch.Tensor, length: int = N_SAMPLES) -> torch.Tensor:
     return audio
 
 
-def loudness(audio: torch.Tensor, n_mels: int = 80) -> float:
-    """The loudest log-mel bin of `audio` (log10 power, before the dynamic-range floor):
-    what a stream has heard so far sets the floor of its windows (`window_features`)."""
-    audio = torch.nn.functional.pad(audio.float(), (0, max(0, N_FFT - audio.shape[-1])))
-    stft = torch.stft(audio, N_FFT, HOP_LENGTH, window=_hann_window("cpu"), return_complex=True)
-    mel = mel_filters(n_mels, "cpu") @ (stft.abs() ** 2)
-    return float(torch.clamp(mel, min=1e-10).log10().max())
-
-
-def recording_features(
-    audio: torch.Tensor, n_mels: int = 80, peak: float | None = None
-) -> torch.Tensor:
+def recording_features(audio: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
     """Log-mel of a whole recording, shape (n_mels, samples // HOP_LENGTH): one frame per
     hop of real audio (one hop of zeros is added so the last samples get a frame). Its
     dynamic range is taken over the whole recording, as Whisper and faster-whisper do for
@@ -196,8 +185,7 @@ def recording_features(
         stft = torch.stft(span, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
         out[:, first:last] = torch.clamp(filters @ (stft.abs() ** 2), min=1e-10).log10()
     out = out[:, : max(1, frames - 1)]
-    loudest = max(out.max().item(), peak if peak is not None else float("-inf"))
-    out.clamp_(min=loudest - DYNAMIC_RANGE_DB)
+    out.clamp_(min=(out.max() - DYNAMIC_RANGE_DB).item())
     return out.add_(4.0).div_(4.0)
 
 
@@ -223,16 +211,14 @@ def pad_features(mel: torch.Tensor, span_frames: int = N_FRAMES) -> torch.Tensor
 
 
 def window_features(
-    audio: torch.Tensor, n_mels: int = 80, span_frames: int = N_FRAMES, peak: float | None = None
+    audio: torch.Tensor, n_mels: int = 80, span_frames: int = N_FRAMES
 ) -> torch.Tensor:
     """Features for one model window of at most 30 s of audio, shape (n_mels, span_frames).
 
     span_frames=N_FRAMES is the full 30 s window (the training condition); fewer frames is a
-    shorter encoder span: less encoder work (see `encoder_frames_for`). `peak`: the loudest
-    bin of the recording so far (`loudness`), if louder than the window's own, sets the
-    dynamic-range floor, as a whole recording's peak does offline.
+    shorter encoder span: less encoder work (see `encoder_frames_for`).
     """
-    return pad_features(recording_features(audio[:N_SAMPLES], n_mels, peak), span_frames)
+    return pad_features(recording_features(audio[:N_SAMPLES], n_mels), span_frames)
 
 
 def encoder_frames_for(samples: int, min_encoder_s: float, margin_s: float) -> int:

@@ -78,6 +78,3 @@ class Request:
     # the window's log-mel, cut from its whole recording's (audio.recording_features; long
     # form), (n_mels, frames); None: computed from `audio` alone
     features: Tensor | None = None
-    # a stream's loudest log-mel bin so far (audio.loudness): the window's dynamic-range
-    # floor is taken under it where it is louder than the window's own peak
-    level: float | None = None

@@ -247,4 +247,4 @@ def _features(request: Request, options: TranscribeOptions, n_mels: int) -> Tens
         span = encoder_frames_for(audio.shape[-1], options.min_encoder_s, options.encoder_margin_s)
     if request.features is not None:
         return pad_features(request.features, span)
-    return window_features(audio.float(), n_mels, span, request.level)
+    return window_features(audio.float(), n_mels, span)

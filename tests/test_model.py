@@ -15,10 +15,8 @@ from streamstt.models.audio import (
     HOP_LENGTH,
     decode_audio,
     log_mel_spectrogram,
-    loudness,
     mel_filters,
     recording_features,
-    window_features,
 )
 from streamstt.models.checkpoints import ModelLoadError
 from streamstt.models.decoding import DecodingOptions, find_repetition_loop
@@ -316,21 +314,6 @@ def test_recording_features_are_the_whole_log_mel_in_pieces():
     ours = recording_features(audio)
     assert ours.shape == (80, audio.shape[-1] // HOP_LENGTH)
     assert torch.equal(ours, whole[:, : ours.shape[-1]])
-
-
-def test_a_streams_loudest_level_sets_the_floor_of_a_quieter_window():
-    """A window's dynamic-range floor (80 dB under its loudest bin) is taken under the
-    stream's loudest bin so far where that is louder, as offline under the recording's
-    peak: a quiet stretch is not stretched to its own peak."""
-    clip = torch.from_numpy(load_clip(SPEECH_CLIPS[0]))
-    quiet = clip * 0.01  # 40 dB down: 4 log10 units
-    own = window_features(quiet)
-    assert torch.equal(window_features(quiet, peak=loudness(quiet) - 1.0), own)
-    lifted = window_features(quiet, peak=loudness(clip))
-    frames = quiet.shape[-1] // HOP_LENGTH - 1
-    floor = (loudness(clip) - 8.0 + 4.0) / 4.0
-    assert lifted[:, :frames].min().item() == pytest.approx(floor, abs=1e-5)
-    assert own[:, :frames].min().item() < floor - 0.5
 
 
 def test_missing_model_path_is_a_clear_error(tmp_path):

@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import load_clip
 
 from streamstt.models.audio import resample
 from streamstt.models.transcriber import Word
@@ -399,29 +398,3 @@ def test_streaming_resampler_keeps_time_and_flushes_the_tail(rate):
     assert abs(loud[0] - 8000) <= 16 and abs(loud[-1] - 14400) <= 16  # within 1 ms
     assert len(pieces[-1]) > 0
     assert np.abs(got[-200:-60] - 0.25).max() < 0.01  # the plateau, up to the filter's edge
-
-
-def test_each_decode_of_a_stream_gets_the_loudest_level_it_has_heard():
-    """The stream's loudest log-mel bin so far goes with every request
-    (models.options.Request.level): a quiet utterance after a loud one is featured under
-    the loud one's peak, as the same audio is offline."""
-    import asyncio
-
-    from streamstt.models.audio import loudness
-    from streamstt.server.stream.outbox import Outbox
-    from streamstt.server.stream.session import StreamSession
-
-    async def at_once(fn, *args):
-        return fn(*args)
-
-    session = StreamSession(
-        SETTINGS, Outbox(64, 10.0), prefetch=at_once, vad=SileroVad(), notify=lambda: None,
-        max_samples=1 << 40,
-    )  # fmt: skip
-    loud = load_clip("en_us_female")
-    quiet = loud * 0.01
-    pcm = (np.concatenate([loud, quiet]) * 32767).astype("<i2").tobytes()
-    asyncio.run(session.feed(pcm))
-    request = session.request(Job(False, len(loud), len(loud) + len(quiet), ""))
-    assert request.level == pytest.approx(loudness(torch.from_numpy(loud)), abs=0.2)
-    assert request.level > loudness(torch.from_numpy(quiet)) + 3.5

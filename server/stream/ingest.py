@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import soxr
-import torch
 
-from streamstt.models.audio import RESAMPLE_QUALITY, SAMPLE_RATE, loudness
+from streamstt.models.audio import RESAMPLE_QUALITY, SAMPLE_RATE
 
 from .pcm import decode_chunk
 from .vad import SileroVad, VadState
@@ -70,7 +69,6 @@ class IngestState:
 class IngestResult:
     audio: np.ndarray  # new 16 kHz mono samples
     speech_probs: np.ndarray  # one per completed 32 ms VAD frame
-    level: float = float("-inf")  # the loudest log-mel bin of `audio` (audio.loudness)
 
 
 def ingest(state: IngestState, vad: SileroVad, data: bytes, final: bool = False) -> IngestResult:
@@ -82,11 +80,7 @@ def ingest(state: IngestState, vad: SileroVad, data: bytes, final: bool = False)
         audio = state.resampler.flush()
         tail = (-len(state.vad.pending) - len(audio)) % 512
         probs = vad.score(state.vad, np.concatenate([audio, np.zeros(tail, np.float32)]))
-        return IngestResult(audio, probs, _loudness(audio))
+        return IngestResult(audio, probs)
     samples = decode_chunk(data, state.encoding, state.channels)
     audio = state.resampler.push(samples)
-    return IngestResult(audio, vad.score(state.vad, audio), _loudness(audio))
-
-
-def _loudness(audio: np.ndarray) -> float:
-    return loudness(torch.from_numpy(audio)) if len(audio) else float("-inf")
+    return IngestResult(audio, vad.score(state.vad, audio))

@@ -72,9 +72,6 @@ class StreamSession:
         self.outbox = outbox
         self.state = StreamState(settings, history=phrases)
         self._hotwords = hotwords  # boosted phrases: every decode is biased toward them
-        # the loudest log-mel bin heard so far: the dynamic-range floor of every window
-        # (models.options.Request.level), as a recording's peak is offline
-        self._level = float("-inf")
         self.ended = False
         self._audio = AudioBuffer()
         self._ingest = IngestState(
@@ -142,8 +139,7 @@ class StreamSession:
 
     def request(self, job: Job) -> Request:
         request = job.request(self._audio.window(job.start, job.end))
-        level = self._level if self._level > float("-inf") else None
-        return replace(request, hotwords=self._hotwords, level=level)
+        return replace(request, hotwords=self._hotwords) if self._hotwords else request
 
     def ahead(self) -> bool:
         """Its next decode may wait (server.scheduler._eligible): its audio came faster than
@@ -184,7 +180,6 @@ class StreamSession:
         self.state, found = steps.on_audio(self.state, len(result.audio), result.speech_probs)
         if self.state.received > before:
             self._audio.append(result.audio)
-            self._level = max(self._level, result.level)
             lead = self._opened + self.state.received / SAMPLE_RATE - time.monotonic()
             self._bulk = self._bulk or lead > BULK_LEAD_S
         self._audio.trim(self.state.audio_start)
