@@ -53,6 +53,7 @@ class ServerConfig:
     latency_budget_ms: int = 1000
     silence_ms: int = 500
     max_utterance_ms: int = 20000
+    final_beam_size: int = 5
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
@@ -60,6 +61,17 @@ class ServerConfig:
     metrics_port: int = -1
     log_json: bool = True
     replica_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.final_beam_size <= MAX_FINAL_BEAM_SIZE:
+            raise ValueError(
+                f"final_beam_size {self.final_beam_size} is outside 1-{MAX_FINAL_BEAM_SIZE}"
+            )
+
+
+# Beams of a final decode: each costs about a greedy step more per token (5: ~140 ms more
+# for a final of 8 s, ~600 ms for one of 18 s on 2 cores: docs/accuracy.md)
+MAX_FINAL_BEAM_SIZE = 16
 
 
 # group -> option name -> what it is: its unit, and what a caller sees past it
@@ -117,6 +129,10 @@ OPTIONS: dict[str, dict[str, str]] = {
         "latency_budget_ms": "milliseconds from audio to the interim that shows it (100-60000)",
         "silence_ms": "milliseconds of trailing silence that end an utterance",
         "max_utterance_ms": "milliseconds of speech before a final is forced (<= 30000)",
+        "final_beam_size": (
+            "beams searched for the final of an utterance whose interims were unsure (noise); "
+            "1 = greedy: quicker finals, less accurate on noisy audio (1-16)"
+        ),
     },
     "security": {
         "tls_cert": "PEM server certificate file; empty = plaintext",
@@ -185,6 +201,7 @@ class StreamSettings:
     word_times: bool
     word_confidence: bool
     profanity_filter: bool = False  # mask listed words (server/profanity.py)
+    final_beam_size: int = 5  # ServerConfig.final_beam_size
 
     @property
     def step_ms(self) -> int:

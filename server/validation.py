@@ -139,6 +139,7 @@ def streaming_settings(
         word_times=config.enable_word_time_offsets,
         word_confidence=config.enable_word_confidence,
         profanity_filter=config.profanity_filter,
+        final_beam_size=server.final_beam_size,
     )
 
 

@@ -217,3 +217,16 @@ def test_every_flag_of_every_subcommand_says_what_it_is():
     assert set(OPTIONS) == set(GROUPS)
     serve_help = subcommands.choices["serve"].format_help()
     assert all(f"\n{group}:" in serve_help for group in GROUPS), serve_help
+
+
+@pytest.mark.parametrize("beams", ["0", "17"])
+def test_a_final_beam_size_out_of_range_refuses_to_start(beams):
+    """--final-beam-size (ServerConfig.final_beam_size) is checked before the model loads."""
+    done = subprocess.run(
+        [sys.executable, "-m", "streamstt.client.cli", "serve", "--port", "0",
+         "--final-beam-size", beams],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"final_beam_size {beams} is outside 1-16" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -15,7 +15,7 @@ from streamstt.server.settings import StreamSettings
 from streamstt.server.stream import planning, steps
 from streamstt.server.stream.endpointing import END_PAD, PRE_ROLL, SpeechBegin
 from streamstt.server.stream.ingest import StreamingResampler
-from streamstt.server.stream.job import FINAL_BEAM_OPTIONS, FINAL_OPTIONS, Job
+from streamstt.server.stream.job import FINAL_OPTIONS, Job
 from streamstt.server.stream.state import StreamState
 from streamstt.server.stream.vad import VAD_FRAME, SileroVad
 from streamstt.v1 import asr_pb2
@@ -253,25 +253,25 @@ def test_a_final_that_changes_a_committed_word_is_decoded_again_with_it_given():
 
 
 def test_the_final_after_an_untrusted_interim_is_decoded_by_beam_search():
-    """Beam search costs a final ~140 ms: spent where the model was unsure of the audio (the
-    utterance's newest interim had hallucination signs, agreement.trustworthy), and only for
-    that utterance."""
+    """Beam search costs a final ~140 ms (8 s of audio): spent where the model was unsure of
+    the audio (the utterance's newest interim had hallucination signs,
+    agreement.trustworthy), only for that utterance, with the server's final_beam_size."""
     sure = _closed_after_committing_the_cat_sat()
-    assert not planning.next_job(sure).beam
+    assert planning.next_job(sure).beam_size == 1
     assert planning.next_job(sure).options is FINAL_OPTIONS
-    for trust, beam in (((True, False), True), ((False, True), False)):
-        state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
+    for trust, beams, size in (((True, False), 5, 5), ((False, True), 5, 1), ((True, False), 1, 1)):
+        state, _ = feed(StreamState(replace(SETTINGS, final_beam_size=beams)), [0.9] * 20)
         state, _ = feed(state, [0.9] * 20)
         job = planning.next_job(state)
         for text, trusted in zip(("the cat sat", "the cat sat on"), trust):
             state = steps.on_interim(state, job, words(text), trusted=trusted)
         state, _ = steps.close(state)
         final = planning.next_job(state)
-        assert final.final and final.beam is beam
-        assert final.options is (FINAL_BEAM_OPTIONS if beam else FINAL_OPTIONS)
+        assert final.final and final.beam_size == size
+        assert final.options.decoding.beam_size == size
+        assert (final.options is FINAL_OPTIONS) is (size == 1)
         state, _ = finalise(state, final, words("the cat sat on."))
         assert not state.words.doubted  # the next utterance starts afresh
-    assert FINAL_BEAM_OPTIONS.decoding.beam_size > 1
 
 
 def test_a_final_that_hears_a_committed_word_as_another_keeps_it_without_a_second_decode():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cache
 
 import numpy as np
 import torch
@@ -19,13 +20,17 @@ INTERIM_OPTIONS = TranscribeOptions(full_window=False, decoding=DecodingOptions(
 FINAL_OPTIONS = TranscribeOptions(
     full_window=True, decoding=DecodingOptions(timestamps=False), batch_invariant=True
 )
-# The final of an utterance whose interims the model was unsure of (agreement.trustworthy):
-# beam search of 5 (models.beam) cut the streamed finals' WER on noisy audio by ~3 points
-# (docs/accuracy.md); on clear speech it changed no word and costs ~140 ms a final.
-FINAL_BEAM_SIZE = 5
-FINAL_BEAM_OPTIONS = replace(
-    FINAL_OPTIONS, decoding=replace(FINAL_OPTIONS.decoding, beam_size=FINAL_BEAM_SIZE)
-)
+
+
+@cache
+def final_options(beam_size: int) -> TranscribeOptions:
+    """A final's options: beam search of `beam_size` (models.beam) for the final of an
+    utterance whose interims the model was unsure of (planning.final_job); on noisy audio
+    it cut the streamed finals' WER by several points (docs/accuracy.md), on clear speech
+    it changed no word and is not paid."""
+    if beam_size <= 1:
+        return FINAL_OPTIONS
+    return replace(FINAL_OPTIONS, decoding=replace(FINAL_OPTIONS.decoding, beam_size=beam_size))
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class Job:
     # replace its words for their audio, or it is decoded again with them given: a committed
     # word stays).
     keeps: int = 0
-    beam: bool = False  # a final decoded by beam search (FINAL_BEAM_OPTIONS)
+    beam_size: int = 1  # a final's beams (final_options); 1: greedy
 
     @property
     def first(self) -> int:
@@ -66,7 +71,7 @@ class Job:
     def options(self) -> TranscribeOptions:
         if not self.final:
             return INTERIM_OPTIONS
-        return FINAL_BEAM_OPTIONS if self.beam else FINAL_OPTIONS
+        return final_options(self.beam_size)
 
     def request(self, audio: np.ndarray) -> Request:
         """What the model is asked, given the window's samples."""

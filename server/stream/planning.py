@@ -108,9 +108,10 @@ def final_job(state: StreamState, start: int, end: int) -> Job:
     their audio (steps._splice) or, where one of its words straddles the last committed
     word's end, the final is decoded again with them as its given start (`constrain_final`,
     steps.take_final). Where the utterance's interims were unsure, it is decoded by beam
-    search (job.FINAL_BEAM_OPTIONS)."""
+    search (job.final_options)."""
     start = min(max(start, state.audio_start), end)
-    return replace(_final_job(state, start, end), beam=state.words.doubted)
+    beams = state.settings.final_beam_size if state.words.doubted else 1
+    return replace(_final_job(state, start, end), beam_size=beams)
 
 
 def _final_job(state: StreamState, start: int, end: int) -> Job:
@@ -164,7 +165,8 @@ def serves(early: Job, planned: Job) -> bool:
     if abs(early.end - planned.end) > END_PAD:
         return False
     return same_window(
-        replace(early, end=planned.end, keeps=planned.keeps, beam=planned.beam), planned
+        replace(early, end=planned.end, keeps=planned.keeps, beam_size=planned.beam_size),
+        planned,
     )
 
 
