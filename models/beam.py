@@ -37,92 +37,79 @@ class _Beam:
     loop: bool = False  # ended by the repetition-loop guard
 
 
-@torch.inference_mode()
-def beam_decode(
-    decoder: TextDecoder,
-    tokenizer: WhisperTokenizer,
-    filters: tuple[LogitFilter, ...],
-    options: DecodingOptions,
-    inputs: DecodeInputs,
-) -> list[DecodedSequence]:
-    """Each window of `inputs` by beam search of `options.beam_size` beams (drafts are not
-    used: they only speed up greedy decoding)."""
-    return [
-        _search(decoder, tokenizer, filters, options, inputs.select([i]), i)
-        for i in range(len(inputs.prompts))
-    ]
+@dataclass(frozen=True)
+class BeamSearch:
+    """What a search needs besides its windows: the text decoder whose kernels to use, the
+    tokenizer, the logit filters (greedy decoding's) and the options (`beam_size`)."""
 
+    decoder: TextDecoder
+    tokenizer: WhisperTokenizer
+    filters: tuple[LogitFilter, ...]
+    options: DecodingOptions
 
-def _search(
-    decoder: TextDecoder,
-    tokenizer: WhisperTokenizer,
-    filters: tuple[LogitFilter, ...],
-    options: DecodingOptions,
-    x: DecodeInputs,
-    item: int,
-) -> DecodedSequence:
-    """One window (`x` holds it alone; `item`: its place in the caller's batch)."""
-    device, dtype = x.features.device, x.features.dtype
-    prefix = x.prefixes[0]
-    opening = initial_tokens(tokenizer, x.prompts[0], options) + prefix
-    n_ctx = decoder.positional_embedding.shape[0]
-    cap = max(0, min(options.max_new_tokens, n_ctx - len(opening)))
-    cross_mask = None
-    if x.audio_positions is not None and bool((x.audio_positions < x.features.shape[1]).any()):
-        cross_mask = key_padding_mask(x.audio_positions.to(device), x.features.shape[1], dtype)
-    width = len(opening)
-    tokens = torch.tensor([opening], device=device)
-    positions = torch.arange(width, device=device)[None, :]
-    holes = torch.zeros((1, width), dtype=torch.bool, device=device)
-    audio_kv = x.cross_kv or decoder.cross_cache(x.features)
-    cache = KVCache([], audio_kv)
-    hidden, cache = decoder(tokens, positions, cache, block_mask(holes, width, dtype), cross_mask)
-    no_speech = no_speech_probs(decoder, tokenizer, options, hidden, [width], [prefix])[0]
-    given = prefix_logprobs(decoder, hidden, [prefix], [width])[0]
-    beams, finished = [_Beam((), (), 0.0)], []
-    hidden = hidden[:, -1:]
-    for step in range(cap):
-        logprobs = _next_logprobs(decoder, filters, options, hidden, prefix, beams, item)
-        beams, source, done = _extend(beams, logprobs, options, tokenizer.special.eot)
-        finished += done
-        if len(finished) >= options.beam_size or not beams or step + 1 == cap:
-            break
-        index = torch.tensor(source, device=device)
-        self_kv = [(k[index], v[index]) for k, v in cache.self_kv]
-        cache = KVCache(self_kv, audio_kv)  # the beams share the window's audio keys
-        fed = torch.tensor([[b.tokens[-1]] for b in beams], device=device)
-        at = torch.full((len(beams), 1), width + step, device=device)
-        hidden, cache = decoder(fed, at, cache, None, cross_mask)
-    best = _best(finished or beams)
-    return DecodedSequence(
-        [*prefix, *best.tokens],
-        [*given, *best.logprobs],
-        no_speech,
-        ended=best in finished and not best.loop,
-        repetition_loop=best.loop,
-        temperature=options.temperature,
-    )
+    def decode(self, inputs: DecodeInputs) -> list[DecodedSequence]:
+        """Each window of `inputs` by beam search of `options.beam_size` beams (drafts are
+        not used: they only speed up greedy decoding). Called under torch.inference_mode
+        (the transcriber's model stage)."""
+        return [self._search(inputs.select([i]), i) for i in range(len(inputs.prompts))]
 
+    def _search(self, x: DecodeInputs, item: int) -> DecodedSequence:
+        """One window (`x` holds it alone; `item`: its place in the caller's batch)."""
+        decoder, options = self.decoder, self.options
+        device, dtype = x.features.device, x.features.dtype
+        prefix = x.prefixes[0]
+        opening = initial_tokens(self.tokenizer, x.prompts[0], options) + prefix
+        n_ctx = decoder.positional_embedding.shape[0]
+        cap = max(0, min(options.max_new_tokens, n_ctx - len(opening)))
+        cross_mask = None
+        if x.audio_positions is not None and bool((x.audio_positions < x.features.shape[1]).any()):
+            cross_mask = key_padding_mask(x.audio_positions.to(device), x.features.shape[1], dtype)
+        width = len(opening)
+        tokens = torch.tensor([opening], device=device)
+        positions = torch.arange(width, device=device)[None, :]
+        holes = torch.zeros((1, width), dtype=torch.bool, device=device)
+        audio_kv = x.cross_kv or decoder.cross_cache(x.features)
+        mask = block_mask(holes, width, dtype)
+        hidden, cache = decoder(tokens, positions, KVCache([], audio_kv), mask, cross_mask)
+        no_speech = no_speech_probs(decoder, self.tokenizer, options, hidden, [width], [prefix])
+        given = prefix_logprobs(decoder, hidden, [prefix], [width])[0]
+        beams, finished = [_Beam((), (), 0.0)], []
+        hidden = hidden[:, -1:]
+        for step in range(cap):
+            logprobs = self._next_logprobs(hidden, prefix, beams, item)
+            beams, source, done = _extend(beams, logprobs, options, self.tokenizer.special.eot)
+            finished += done
+            if len(finished) >= options.beam_size or not beams or step + 1 == cap:
+                break
+            index = torch.tensor(source, device=device)
+            self_kv = [(k[index], v[index]) for k, v in cache.self_kv]
+            cache = KVCache(self_kv, audio_kv)  # the beams share the window's audio keys
+            fed = torch.tensor([[b.tokens[-1]] for b in beams], device=device)
+            at = torch.full((len(beams), 1), width + step, device=device)
+            hidden, cache = decoder(fed, at, cache, None, cross_mask)
+        best = _best(finished or beams)
+        return DecodedSequence(
+            [*prefix, *best.tokens],
+            [*given, *best.logprobs],
+            no_speech[0],
+            ended=best in finished and not best.loop,
+            repetition_loop=best.loop,
+            temperature=options.temperature,
+        )
 
-def _next_logprobs(
-    decoder: TextDecoder,
-    filters: tuple[LogitFilter, ...],
-    options: DecodingOptions,
-    hidden: Tensor,
-    prefix: list[int],
-    beams: list[_Beam],
-    item: int,
-) -> Tensor:
-    """(beams, vocabulary) log-probabilities of each beam's next token, after the filters.
-    From the quicker logits (`TextDecoder.pick_logits`: the likely tokens exact, the rest
-    approximate) when every candidate a beam offers was exact there."""
-    rows = [[*prefix, *b.tokens] for b in beams], [item] * len(beams)
-    logits, exact = decoder.pick_logits(hidden)
-    logprobs = _filtered(logits[:, 0], filters, rows)
-    offered = logprobs.topk(options.beam_size + 1, dim=-1).indices
-    if all(exact(offered[:, j]) for j in range(offered.shape[1])):
-        return logprobs
-    return _filtered(decoder.logits(hidden)[:, 0], filters, rows)
+    def _next_logprobs(
+        self, hidden: Tensor, prefix: list[int], beams: list[_Beam], item: int
+    ) -> Tensor:
+        """(beams, vocabulary) log-probabilities of each beam's next token, after the
+        filters. From the quicker logits (`TextDecoder.pick_logits`: the likely tokens exact,
+        the rest approximate) when every candidate a beam offers was exact there."""
+        rows = [[*prefix, *b.tokens] for b in beams], [item] * len(beams)
+        logits, exact = self.decoder.pick_logits(hidden)
+        logprobs = _filtered(logits[:, 0], self.filters, rows)
+        offered = logprobs.topk(self.options.beam_size + 1, dim=-1).indices
+        if all(exact(offered[:, j]) for j in range(offered.shape[1])):
+            return logprobs
+        return _filtered(self.decoder.logits(hidden)[:, 0], self.filters, rows)
 
 
 def _filtered(

@@ -19,7 +19,7 @@ from torch import Tensor
 from . import loading
 from .alignment import Word, align_batch
 from .audio import HOP_LENGTH, N_FRAMES, encoder_frames_for, pad_features, window_features
-from .beam import beam_decode
+from .beam import BeamSearch
 from .decoding import (
     DecodedSequence,
     DecodeInputs,
@@ -181,10 +181,9 @@ class Transcriber:
         if any(hotwords):
             # first: the timestamp grammar must see the biased logits
             filters = (PhraseBias(hotwords), *filters)
-        search = (
-            beam_decode if decoding.beam_size > 1 and decoding.temperature <= 0 else greedy_decode
-        )
-        return search(decoder, self.tokenizer, filters, decoding, inputs)
+        if decoding.beam_size > 1 and decoding.temperature <= 0:
+            return BeamSearch(decoder, self.tokenizer, filters, decoding).decode(inputs)
+        return greedy_decode(decoder, self.tokenizer, filters, decoding, inputs)
 
     def _to_device(
         self, batch: Tensor
