@@ -26,7 +26,7 @@ from .decoding import (
     prefix_logprobs,
 )
 from .tokenizer import WhisperTokenizer
-from .whisper import KVCache, TextDecoder, key_padding_mask
+from .whisper import KVCache, TextDecoder
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,7 @@ class BeamSearch:
         opening = initial_tokens(self.tokenizer, x.prompts[0], options) + prefix
         n_ctx = decoder.positional_embedding.shape[0]
         cap = max(0, min(options.max_new_tokens, n_ctx - len(opening)))
-        cross_mask = None
-        if x.audio_positions is not None and bool((x.audio_positions < x.features.shape[1]).any()):
-            cross_mask = key_padding_mask(x.audio_positions.to(device), x.features.shape[1], dtype)
+        cross_mask = x.audio_mask()
         width = len(opening)
         tokens = torch.tensor([opening], device=device)
         positions = torch.arange(width, device=device)[None, :]
@@ -76,8 +74,8 @@ class BeamSearch:
         beams, finished = [_Beam((), (), 0.0)], []
         hidden = hidden[:, -1:]
         for step in range(cap):
-            logprobs = self._next_logprobs(hidden, prefix, beams, item)
-            beams, source, done = _extend(beams, logprobs, options, self.tokenizer.special.eot)
+            offered = self._offered(hidden, prefix, beams, item)
+            beams, source, done = _extend(beams, offered, options, self.tokenizer.special.eot)
             finished += done
             if len(finished) >= options.beam_size or not beams or step + 1 == cap:
                 break
@@ -97,19 +95,21 @@ class BeamSearch:
             temperature=options.temperature,
         )
 
-    def _next_logprobs(
+    def _offered(
         self, hidden: Tensor, prefix: list[int], beams: list[_Beam], item: int
-    ) -> Tensor:
-        """(beams, vocabulary) log-probabilities of each beam's next token, after the
-        filters. From the quicker logits (`TextDecoder.pick_logits`: the likely tokens exact,
-        the rest approximate) when every candidate a beam offers was exact there."""
+    ) -> tuple[Tensor, Tensor]:
+        """Each beam's `beam_size + 1` best next tokens after the filters: their
+        log-probabilities and ids, (beams, beam_size + 1) each. From the quicker logits
+        (`TextDecoder.pick_logits`: the likely tokens exact, the rest approximate) when every
+        token offered was exact there."""
         rows = [[*prefix, *b.tokens] for b in beams], [item] * len(beams)
+        count = self.options.beam_size + 1
         logits, exact = self.decoder.pick_logits(hidden)
-        logprobs = _filtered(logits[:, 0], self.filters, rows)
-        offered = logprobs.topk(self.options.beam_size + 1, dim=-1).indices
-        if all(exact(offered[:, j]) for j in range(offered.shape[1])):
-            return logprobs
-        return _filtered(self.decoder.logits(hidden)[:, 0], self.filters, rows)
+        top = _filtered(logits[:, 0], self.filters, rows).topk(count, dim=-1)
+        if all(exact(top.indices[:, j]) for j in range(count)):
+            return top.values, top.indices
+        top = _filtered(self.decoder.logits(hidden)[:, 0], self.filters, rows).topk(count, dim=-1)
+        return top.values, top.indices
 
 
 def _filtered(
@@ -122,12 +122,13 @@ def _filtered(
 
 
 def _extend(
-    beams: list[_Beam], logprobs: Tensor, options: DecodingOptions, eot: int
+    beams: list[_Beam], offered: tuple[Tensor, Tensor], options: DecodingOptions, eot: int
 ) -> tuple[list[_Beam], list[int], list[_Beam]]:
     """The next beams (best first), the beam each came from, and the sequences that finished
-    among the candidates ranked above the last kept beam (Whisper's rule)."""
+    among the candidates ranked above the last kept beam (Whisper's rule); `offered`: each
+    beam's best next tokens (log-probabilities, ids)."""
     size = options.beam_size
-    top, ids = logprobs.topk(min(size + 1, logprobs.shape[-1]), dim=-1)
+    top, ids = offered
     candidates = []
     for k, beam in enumerate(beams):
         for logprob, token in zip(top[k].tolist(), ids[k].tolist()):

@@ -236,6 +236,14 @@ class DecodeInputs:
     drafts: list[list[int]]
     cross_kv: list[tuple[Tensor, Tensor]] | None = None
 
+    def audio_mask(self) -> Tensor | None:
+        """The cross-attention mask that hides each item's padded encoder positions (None
+        when every position is real audio)."""
+        x, positions = self.features, self.audio_positions
+        if positions is None or not bool((positions < x.shape[1]).any()):
+            return None
+        return key_padding_mask(positions.to(x.device), x.shape[1], x.dtype)
+
     def select(self, items: list[int]) -> DecodeInputs:
         """The inputs of some of the batch's items (a fallback decodes only those again)."""
         index = torch.tensor(items, device=self.features.device)
@@ -314,9 +322,7 @@ def _first_pass(
     tokens, pads = _left_pad([o + g for o, g in zip(openings, guesses)], tokenizer.special.eot)
     tokens, pads = tokens.to(device), pads.to(device)
     batch, width = tokens.shape
-    cross_mask = None
-    if x.audio_positions is not None and bool((x.audio_positions < x.features.shape[1]).any()):
-        cross_mask = key_padding_mask(x.audio_positions.to(device), x.features.shape[1], dtype)
+    cross_mask = x.audio_mask()
     holes = torch.arange(width, device=device)[None, :] < pads[:, None]
     mask = block_mask(holes, width, dtype)
     diagonal = torch.arange(width, device=device)  # a padding query would see no key at all

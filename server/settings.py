@@ -69,8 +69,8 @@ class ServerConfig:
             )
 
 
-# Beams of a final decode: each costs about a greedy step more per token (5: ~140 ms more
-# for a final of 8 s, ~600 ms for one of 18 s on 2 cores: docs/accuracy.md)
+# Beams of a final decode: more beams, a longer final (5 beams on 2 cores: ~140 ms more for
+# a final of 8 s, ~600 ms for one of 18 s: docs/accuracy.md)
 MAX_FINAL_BEAM_SIZE = 16
 
 

@@ -67,7 +67,7 @@ def test_a_beam_keeps_its_best_continuations_and_finishes_at_the_end_of_text():
     logprobs = torch.full((2, 10), -20.0)
     logprobs[0, [3, eot, 4]] = torch.tensor([-0.2, -0.3, -2.0])
     logprobs[1, [5, eot]] = torch.tensor([-0.05, -3.0])
-    kept, source, done = _extend(beams, logprobs, options, eot)
+    kept, source, done = _extend(beams, logprobs.topk(3, dim=-1), options, eot)
     assert [b.tokens for b in kept] == [(1, 3), (2, 5)] and source == [0, 1]
     assert [(b.tokens, round(b.score, 2)) for b in done] == [((1,), -0.4)]
     # per token: -0.4 for the finished one, -0.15 and -0.275 for the others
