@@ -62,8 +62,15 @@ def _response(event: Final | Interim) -> latency.Response:
     return latency.Response(event.progress.received_s, (committed, tentative))
 
 
-async def replay(model: Transcriber, vad: SileroVad, audio: np.ndarray) -> latency.StreamTimeline:
-    """One stream of `audio` (16 kHz float) through a session; its finals and interims."""
+async def replay(
+    model: Transcriber,
+    vad: SileroVad,
+    audio: np.ndarray,
+    hotwords: tuple[tuple[str, float], ...] = (),
+    phrases: str = "",
+) -> latency.StreamTimeline:
+    """One stream of `audio` (16 kHz float) through a session; its finals and interims.
+    `phrases`: the stream's phrase hints (prompt), `hotwords`: boosted phrases."""
     responses: list[latency.Response] = []
 
     async def at_once(fn, *args):
@@ -75,7 +82,7 @@ async def replay(model: Transcriber, vad: SileroVad, audio: np.ndarray) -> laten
 
     session = StreamSession(
         _settings(), Outbox(1 << 30, 1e9), prefetch=at_once, vad=vad, notify=lambda: None,
-        max_samples=1 << 40, on_event=record,
+        max_samples=1 << 40, on_event=record, phrases=phrases, hotwords=hotwords,
     )  # fmt: skip
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
     for start in range(0, len(pcm), 2 * CHUNK_SAMPLES):

@@ -124,33 +124,43 @@ class SuppressBlank:
             logits[rows, self.tokens.to(logits.device)[None, :]] = NEG_INF
 
 
-# A phrase's first token is often a short, common one (" L" of " Llanelli"): boosted in
-# full everywhere, it turns other words into it.
-FIRST_TOKEN_SHARE = 0.25
+# A phrase's boost is the log-odds the whole phrase gains, spread over its tokens by their
+# share of its letters: a one-letter first token (" Z" of " Zeebrugge") then gains little
+# where it would turn other words into the phrase, and once such a token is out, the rest of
+# the phrase is not forced against the audio. No token carries more than half the boost: a
+# one-token phrase would gain all of it at one step, wherever it could stand (docs/accuracy.md).
+MAX_TOKEN_SHARE = 0.5
+
+
+def spread_boost(boost: float, letters: list[int]) -> list[float]:
+    """Each token's part of a phrase's `boost`, given how many letters each token spells."""
+    counts = [max(1, n) for n in letters]
+    total = sum(counts)
+    return [boost * min(MAX_TOKEN_SHARE, n / total) for n in counts]
 
 
 class PhraseBias:
-    """Hotword boosting: `boost` is added to the logit of each phrase's next token, where
-    the text so far ends with the phrase's first tokens (the whole boost), or to its first
-    token anywhere else (a quarter of it: FIRST_TOKEN_SHARE). Per item:
-    its phrases as token ids (with their leading space, as Whisper spells a word) and boosts."""
+    """Hotword boosting: a phrase's next token gains its part of the phrase's boost
+    (spread_boost) where the text so far ends with the phrase's first tokens, and its first
+    token gains its part anywhere else. Per item: its phrases as token ids (with their
+    leading space, as Whisper spells a word) and each token's part of the boost."""
 
-    def __init__(self, phrases: list[list[tuple[list[int], float]]]) -> None:
+    def __init__(self, phrases: list[list[tuple[list[int], list[float]]]]) -> None:
         self.phrases = phrases
 
     def apply(self, logits: Tensor, sampled: list[list[int]], items: list[int]) -> None:
         for row, (seq, item) in enumerate(zip(sampled, items)):
-            for phrase, boost in self.phrases[item]:
-                token, share = _next_phrase_token(seq, phrase)
-                logits[row, token] += boost * share
+            for phrase, parts in self.phrases[item]:
+                k = _next_phrase_index(seq, phrase)
+                logits[row, phrase[k]] += parts[k]
 
 
-def _next_phrase_token(seq: list[int], phrase: list[int]) -> tuple[int, float]:
-    """The phrase's token that would continue `seq`, and the share of the boost it gets."""
+def _next_phrase_index(seq: list[int], phrase: list[int]) -> int:
+    """Where in `phrase` the token that would continue `seq` is (0: its first token)."""
     for m in range(min(len(phrase) - 1, len(seq)), 0, -1):
         if seq[-m:] == phrase[:m]:
-            return phrase[m], 1.0
-    return phrase[0], FIRST_TOKEN_SHARE
+            return m
+    return 0
 
 
 class TimestampRules:

@@ -28,6 +28,7 @@ from .decoding import (
     PhraseBias,
     greedy_decode,
     logit_filters,
+    spread_boost,
 )
 from .fallback import decode_with_fallback
 from .longform import transcribe_long
@@ -56,8 +57,8 @@ class PreparedBatch:
     prefixes: list[list[int]]
     drafts: list[list[int]]
     offsets: list[float]
-    # per item: each boosted phrase's tokens and boost (decoding.PhraseBias)
-    hotwords: list[list[tuple[list[int], float]]] = field(default_factory=list)
+    # per item: each boosted phrase's tokens and their parts of its boost (decoding.PhraseBias)
+    hotwords: list[list[tuple[list[int], list[float]]]] = field(default_factory=list)
     ready: torch.cuda.Event | None = None  # CUDA: set when the host-to-device copy has ended
     copy_started: torch.cuda.Event | None = None  # CUDA: when the copy began (profiling)
 
@@ -231,10 +232,16 @@ class Transcriber:
 
 def _spelled_hotwords(
     tokenizer: WhisperTokenizer, request: Request
-) -> list[tuple[list[int], float]]:
-    """The request's boosted phrases as the tokens they are spelled with, and their boosts."""
-    spelled = [(tokenizer.encode_text(" " + p.strip()), b) for p, b in request.hotwords]
-    return [(tokens, boost) for tokens, boost in spelled if tokens and boost > 0]
+) -> list[tuple[list[int], list[float]]]:
+    """The request's boosted phrases as the tokens they are spelled with, and each token's
+    part of its phrase's boost (decoding.spread_boost)."""
+    spelled = []
+    for phrase, boost in request.hotwords:
+        tokens = tokenizer.encode_text(" " + phrase.strip())
+        if tokens and boost > 0:
+            letters = [len(tokenizer.decode([t]).strip()) for t in tokens]
+            spelled.append((tokens, spread_boost(boost, letters)))
+    return spelled
 
 
 def _features(request: Request, options: TranscribeOptions, n_mels: int) -> Tensor:

@@ -20,7 +20,12 @@ from streamstt.models.audio import (
     recording_features,
 )
 from streamstt.models.checkpoints import ModelLoadError
-from streamstt.models.decoding import DecodingOptions, find_repetition_loop
+from streamstt.models.decoding import (
+    DecodingOptions,
+    PhraseBias,
+    find_repetition_loop,
+    spread_boost,
+)
 from streamstt.models.shortlist import SHORTLIST, ShortlistProjection
 from streamstt.models.transcriber import Request, TranscribeOptions, Transcriber
 from streamstt.models.whisper import attention, key_padding_mask
@@ -48,6 +53,24 @@ def test_tokens_equal_faster_whisper(transcriber_fp32, beam_size):
         theirs = _deduplicated([t for s in segments for t in s.tokens])
         ours = transcriber_fp32.transcribe(torch.from_numpy(load_clip(name)), options).tokens
         assert _deduplicated(ours) == theirs, name
+
+
+def test_a_phrase_boost_is_spread_over_its_tokens_by_their_letters():
+    """ " Zeebrugge" is " Z" "ee" "b" "rug" "ge": its one-letter first token gains a ninth of
+    the boost wherever it could start the phrase (not enough to turn " Zhan" into it), the
+    next tokens their shares once the text ends with the phrase's start; no token gains more
+    than half the boost (a one-token phrase)."""
+    parts = spread_boost(9.0, [1, 2, 1, 3, 2])
+    assert parts == [1.0, 2.0, 1.0, 3.0, 2.0]
+    assert spread_boost(8.0, [6]) == [4.0]
+    phrase = [10, 11, 12, 13, 14]
+    logits = torch.zeros(3, 20)
+    PhraseBias([[(phrase, parts)]]).apply(
+        logits, [[5], [5, 10, 11], [10, 11, 12, 13, 14]], [0, 0, 0]
+    )
+    assert logits[0].nonzero().flatten().tolist() == [10] and logits[0, 10] == 1.0
+    assert logits[1].nonzero().flatten().tolist() == [12] and logits[1, 12] == 1.0
+    assert logits[2].nonzero().flatten().tolist() == [10]  # complete: it may start again
 
 
 def _deduplicated(tokens: list[int]) -> list[int]:

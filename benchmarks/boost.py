@@ -1,0 +1,69 @@
+"""Phrase boost (SpeechContext.boost) on a recording of rare names: how many of the phrases
+the transcript has (recall) and its WER, offline (`Transcriber.transcribe`, as Recognize)
+and streamed in virtual time (`benchmarks/replay.py`: a real session, decodes at once) at
+each boost. The phrases are the prompt at every boost, as the server gives them.
+
+    python benchmarks/boost.py [--boosts 0,4,8,12,20] [--file tests/data/rare_terms.wav]
+        [--phrases "Okonkwo,Llanelli,..."]
+
+A recall bought by boosting shows in the WER too: a phrase put where it was not said (or a
+list of phrases in place of speech) raises it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+
+from replay import replay
+
+from streamstt.client.bench.latency import final_transcript, word_error_rate
+from streamstt.models.audio import decode_audio
+from streamstt.models.options import OFFLINE_OPTIONS
+from streamstt.models.transcriber import Transcriber
+from streamstt.server.stream.vad import SileroVad
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+RARE_TERMS = (
+    "Okonkwo,Llanelli,Siobhan,Nguyen,Kubernetes,Zeebrugge,Pfizer,Saoirse,quinoa,Oaxaca,Reykjavik"
+)
+
+
+def recall(text: str, phrases: list[str]) -> int:
+    """How many of the phrases `text` holds as whole words."""
+    return sum(bool(re.search(rf"\b{re.escape(p)}\b", text, re.IGNORECASE)) for p in phrases)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--file", type=Path, default=DATA / "rare_terms.wav")
+    parser.add_argument("--phrases", default=RARE_TERMS, help="comma-separated")
+    parser.add_argument("--boosts", default="0,4,8,12,20")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    phrases = args.phrases.split(",")
+    reference = args.file.with_suffix(".txt").read_text()
+    model, vad = Transcriber.load(device="cpu"), SileroVad()
+    audio = decode_audio(args.file)
+    for boost in (float(b) for b in args.boosts.split(",")):
+        hot = tuple((p, boost) for p in phrases) if boost > 0 else ()
+        offline = model.transcribe(audio, OFFLINE_OPTIONS, ", ".join(phrases), hot).text
+        timeline = asyncio.run(replay(model, vad, audio.numpy(), hot, ", ".join(phrases)))
+        streamed = final_transcript(timeline)
+        row = {"boost": boost}
+        for kind, text in (("offline", offline), ("streamed", streamed)):
+            wer = 100 * word_error_rate([reference], [text])
+            row[kind] = {"recall": recall(text, phrases), "wer": round(wer, 1), "text": text}
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
