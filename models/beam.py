@@ -93,7 +93,6 @@ class BeamSearch:
             ended=best in finished and not best.loop,
             repetition_loop=best.loop,
             temperature=options.temperature,
-            given=len(prefix),
         )
 
     def _offered(

@@ -66,22 +66,16 @@ def _verify_options(options: DecodingOptions) -> None:
 
 @dataclass
 class DecodedSequence:
-    tokens: list[int]  # the given prefix, then the sampled tokens; without <|endoftext|>
-    token_logprobs: list[float]  # log-probability of each token
+    tokens: list[int]  # sampled tokens, text and timestamps, without <|endoftext|>
+    token_logprobs: list[float]  # log-probability of each sampled token
     no_speech_prob: float  # probability of <|nospeech|> at the start of the transcript
     ended: bool  # reached <|endoftext|> (False: hit a guard or the length limit)
     repetition_loop: bool  # the loop guard cut a repeated tail
     temperature: float = 0.0  # of the decode that produced it (models.fallback)
-    given: int = 0  # leading tokens that were given (the prefix), not sampled
 
     @property
     def avg_logprob(self) -> float:
-        """Over the sampled tokens, as Whisper judges a decode: a given prefix (committed or
-        left-context words) is not the decode's own choice, and the words of a left context
-        whose audio the window cuts into are unlikely, which made sure decodes look unsure
-        (docs/accuracy.md, "Average log-probability of the sampled tokens")."""
-        sampled = self.token_logprobs[self.given :]
-        return sum(sampled) / max(1, len(sampled))
+        return sum(self.token_logprobs) / max(1, len(self.token_logprobs))
 
 
 def find_repetition_loop(tokens: list[int], options: DecodingOptions) -> int | None:
@@ -351,13 +345,7 @@ def _first_pass(
     given = prefix_logprobs(decoder, hidden, x.prefixes, ends)
     results = [
         DecodedSequence(
-            list(x.prefixes[i]),
-            given[i],
-            no_speech[i],
-            False,
-            False,
-            options.temperature,
-            given=len(x.prefixes[i]),
+            list(x.prefixes[i]), given[i], no_speech[i], False, False, options.temperature
         )
         for i in range(batch)
     ]

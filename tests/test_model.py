@@ -21,7 +21,6 @@ from streamstt.models.audio import (
 )
 from streamstt.models.checkpoints import ModelLoadError
 from streamstt.models.decoding import (
-    DecodedSequence,
     DecodingOptions,
     PhraseBias,
     find_repetition_loop,
@@ -54,14 +53,6 @@ def test_tokens_equal_faster_whisper(transcriber_fp32, beam_size):
         theirs = _deduplicated([t for s in segments for t in s.tokens])
         ours = transcriber_fp32.transcribe(torch.from_numpy(load_clip(name)), options).tokens
         assert _deduplicated(ours) == theirs, name
-
-
-def test_the_average_log_probability_is_that_of_the_sampled_tokens():
-    """A given prefix is not the decode's choice: Whisper averages what it sampled."""
-    seq = DecodedSequence([1, 2, 3, 4], [-3.0, -3.0, -0.2, -0.4], 0.1, True, False, given=2)
-    assert seq.avg_logprob == pytest.approx(-0.3)
-    assert DecodedSequence([1, 2], [-3.0, -3.0], 0.1, True, False, given=2).avg_logprob == 0.0
-    assert DecodedSequence([1, 2], [-1.0, -2.0], 0.1, True, False).avg_logprob == -1.5
 
 
 def test_a_phrase_boost_is_spread_over_its_tokens_by_their_letters():
