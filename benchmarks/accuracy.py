@@ -3,14 +3,16 @@ same tiny.en weights (tests/data/hard/: noise, babble, telephony, reverberation,
 
     python benchmarks/accuracy.py [--threads 2] [--json out.json] [--markdown out.md]
         [--only 'ours auto,faster-whisper int8'] [--fixtures read_white10,read_clean]
-        [--streamed]
+        [--streamed [--streamed-runs 3]]
 
 Each configuration runs in its own subprocess (its own load and precision calibration) and
 transcribes every fixture once after a short warm-up; the wall time is that one pass.
 streamstt offline is `streamstt transcribe` (30 s windows); faster-whisper runs its own
 defaults (temperature fallback, previous-text conditioning) with beam 1 or 5 and no VAD.
 `--streamed` also streams each fixture alone at real time through a spawned server
-(`streamstt bench --spawn` machinery) and scores the finals: slow, about 8 minutes.
+(`streamstt bench --spawn` machinery) and scores the finals: slow, about 8 minutes a run.
+Where the decodes land in real time changes a word or two between runs (several points on
+the noisy fixtures): `--streamed-runs N` streams N times and adds a column of their median.
 faster-whisper is a benchmark/test dependency only: it is imported where it is used.
 """
 
@@ -148,6 +150,20 @@ def score(results: dict) -> None:
             item["wer"] = round(word_error_rate([reference], [item["text"]]) or 0.0, 4)
 
 
+def median_run(runs: list[dict]) -> dict:
+    """Per fixture, the median WER and wall time of several scored runs."""
+    from statistics import median
+
+    fixtures = runs[0]["fixtures"]
+    return {
+        "plan": runs[0]["plan"],
+        "fixtures": {
+            name: {key: median(r["fixtures"][name][key] for r in runs) for key in ("wer", "wall_s")}
+            for name in fixtures
+        },
+    }
+
+
 def markdown(results: dict) -> str:
     """Rows: fixtures; columns: configurations; WER in %, then wall time and its ratio."""
     names = list(results)
@@ -220,6 +236,7 @@ def main() -> int:
         help="also run streamstt offline with one difference off (ours_options)",
     )
     parser.add_argument("--streamed", action="store_true", help="also stream at real time")
+    parser.add_argument("--streamed-runs", type=int, default=1, help="real-time runs (median)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     fixtures = [f for f in args.fixtures.split(",") if f]
@@ -235,9 +252,12 @@ def main() -> int:
         if name in wanted and (result := run_config(name, worker, args.threads, fixtures)):
             results[name] = result
             print(f"{name}: done ({result['plan']})", file=sys.stderr, flush=True)
-    if args.streamed:
-        results["ours streamed"] = run_streamed(args.threads, fixtures, Path("bench-out/accuracy"))
+    runs = [f"ours streamed {k + 1}" if k else "ours streamed" for k in range(args.streamed_runs)]
+    for name in runs if args.streamed else []:
+        results[name] = run_streamed(args.threads, fixtures, Path("bench-out/accuracy"))
     score(results)
+    if args.streamed and len(runs) > 1:
+        results["ours streamed median"] = median_run([results[n] for n in runs])
     table = markdown(results)
     print(table)
     if args.markdown:
