@@ -252,11 +252,12 @@ def main() -> int:
         if name in wanted and (result := run_config(name, worker, args.threads, fixtures)):
             results[name] = result
             print(f"{name}: done ({result['plan']})", file=sys.stderr, flush=True)
-    runs = [f"ours streamed {k + 1}" if k else "ours streamed" for k in range(args.streamed_runs)]
-    for name in runs if args.streamed else []:
+    count = args.streamed_runs if args.streamed else 0
+    runs = [f"ours streamed {k + 1}" if k else "ours streamed" for k in range(count)]
+    for name in runs:
         results[name] = run_streamed(args.threads, fixtures, Path("bench-out/accuracy"))
     score(results)
-    if args.streamed and len(runs) > 1:
+    if len(runs) > 1:
         results["ours streamed median"] = median_run([results[n] for n in runs])
     table = markdown(results)
     print(table)

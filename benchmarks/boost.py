@@ -49,13 +49,14 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     phrases = args.phrases.split(",")
+    prompt = ", ".join(phrases)  # the server's prompt of the hints (validation.phrases)
     reference = args.file.with_suffix(".txt").read_text()
     model, vad = Transcriber.load(device="cpu"), SileroVad()
     audio = decode_audio(args.file)
     for boost in (float(b) for b in args.boosts.split(",")):
         hot = tuple((p, boost) for p in phrases) if boost > 0 else ()
-        offline = model.transcribe(audio, OFFLINE_OPTIONS, ", ".join(phrases), hot).text
-        timeline = asyncio.run(replay(model, vad, audio.numpy(), hot, ", ".join(phrases)))
+        offline = model.transcribe(audio, OFFLINE_OPTIONS, prompt, hot).text
+        timeline = asyncio.run(replay(model, vad, audio.numpy(), hot, prompt))
         streamed = final_transcript(timeline)
         row = {"boost": boost}
         for kind, text in (("offline", offline), ("streamed", streamed)):

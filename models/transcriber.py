@@ -113,7 +113,7 @@ class Transcriber:
             prefixes=[self.tokenizer.encode_text(r.prefix) for r in requests],
             drafts=[self.tokenizer.encode_text(r.draft) for r in requests],
             offsets=[r.offset_s for r in requests],
-            hotwords=[_spelled_hotwords(self.tokenizer, r) for r in requests],
+            hotwords=[_spelled_hotwords(self.tokenizer, r.hotwords) for r in requests],
             ready=ready,
             copy_started=copy_started,
         )
@@ -231,20 +231,14 @@ class Transcriber:
         return self._filters[options]
 
 
-def _spelled_hotwords(
-    tokenizer: WhisperTokenizer, request: Request
-) -> list[tuple[list[int], list[float]]]:
-    """The request's boosted phrases as the tokens they are spelled with, and each token's
-    part of its phrase's boost (decoding.spread_boost)."""
-    return _spelled(tokenizer, request.hotwords) if request.hotwords else []
-
-
 # A stream asks with the same phrases at every decode (100 of them took ~3 ms to spell);
 # the lists are only read (decoding.PhraseBias).
 @lru_cache(maxsize=256)
-def _spelled(
+def _spelled_hotwords(
     tokenizer: WhisperTokenizer, hotwords: tuple[tuple[str, float], ...]
 ) -> list[tuple[list[int], list[float]]]:
+    """Boosted phrases (Request.hotwords) as the tokens they are spelled with, and each
+    token's part of its phrase's boost (decoding.spread_boost)."""
     spelled = []
     for phrase, boost in hotwords:
         tokens = tokenizer.encode_text(" " + phrase.strip())
