@@ -4,7 +4,7 @@ and streamed in virtual time (`benchmarks/replay.py`: a real session, decodes at
 each boost. The phrases are the prompt at every boost, as the server gives them.
 
     python benchmarks/boost.py [--boosts 0,4,8,12,20] [--file tests/data/rare_terms.wav]
-        [--phrases "Okonkwo,Llanelli,..."]
+        [--phrases "Okonkwo,Llanelli,..."] (default: tests/data/rare_terms.phrases)
 
 A recall bought by boosting shows in the WER too: a phrase put where it was not said (or a
 list of phrases in place of speech) raises it.
@@ -15,27 +15,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 from pathlib import Path
 
 from replay import replay
 
-from streamstt.client.bench.latency import final_transcript, word_error_rate
+from streamstt.client.bench.latency import final_transcript, phrase_recall, word_error_rate
 from streamstt.models.audio import decode_audio
 from streamstt.models.options import OFFLINE_OPTIONS
 from streamstt.models.transcriber import Transcriber
 from streamstt.server.stream.vad import SileroVad
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
-RARE_TERMS = (
-    "Okonkwo,Llanelli,Siobhan,Nguyen,Kubernetes,Zeebrugge,Pfizer,Saoirse,quinoa,Oaxaca,Reykjavik"
-)
-
-
-def recall(text: str, phrases: list[str]) -> int:
-    """How many of the phrases `text` holds as whole words."""
-    return sum(bool(re.search(rf"\b{re.escape(p)}\b", text, re.IGNORECASE)) for p in phrases)
+RARE_TERMS = ",".join((DATA / "rare_terms.phrases").read_text().splitlines())  # one a line
 
 
 def main() -> int:
@@ -61,7 +53,7 @@ def main() -> int:
         row = {"boost": boost}
         for kind, text in (("offline", offline), ("streamed", streamed)):
             wer = 100 * word_error_rate([reference], [text])
-            row[kind] = {"recall": recall(text, phrases), "wer": round(wer, 1), "text": text}
+            row[kind] = {"recall": phrase_recall(text, phrases), "wer": round(wer, 1), "text": text}
         print(json.dumps(row), flush=True)
     return 0
 

@@ -256,6 +256,12 @@ def test_wer_normalises_and_skips_empty_references():
     assert latency.word_error_rate([""], ["noise"]) is None
 
 
+def test_phrase_recall_counts_whole_words_in_any_case():
+    text = "Doctor okonkwo met Nguyens in Oaxaca."
+    assert latency.phrase_recall(text, ["Okonkwo", "Nguyen", "Oaxaca", "Pfizer"]) == 2
+    assert latency.phrase_recall("a C++ talk on C#", ["C++", "C#", "Java"]) == 2
+
+
 def test_paired_wer_scores_only_the_streams_every_system_completed():
     def stream(index, file, transcript, error=None):
         return {

@@ -88,6 +88,13 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> flo
     return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
 
 
+def phrase_recall(text: str, phrases: Sequence[str]) -> int:
+    """How many of the phrases `text` holds as whole words (any case): the recall of a
+    phrase boost."""
+    whole = (rf"(?<!\w){re.escape(p)}(?!\w)" for p in phrases)  # "C++" too, unlike \b
+    return sum(bool(re.search(pattern, text, re.IGNORECASE)) for pattern in whole)
+
+
 def final_transcript(timeline: StreamTimeline) -> str:
     """The finals of a stream joined in arrival order."""
     return " ".join(

@@ -146,7 +146,7 @@ speech espeak_hard espeak en-us 175 \
 speech profane flite rms 1 \
     "This damn printer is a piece of shit, and the man who sold it to me is a bastard."
 
-# SpeechContext.boost test: rare names and terms in sentences (RARE_TERMS in tests/test_api.py)
+# SpeechContext.boost test: rare names and terms in sentences (the names: rare_terms.phrases)
 speech rare_terms flite slt 1 \
     "Doctor Okonkwo flew to Llanelli to meet Siobhan Nguyen. They discussed Kubernetes, the Zeebrugge ferry, and a new Pfizer trial. Later, Saoirse ordered quinoa at the Oaxaca cafe in Reykjavik."
 
