@@ -74,6 +74,22 @@ def test_a_later_interim_never_changes_a_committed_word():
     assert texts(state.words.committed)[:3] == ["the", "cat", "sat"]
 
 
+def test_committed_words_take_the_punctuation_the_newest_decode_gives_them():
+    """A decode given the committed words as its start may put a sign after the last one;
+    the next decode is given them so: the model's own text, not a start it never wrote."""
+    state = StreamState(SETTINGS)
+    job = Job(False, 0, 16000, "")
+    for text in ("Outside the", "Outside the river", "Outside, the river ran"):
+        state = steps.on_interim(state, job, words(text))
+    assert texts(state.words.committed) == ["Outside,", "the", "river"]
+    times = [(w.start, w.end) for w in state.words.committed]
+    state = steps.on_interim(state, job, words("outside the river ran beside"))
+    assert texts(state.words.committed) == ["outside", "the", "river", "ran"]
+    assert [(w.start, w.end) for w in state.words.committed][:3] == times  # words stay
+    state = steps.on_interim(state, job, words("Outside a river ran beside"))  # not them
+    assert texts(state.words.committed)[:4] == ["outside", "the", "river", "ran"]
+
+
 def test_an_unsure_word_waits_for_a_third_decode_and_an_untrusted_one_for_ever():
     sure, unsure = (
         words("good morning"),
@@ -145,6 +161,25 @@ def test_decodes_carry_the_interim_words_as_their_draft():
     final = planning.next_job(state)
     assert final.final and (final.prefix, final.draft) == ("", "good morning how are")
     assert final.keeps == 3
+
+
+def test_a_decode_is_not_given_the_sign_a_window_end_put_after_the_committed_words():
+    """Where the audio ended, the model writes a full stop; given it, the next decode must
+    start a new sentence there. It is given the words, and its own sign after them is kept
+    once the words after it decide it."""
+    state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
+    for text in ("the tracks.", "the tracks."):
+        state, _ = feed(state, [0.9] * 20)
+        state = steps.on_interim(state, planning.next_job(state), words(text))
+    assert texts(state.words.committed) == ["the", "tracks."]
+    state, _ = feed(state, [0.9] * 20)
+    job = planning.next_job(state)
+    assert job.prefix == "the tracks"
+    state = steps.on_interim(state, job, words("the tracks."))  # nothing after it: as it was
+    assert texts(state.words.committed) == ["the", "tracks."]
+    state = steps.on_interim(state, job, words("the tracks for a"))
+    assert texts(state.words.committed) == ["the", "tracks"]
+    assert planning.known_start(words("Is it? Yes!")) == "Is it? Yes"
 
 
 def test_an_interim_may_join_a_batch_half_way_into_its_step():

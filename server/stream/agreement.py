@@ -2,7 +2,8 @@
 
 A pure step over a frozen `Agreement` state: a word is committed once two consecutive
 hypotheses agree on it (compared as normalised words); the rest of the newest hypothesis is
-the tentative tail. Committed words of a long utterance settle: later interim windows leave
+the tentative tail. What is committed is the word: its sign follows the newest decode that
+goes on past it. Committed words of a long utterance settle: later interim windows leave
 their audio out, so a long utterance costs no more per step than a short one.
 """
 
@@ -91,6 +92,7 @@ def commit(
     state and the words it newly commits: those on which it agrees with the previous one
     after the committed ones, up to the first the model is unsure of; an untrusted
     hypothesis (hallucination signs) commits none."""
+    state = _respelled(state, hypothesis)
     new = _after_committed(state, hypothesis, window_first_s)
     agreed = tuple(new[: agreed_prefix(new, state.tentative)])
     unsure = (i for i, w in enumerate(agreed) if not _sure(w, state.earlier))
@@ -102,6 +104,21 @@ def commit(
         doubted=not trusted,
     )  # fmt: skip
     return replace(state, agreed=len(agreed) - len(newly)), newly
+
+
+def _respelled(state: Agreement, hypothesis: Sequence[Word]) -> Agreement:
+    """The committed words as a hypothesis that opens with them and goes on past them spells
+    them. A decode given them as its start puts its own sign after the last one ("Outside"
+    becomes "Outside," once ", the river" follows; planning.known_start leaves the old one
+    off); kept as first committed, the next decodes would be given a start the model never
+    wrote, and it steers them ("Outside the river and" where the model, given "Outside,",
+    hears "ran"). The words and their times stay."""
+    committed = state.committed
+    goes_on = len(hypothesis) > len(committed)  # a sign the words after it decided
+    if not (committed and goes_on and same_words(hypothesis[: len(committed)], committed)):
+        return state
+    spelled = tuple(replace(c, word=h.word) for c, h in zip(committed, hypothesis))
+    return replace(state, committed=spelled)
 
 
 def _sure(word: Word, earlier: Sequence[Word]) -> bool:

@@ -42,6 +42,7 @@ JOIN_STEP = 0.5  # share of its step after which an interim may join another str
 # the pause, and waiting for the step delayed that final by half a step.
 PAUSE_STEP = int(0.1 * SAMPLE_RATE)
 DRAFT_SLACK = 0.3  # seconds: interim words this far outside a final's window still guess it
+CLOSING_SIGNS = ".,;:?!"  # left off the last committed word of a decode's known start
 
 
 def next_job(state: StreamState, allow_early: bool = True, join: bool = False) -> Job | None:
@@ -89,7 +90,7 @@ def _plain_interim(state: StreamState, start: int) -> Job:
     words = state.words
     draft = " ".join(w.word for w in words.tentative)
     if words.settled:  # the window starts after settled words: their text is the prompt
-        prefix = " ".join(w.word for w in words.committed)
+        prefix = known_start(words.committed)
         return Job(False, start, state.received, _prompt(state), prefix, draft=draft)
     return _led(state, False, start, state.received, words.committed, draft)
 
@@ -118,7 +119,7 @@ def _final_job(state: StreamState, start: int, end: int) -> Job:
     words = state.words
     if words.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
         start = min(max(start, words.window_start), end)  # settled words stand
-        prefix = " ".join(w.word for w in within(words.committed, end))
+        prefix = known_start(within(words.committed, end))
         draft = _draft(state, start, end)
         return Job(True, start, end, _prompt(state), prefix, after_settled=True, draft=draft)
     committed = within(words.stable, end)
@@ -137,7 +138,7 @@ def _led(
     after the cut are heard in context, not from a cold start."""
     context = _left_context(state, start, end, FINAL_LEFT_CONTEXT if final else LEFT_CONTEXT)
     prompt = _prompt(state, settled=False, drop=len(context))
-    text = " ".join(w.word for w in (*context, *known))
+    text = " ".join([w.word for w in context] + [known_start(known)]).strip()
     if not context:
         return Job(final, start, end, prompt, text, draft=draft)
     lead = start - max(state.audio_start, onset(context[0]))
@@ -145,6 +146,15 @@ def _led(
         final, start - lead, end, prompt, text, lead_samples=lead, context_words=len(context),
         draft=draft,
     )  # fmt: skip
+
+
+def known_start(committed: Sequence[Word]) -> str:
+    """Committed words as a decode's known start, the sign after the last one left off: it
+    was written where the audio then ended (a window's end reads as a full stop), and a
+    decode given it must go on after it ("tracks. For a while" where it hears "tracks for a
+    while"). The decode puts its own, and the committed words take it when it goes on past
+    them (agreement._respelled)."""
+    return " ".join(w.word for w in committed).rstrip(CLOSING_SIGNS).rstrip()
 
 
 def within(words: Sequence[Word], end: int) -> tuple[Word, ...]:
