@@ -74,20 +74,21 @@ def test_a_later_interim_never_changes_a_committed_word():
     assert texts(state.words.committed)[:3] == ["the", "cat", "sat"]
 
 
-def test_committed_words_take_the_punctuation_the_newest_decode_gives_them():
+def test_decodes_are_given_the_committed_words_as_the_newest_decode_wrote_them():
     """A decode given the committed words as its start may put a sign after the last one;
-    the next decode is given them so: the model's own text, not a start it never wrote."""
+    the next decode is given them so (the model's own text, not a start it never wrote),
+    while the client still sees them as they were committed."""
     state = StreamState(SETTINGS)
     job = Job(False, 0, 16000, "")
     for text in ("Outside the", "Outside the river", "Outside, the river ran"):
         state = steps.on_interim(state, job, words(text))
-    assert texts(state.words.committed) == ["Outside,", "the", "river"]
-    times = [(w.start, w.end) for w in state.words.committed]
+    assert texts(state.words.committed) == ["Outside", "the", "river"]
+    assert state.words.given == ("Outside,", "the", "river")
     state = steps.on_interim(state, job, words("outside the river ran beside"))
-    assert texts(state.words.committed) == ["outside", "the", "river", "ran"]
-    assert [(w.start, w.end) for w in state.words.committed][:3] == times  # words stay
+    assert texts(state.words.committed) == ["Outside", "the", "river", "ran"]
+    assert state.words.given == ("outside", "the", "river", "ran")
     state = steps.on_interim(state, job, words("Outside a river ran beside"))  # not them
-    assert texts(state.words.committed)[:4] == ["outside", "the", "river", "ran"]
+    assert state.words.given[:4] == ("outside", "the", "river", "ran")
 
 
 def test_an_unsure_word_waits_for_a_third_decode_and_an_untrusted_one_for_ever():
@@ -165,21 +166,23 @@ def test_decodes_carry_the_interim_words_as_their_draft():
 
 def test_a_decode_is_not_given_the_sign_a_window_end_put_after_the_committed_words():
     """Where the audio ended, the model writes a full stop; given it, the next decode must
-    start a new sentence there. It is given the words, and its own sign after them is kept
-    once the words after it decide it."""
+    start a new sentence there. It is given the words, and its own sign after them once the
+    words after it decide it."""
     state, _ = feed(StreamState(SETTINGS), [0.9] * 20)
     for text in ("the tracks.", "the tracks."):
         state, _ = feed(state, [0.9] * 20)
         state = steps.on_interim(state, planning.next_job(state), words(text))
     assert texts(state.words.committed) == ["the", "tracks."]
     state, _ = feed(state, [0.9] * 20)
-    job = planning.next_job(state)
-    assert job.prefix == "the tracks"
-    state = steps.on_interim(state, job, words("the tracks."))  # nothing after it: as it was
-    assert texts(state.words.committed) == ["the", "tracks."]
-    state = steps.on_interim(state, job, words("the tracks for a"))
-    assert texts(state.words.committed) == ["the", "tracks"]
-    assert planning.known_start(words("Is it? Yes!")) == "Is it? Yes"
+    assert planning.next_job(state).prefix == "the tracks"
+    state = steps.on_interim(state, planning.next_job(state), words("the tracks, for a"))
+    assert state.words.given == ("the", "tracks,")
+    assert texts(state.words.committed) == ["the", "tracks."]  # as the client saw them
+    state, _ = feed(state, [0.9] * 20)
+    state = steps.on_interim(state, planning.next_job(state), words("the tracks, for a while"))
+    state, _ = feed(state, [0.9] * 20)
+    assert planning.next_job(state).prefix == "the tracks, for a"
+    assert planning.known_start(("Is", "it?", "Yes!")) == "Is it? Yes"
 
 
 def test_an_interim_may_join_a_batch_half_way_into_its_step():

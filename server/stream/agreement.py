@@ -2,8 +2,9 @@
 
 A pure step over a frozen `Agreement` state: a word is committed once two consecutive
 hypotheses agree on it (compared as normalised words); the rest of the newest hypothesis is
-the tentative tail. What is committed is the word: its sign follows the newest decode that
-goes on past it. Committed words of a long utterance settle: later interim windows leave
+the tentative tail. A committed word is shown as it was committed; the next decodes are given
+it with the sign that the newest decode going on past it wrote. Committed words of a long
+utterance settle: later interim windows leave
 their audio out, so a long utterance costs no more per step than a short one.
 """
 
@@ -43,11 +44,24 @@ class Agreement:
     agreed: int = 0  # tentative words on which the two newest hypotheses agree (not sure yet)
     window_start: int = 0  # first sample interim windows see (settled audio lies before it)
     doubted: bool = False  # the newest hypothesis was untrusted (`trustworthy`)
+    # The committed words as the newest decode that went on past them wrote them (`_respelled`):
+    # what the next decode is given. Shown, they keep the text they were committed with.
+    written: tuple[str, ...] = ()
 
     @property
     def stable(self) -> tuple[Word, ...]:
         """Every committed word of the open utterance."""
         return self.settled + self.committed
+
+    @property
+    def given(self) -> tuple[str, ...]:
+        """The text of each word of `stable` as a decode is given it: the settled words as
+        shown, the committed ones as the model last wrote them (as shown where no decode
+        wrote them since, e.g. words carried over a cut)."""
+        written = self.written if len(self.written) == len(self.committed) else ()
+        return tuple(w.word for w in self.settled) + (
+            written or tuple(w.word for w in self.committed)
+        )
 
     @property
     def heard(self) -> tuple[Word, ...]:
@@ -99,26 +113,26 @@ def commit(
     newly = agreed[: next(unsure, None)] if trusted else ()
     rest = tuple(new[len(newly) :])
     earlier = state.tentative
+    written = state.given[len(state.settled) :] + tuple(w.word for w in newly)
     state = replace(
         state, committed=state.committed + newly, tentative=rest, earlier=earlier,
-        doubted=not trusted,
+        doubted=not trusted, written=written,
     )  # fmt: skip
     return replace(state, agreed=len(agreed) - len(newly)), newly
 
 
 def _respelled(state: Agreement, hypothesis: Sequence[Word]) -> Agreement:
-    """The committed words as a hypothesis that opens with them and goes on past them spells
-    them. A decode given them as its start puts its own sign after the last one ("Outside"
-    becomes "Outside," once ", the river" follows; planning.known_start leaves the old one
-    off); kept as first committed, the next decodes would be given a start the model never
-    wrote, and it steers them ("Outside the river and" where the model, given "Outside,",
-    hears "ran"). The words and their times stay."""
+    """The committed words as written by a hypothesis that opens with them and goes on past
+    them. A decode given them as its start puts its own sign after the last one ("Outside,"
+    once ", the river" follows; planning.known_start leaves the old one off); given them as
+    first committed, the next decodes would get a start the model never wrote, and it
+    steers them ("Outside the river and" where the model, given "Outside,", hears "ran").
+    What the client was shown stays as it was (`Agreement.written`)."""
     committed = state.committed
     goes_on = len(hypothesis) > len(committed)  # a sign the words after it decided
     if not (committed and goes_on and same_words(hypothesis[: len(committed)], committed)):
         return state
-    spelled = tuple(replace(c, word=h.word) for c, h in zip(committed, hypothesis))
-    return replace(state, committed=spelled)
+    return replace(state, written=tuple(h.word for h in hypothesis[: len(committed)]))
 
 
 def _sure(word: Word, earlier: Sequence[Word]) -> bool:
@@ -156,4 +170,4 @@ def settle(state: Agreement, window_end: int) -> Agreement:
         return state
     settled = state.settled + state.committed
     start = max(state.window_start, int(settled[-1].end * SAMPLE_RATE))
-    return replace(state, settled=settled, committed=(), window_start=start)
+    return replace(state, settled=settled, committed=(), window_start=start, written=())

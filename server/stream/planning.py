@@ -90,9 +90,9 @@ def _plain_interim(state: StreamState, start: int) -> Job:
     words = state.words
     draft = " ".join(w.word for w in words.tentative)
     if words.settled:  # the window starts after settled words: their text is the prompt
-        prefix = known_start(words.committed)
+        prefix = known_start(words.given[len(words.settled) :])
         return Job(False, start, state.received, _prompt(state), prefix, draft=draft)
-    return _led(state, False, start, state.received, words.committed, draft)
+    return _led(state, False, start, state.received, words.given, draft)
 
 
 def _pause_since_step(state: StreamState) -> bool:
@@ -119,18 +119,19 @@ def _final_job(state: StreamState, start: int, end: int) -> Job:
     words = state.words
     if words.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
         start = min(max(start, words.window_start), end)  # settled words stand
-        prefix = known_start(within(words.committed, end))
+        own = words.given[len(words.settled) :]
+        prefix = known_start(own[: len(within(words.committed, end))])
         draft = _draft(state, start, end)
         return Job(True, start, end, _prompt(state), prefix, after_settled=True, draft=draft)
-    committed = within(words.stable, end)
+    committed = words.given[: len(within(words.stable, end))]
     if state.constrain_final:
         return _led(state, True, start, end, committed, _draft(state, start, end))
-    draft = " ".join([w.word for w in committed] + [_draft(state, start, end)]).strip()
+    draft = " ".join([*committed, _draft(state, start, end)]).strip()
     return replace(_led(state, True, start, end, (), draft), keeps=len(committed))
 
 
 def _led(
-    state: StreamState, final: bool, start: int, end: int, known: Sequence[Word], draft: str
+    state: StreamState, final: bool, start: int, end: int, known: Sequence[str], draft: str
 ) -> Job:
     """A job for [start, end) with `known` as the start of its transcript, led by the end of
     the previous final when speech ran on across a cut: that audio opens the window and its
@@ -148,13 +149,13 @@ def _led(
     )  # fmt: skip
 
 
-def known_start(committed: Sequence[Word]) -> str:
+def known_start(committed: Sequence[str]) -> str:
     """Committed words as a decode's known start, the sign after the last one left off: it
     was written where the audio then ended (a window's end reads as a full stop), and a
     decode given it must go on after it ("tracks. For a while" where it hears "tracks for a
     while"). The decode puts its own, and the committed words take it when it goes on past
-    them (agreement._respelled)."""
-    return " ".join(w.word for w in committed).rstrip(CLOSING_SIGNS).rstrip()
+    them (agreement._respelled, `Agreement.given`)."""
+    return " ".join(committed).rstrip(CLOSING_SIGNS).rstrip()
 
 
 def within(words: Sequence[Word], end: int) -> tuple[Word, ...]:
