@@ -440,3 +440,17 @@ def test_committed_words_are_held_against_the_reference():
     assert (measured.final, measured.final_wrong) == (4, 1)
     assert measured.committed_wrong_rate == pytest.approx(1 / 3)
     assert correctness(timeline(), "anything").committed_wrong_rate is None
+
+
+def test_progress_never_counts_past_its_total():
+    import warnings
+
+    from streamstt.client.bench.run import Progress
+
+    progress = Progress(0.3, "audio")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tqdm warns when its count passes the total
+        for _ in range(4):
+            progress.update(0.1)
+    progress.close()
+    assert progress.done == pytest.approx(0.3)

@@ -352,6 +352,8 @@ class Progress:
             self.bar = None
 
     def update(self, seconds: float) -> None:
+        # A sum of chunk lengths overshoots the total by a rounding error (tqdm warns then).
+        seconds = max(0.0, min(seconds, self.total - self.done))
         self.done += seconds
         if self.bar is not None:
             self.bar.update(seconds)
