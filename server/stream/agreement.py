@@ -4,8 +4,8 @@ A pure step over a frozen `Agreement` state: a word is committed once two consec
 hypotheses agree on it (compared as normalised words); the rest of the newest hypothesis is
 the tentative tail. A committed word is shown as it was committed; the next decodes are given
 it with the sign that the newest decode going on past it wrote. Committed words of a long
-utterance settle: later interim windows leave
-their audio out, so a long utterance costs no more per step than a short one.
+utterance settle: later interim windows leave their audio out, so a long utterance costs no
+more per step than a short one.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ class Agreement:
     agreed: int = 0  # tentative words on which the two newest hypotheses agree (not sure yet)
     window_start: int = 0  # first sample interim windows see (settled audio lies before it)
     doubted: bool = False  # the newest hypothesis was untrusted (`trustworthy`)
-    # The committed words as the newest decode that went on past them wrote them (`_respelled`):
-    # what the next decode is given. Shown, they keep the text they were committed with.
+    # The first committed words as the newest decode that went on past them wrote them
+    # (`_respelled`): what the next decode is given. Shown, they keep the text they were
+    # committed with; words committed since are given as shown.
     written: tuple[str, ...] = ()
 
     @property
@@ -55,13 +56,11 @@ class Agreement:
 
     @property
     def given(self) -> tuple[str, ...]:
-        """The text of each word of `stable` as a decode is given it: the settled words as
-        shown, the committed ones as the model last wrote them (as shown where no decode
-        wrote them since, e.g. words carried over a cut)."""
-        written = self.written if len(self.written) == len(self.committed) else ()
-        return tuple(w.word for w in self.settled) + (
-            written or tuple(w.word for w in self.committed)
-        )
+        """The committed words as a decode is given them: as the model last wrote them, or
+        as shown where no decode wrote them since (committed by the newest hypothesis, or
+        carried over a cut)."""
+        rest = self.committed[len(self.written) :]
+        return self.written[: len(self.committed)] + tuple(w.word for w in rest)
 
     @property
     def heard(self) -> tuple[Word, ...]:
@@ -113,10 +112,9 @@ def commit(
     newly = agreed[: next(unsure, None)] if trusted else ()
     rest = tuple(new[len(newly) :])
     earlier = state.tentative
-    written = state.given[len(state.settled) :] + tuple(w.word for w in newly)
     state = replace(
         state, committed=state.committed + newly, tentative=rest, earlier=earlier,
-        doubted=not trusted, written=written,
+        doubted=not trusted,
     )  # fmt: skip
     return replace(state, agreed=len(agreed) - len(newly)), newly
 

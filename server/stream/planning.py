@@ -90,7 +90,7 @@ def _plain_interim(state: StreamState, start: int) -> Job:
     words = state.words
     draft = " ".join(w.word for w in words.tentative)
     if words.settled:  # the window starts after settled words: their text is the prompt
-        prefix = known_start(words.given[len(words.settled) :])
+        prefix = known_start(words.given)
         return Job(False, start, state.received, _prompt(state), prefix, draft=draft)
     return _led(state, False, start, state.received, words.given, draft)
 
@@ -119,11 +119,11 @@ def _final_job(state: StreamState, start: int, end: int) -> Job:
     words = state.words
     if words.settled and end - start > FINAL_WINDOW:  # too long for one decode: the
         start = min(max(start, words.window_start), end)  # settled words stand
-        own = words.given[len(words.settled) :]
-        prefix = known_start(own[: len(within(words.committed, end))])
+        prefix = known_start(words.given[: len(within(words.committed, end))])
         draft = _draft(state, start, end)
         return Job(True, start, end, _prompt(state), prefix, after_settled=True, draft=draft)
-    committed = words.given[: len(within(words.stable, end))]
+    given = (*(w.word for w in words.settled), *words.given)
+    committed = given[: len(within(words.stable, end))]
     if state.constrain_final:
         return _led(state, True, start, end, committed, _draft(state, start, end))
     draft = " ".join([*committed, _draft(state, start, end)]).strip()
