@@ -10,8 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import DATA, SPEECH_CLIPS, load_clip, reference, utterance_times, wer
+from torch import nn
 
 from streamstt.models import loading
+from streamstt.models import precision as precision_module
 from streamstt.models.audio import (
     HOP_LENGTH,
     decode_audio,
@@ -26,6 +28,7 @@ from streamstt.models.decoding import (
     find_repetition_loop,
     spread_boost,
 )
+from streamstt.models.packed import PackedLinear, packed_linear_supported
 from streamstt.models.shortlist import SHORTLIST, ShortlistProjection
 from streamstt.models.transcriber import Request, TranscribeOptions, Transcriber
 from streamstt.models.whisper import attention, key_padding_mask
@@ -193,6 +196,41 @@ def test_the_audio_keys_of_each_head_lie_together_with_the_projections_values(
         assert k.is_contiguous() and v.is_contiguous() and k.shape == (2, 6, 1500, 64)
         projected = block.cross_attn.project_kv(audio)
         assert torch.equal(k, projected[0].to(k.dtype)) and torch.equal(v, projected[1].to(v.dtype))
+
+
+@torch.inference_mode()
+def test_a_packed_bf16_linear_computes_what_f_linear_does():
+    """The decoder's packed weights (models.packed) give F.linear's very bf16 results for
+    every number of rows a decode feeds (a step, a draft block, beams, a prompt, the audio
+    keys), and a strided input what F.linear gives for its dense copy."""
+    if not packed_linear_supported():
+        pytest.skip("no oneDNN bf16 products on this CPU: the decoder keeps nn.Linear")
+    generator = torch.Generator().manual_seed(0)
+    for features, out in ((384, 384), (384, 1536), (1536, 384)):
+        linear = nn.Linear(features, out).to(torch.bfloat16)
+        packed = PackedLinear.from_linear(linear)
+        assert "packed" not in packed.state_dict()  # an opaque oneDNN tensor cannot be saved
+        for rows in (1, 2, 5, 16, 224, 1500):
+            x = torch.randn(2, rows, features, generator=generator).to(torch.bfloat16)
+            assert torch.equal(packed(x), linear(x)), (features, out, rows)
+        strided = torch.randn(7, 3, features, generator=generator).to(torch.bfloat16)
+        strided = strided.transpose(0, 1)
+        assert torch.equal(packed(strided), linear(strided.contiguous()))
+
+
+def test_packed_weights_decode_the_same_tokens(monkeypatch):
+    """The bf16 decoder with its weights packed decodes a real clip to the same tokens and
+    word times as with nn.Linear."""
+    if not packed_linear_supported():
+        pytest.skip("no oneDNN bf16 products on this CPU: the decoder keeps nn.Linear")
+    clip = torch.from_numpy(load_clip("sample"))
+    packed = Transcriber.load(precision="bf16", device="cpu")
+    assert isinstance(packed.model.decoder.blocks[0].mlp[0], PackedLinear)
+    monkeypatch.setattr(precision_module, "packed_linear_supported", lambda: False)
+    plain = Transcriber.load(precision="bf16", device="cpu")
+    assert isinstance(plain.model.decoder.blocks[0].mlp[0], nn.Linear)
+    ours, theirs = packed.transcribe(clip, FULL), plain.transcribe(clip, FULL)
+    assert ours.tokens == theirs.tokens and ours.words == theirs.words
 
 
 @torch.inference_mode()
