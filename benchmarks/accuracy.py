@@ -7,8 +7,10 @@ same tiny.en weights (tests/data/hard/: noise, babble, telephony, reverberation,
 
 Each configuration runs in its own subprocess (its own load and precision calibration) and
 transcribes every fixture once after a short warm-up; the wall time is that one pass.
-streamstt offline is `streamstt transcribe` (30 s windows); faster-whisper runs its own
-defaults (temperature fallback, previous-text conditioning) with beam 1 or 5 and no VAD.
+streamstt offline is `streamstt transcribe` (30 s windows; text, as it prints, or with word
+times as `--json` gives them: `ours auto words`); faster-whisper runs its own defaults
+(temperature fallback, previous-text conditioning) with beam 1 or 5 and no VAD, and
+`faster-whisper int8 words` with its word times (`word_timestamps=True`).
 `--streamed` also streams each fixture alone at real time through a spawned server
 (`streamstt bench --spawn` machinery) and scores the finals: slow, about 8 minutes a run.
 Where the decodes land in real time changes a word or two between runs (several points on
@@ -41,10 +43,12 @@ BASELINE = "faster-whisper int8"
 # name -> worker arguments: ours PRECISION VARIANT | fw COMPUTE_TYPE BEAM
 CONFIGS = {
     "ours auto": ["ours", "auto", "default"],
+    "ours auto words": ["ours", "auto", "words"],
     "ours fp32": ["ours", "fp32", "default"],
     "ours auto beam5": ["ours", "auto", "beam5"],
     "ours fp32 beam5": ["ours", "fp32", "beam5"],
     BASELINE: ["fw", "int8", "1"],
+    "faster-whisper int8 words": ["fw", "int8", "1", "words"],
     "faster-whisper fp32": ["fw", "float32", "1"],
     "faster-whisper fp32 beam5": ["fw", "float32", "5"],
 }
@@ -55,16 +59,18 @@ def fixture_path(name: str) -> Path:
 
 
 def ours_options(variant: str):
-    """The offline options of a named variant: `default` is `streamstt transcribe`'s; the
-    others switch one pipeline difference off, to measure what it is worth."""
+    """The offline options of a named variant: `default` is `streamstt transcribe`'s (text),
+    `words` its `--json`'s (word times too); the others switch one pipeline difference off,
+    to measure what it is worth."""
     from dataclasses import replace
 
     from streamstt.models.options import OFFLINE_OPTIONS
 
-    options = OFFLINE_OPTIONS
+    options = replace(OFFLINE_OPTIONS, word_timestamps=False)
     beam5 = replace(options.decoding, beam_size=5)
     variants = {
         "default": {},
+        "words": {"word_timestamps": True},
         "short": {"full_window": False},  # a shorter encoder span (15 s minimum)
         "no-fallback": {"temperatures": (0.0,)},
         "no-prompt": {"condition_on_previous_text": False},
@@ -109,7 +115,9 @@ def _load_ours(precision: str):
     return Transcriber(loaded, plan)
 
 
-def run_faster_whisper(compute_type: str, beam: int, threads: int, names: list[str]) -> dict:
+def run_faster_whisper(
+    compute_type: str, beam: int, threads: int, names: list[str], words: bool = False
+) -> dict:
     import ctranslate2
     from faster_whisper import WhisperModel
 
@@ -123,7 +131,9 @@ def run_faster_whisper(compute_type: str, beam: int, threads: int, names: list[s
     audios = {n: decode_audio(fixture_path(n)).numpy() for n in names}
 
     def transcribe(name: str) -> str:
-        segments, _ = model.transcribe(audios[name], beam_size=beam, vad_filter=False)
+        segments, _ = model.transcribe(
+            audios[name], beam_size=beam, vad_filter=False, word_timestamps=words
+        )
         return " ".join(s.text.strip() for s in segments)
 
     model.transcribe(audios[names[0]][: int(WARM_UP_S * 16000)], beam_size=beam)
@@ -269,11 +279,11 @@ def main() -> int:
 
 
 def _worker(worker: list[str], threads: int, fixtures: list[str]) -> int:
-    kind, setting, extra = worker
+    kind, setting, extra, *flags = worker
     if kind == "ours":
         result = run_ours(setting, extra, threads, fixtures)
     else:
-        result = run_faster_whisper(setting, int(extra), threads, fixtures)
+        result = run_faster_whisper(setting, int(extra), threads, fixtures, "words" in flags)
     print(json.dumps(result))
     return 0
 
