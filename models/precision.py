@@ -377,7 +377,9 @@ def apply_precision(model: Whisper, plan: PrecisionPlan) -> None:
     if plan.device == "cpu" and "x86" in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = "x86"
     _convert_encoder(model.encoder, plan.encoder, plan.device)
-    if not isinstance(model.decoder.token_embedding, Int8Embedding):  # else `auto` did it
+    # a decoder `auto` timed was installed converted (_pick_decoder): converting it again
+    # would quantize its output projection a second time (the shortlist's int8 rows)
+    if f"decoder_{plan.decoder}" not in dict(plan.calibration_ms):
         model.exact_decoder = _convert_decoder(model.decoder, plan.decoder, plan.device)
     model.to(plan.device)
     if plan.device == "cpu" and (plan.encoder, plan.decoder) != ("fp32", "fp32"):
