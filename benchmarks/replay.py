@@ -1,8 +1,9 @@
 """Streamed accuracy without the clock: each file is fed to a real `StreamSession` 100 ms at a
 time, and every decode the session asks for runs at once on the model (virtual time: as if
-the model were infinitely fast). Deterministic, and a 44 s fixture takes ~30 s on 2 cores, so
-an engine rule (endpointing, agreement, left context, final options) can be judged on many
-files before a real-time run (`benchmarks/accuracy.py --streamed`, `streamstt bench`).
+the model were infinitely fast; `streamstt.server.stream.replay`). Deterministic, and a 44 s
+fixture takes ~30 s on 2 cores, so an engine rule (endpointing, agreement, left context,
+final options) can be judged on many files before a real-time run (`benchmarks/accuracy.py
+--streamed`, `streamstt bench`).
 
     python benchmarks/replay.py [--fixtures read_clean,read_white10] [FILE ...] [--json out]
 
@@ -27,23 +28,11 @@ from streamstt.client.bench import latency
 from streamstt.client.bench.stability import correctness
 from streamstt.models.audio import decode_audio
 from streamstt.models.transcriber import Transcriber
-from streamstt.server.settings import ServerConfig, StreamSettings
 from streamstt.server.stream.events import Final, Interim
-from streamstt.server.stream.outbox import Outbox
-from streamstt.server.stream.session import StreamSession, Timing
+from streamstt.server.stream.replay import replay as replay_events
 from streamstt.server.stream.vad import SileroVad
-from streamstt.v1 import asr_pb2
 
 HARD = Path(__file__).resolve().parents[1] / "tests" / "data" / "hard"
-CHUNK_SAMPLES = 1600  # 100 ms of 16 kHz audio a request, as the bench sends
-DEFAULTS = ServerConfig()
-
-
-def _settings() -> StreamSettings:
-    return StreamSettings(
-        asr_pb2.LINEAR16, 16000, 1, True, False, DEFAULTS.latency_budget_ms,
-        DEFAULTS.silence_ms, DEFAULTS.max_utterance_ms, True, True, True,
-    )  # fmt: skip
 
 
 def _response(event: Final | Interim) -> latency.Response:
@@ -68,35 +57,14 @@ async def replay(
     audio: np.ndarray,
     hotwords: tuple[tuple[str, float], ...] = (),
     phrases: str = "",
+    schedule: tuple[int, int] = (1, 0),
 ) -> latency.StreamTimeline:
-    """One stream of `audio` (16 kHz float) through a session; its finals and interims.
-    `phrases`: the stream's phrase hints (prompt), `hotwords`: boosted phrases."""
-    responses: list[latency.Response] = []
-
-    async def at_once(fn, *args):
-        return fn(*args)
-
-    def record(event) -> None:
-        if isinstance(event, Final | Interim):
-            responses.append(_response(event))
-
-    session = StreamSession(
-        _settings(), Outbox(1 << 30, 1e9), prefetch=at_once, vad=vad, notify=lambda: None,
-        max_samples=1 << 40, on_event=record, phrases=phrases, hotwords=hotwords,
-    )  # fmt: skip
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-    for start in range(0, len(pcm), 2 * CHUNK_SAMPLES):
-        await session.feed(pcm[start : start + 2 * CHUNK_SAMPLES])
-        _decode_due(model, session)
-    await session.finish()
-    _decode_due(model, session)
-    return latency.StreamTimeline((), tuple(responses), len(audio) / 16000)
-
-
-def _decode_due(model: Transcriber, session: StreamSession) -> None:
-    while (job := session.next_job()) is not None:
-        (transcript,) = model.transcribe_batch([session.request(job)], job.options)
-        session.deliver(job, transcript, Timing(0.0, 0.0))
+    """One stream of `audio` (16 kHz float) in virtual time (server.stream.replay) as the
+    bench's timeline. `phrases`: the stream's phrase hints (prompt), `hotwords`: boosted
+    phrases, `schedule`: when decodes run (every, phase)."""
+    events = await replay_events(model, vad, audio, phrases, hotwords, schedule)
+    responses = tuple(_response(event) for event in events)
+    return latency.StreamTimeline((), responses, len(audio) / 16000)
 
 
 def commit_delays(timeline: latency.StreamTimeline) -> list[float]:
