@@ -6,6 +6,7 @@ final options) can be judged on many files before a real-time run (`benchmarks/a
 --streamed`, `streamstt bench`).
 
     python benchmarks/replay.py [--fixtures read_clean,read_white10] [FILE ...] [--json out]
+        [--schedule 5:0] (decode after every 5th 100 ms chunk: a model busy for 0.5 s)
 
 Per file: the finals' WER, the committed words and the share of them that the reference does
 not have (`client.bench.stability.correctness`), the commit delay: how much audio came after
@@ -114,6 +115,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", type=Path, help="audio files with FILE.txt beside")
     parser.add_argument("--fixtures", default="", help="names in tests/data/hard")
+    parser.add_argument("--schedule", default="1:0", help="every:phase (decode after chunks)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
@@ -124,9 +126,11 @@ def main() -> int:
     for name in filter(None, args.fixtures.split(",")):
         paths.append(next(p for p in sorted(HARD.glob(f"{name}.*")) if p.suffix != ".txt"))
     model, vad = Transcriber.load(device="cpu"), SileroVad()
+    schedule = tuple(map(int, args.schedule.split(":")))
     results = {}
     for path in paths:
-        timeline = asyncio.run(replay(model, vad, decode_audio(path).numpy()))
+        audio = decode_audio(path).numpy()
+        timeline = asyncio.run(replay(model, vad, audio, schedule=schedule))
         results[str(path)] = score(path, timeline)
         shown = {k: v for k, v in results[str(path)].items() if k != "transcript"}
         print(path.stem, json.dumps(shown), flush=True)
