@@ -56,10 +56,36 @@ def test_load_shedding_holds_the_limit_in_three_waves(make_server):
         assert sum(s == grpc.StatusCode.OK for s, _ in outcomes) == limit, outcomes
 
 
+def _flooded(target: str, measure, refused: list[grpc.StatusCode]) -> float:
+    """`measure()` while another client opens a stream every 50 ms (each refused, as the
+    server's one stream is taken); their statuses go to `refused`."""
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            status, _, _ = call(target, [config()], timeout=10)
+            refused.append(status)
+            time.sleep(0.05)
+
+    flooding = threading.Thread(target=flood)
+    flooding.start()
+    time.sleep(0.2)
+    try:
+        return measure()
+    finally:
+        stop.set()
+        flooding.join(30)
+
+
 def test_refused_streams_do_not_slow_the_admitted_one(make_server):
     """The admitted stream's end-of-audio-to-final time with a flood of refused streams
-    around it stays close to its time alone."""
-    import threading
+    around it stays close to its time alone. Medians of three of each, taken in turn: on two
+    shared cores one stream's final time varies by several hundred ms from run to run (a
+    single pair once read 0.49 s alone, 1.30 s crowded)."""
+    import statistics
     import time
 
     from streamstt.client.client import StreamingClient, file_chunks, streaming_config
@@ -76,25 +102,14 @@ def test_refused_streams_do_not_slow_the_admitted_one(make_server):
             finals = [time.monotonic() for r in responses for x in r.results if x.is_final]
         return finals[-1] - started - len(chunks) * 0.1
 
-    alone = final_delay()
-    stop = threading.Event()
-    refused: list[grpc.StatusCode] = []
-
-    def flood() -> None:
-        while not stop.is_set():
-            status, _, _ = call(running.target, [config()], timeout=10)
-            refused.append(status)
-            time.sleep(0.05)
-
-    flooding = threading.Thread(target=flood)
-    flooding.start()
-    time.sleep(0.2)
-    crowded = final_delay()
-    stop.set()
-    flooding.join(30)
+    alone, crowded, refused = [], [], []
+    for _ in range(3):
+        alone.append(final_delay())
+        crowded.append(_flooded(running.target, final_delay, refused))
     assert refused and set(refused) <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OK}
-    assert refused.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 10
-    assert crowded <= alone * 1.5 + 0.5, (alone, crowded)
+    assert refused.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 30
+    expected = statistics.median(alone) * 1.5 + 0.5
+    assert statistics.median(crowded) <= expected, (alone, crowded)
 
 
 def test_admitted_streams_keep_their_latency_through_shedding_waves(make_server):
