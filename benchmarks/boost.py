@@ -27,7 +27,9 @@ from streamstt.client.bench.latency import final_transcript, phrase_recall, word
 from streamstt.models.audio import decode_audio
 from streamstt.models.options import OFFLINE_OPTIONS
 from streamstt.models.transcriber import Transcriber
+from streamstt.server import validation
 from streamstt.server.stream.vad import SileroVad
+from streamstt.v1 import asr_pb2
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 RARE_TERMS = ",".join((DATA / "rare_terms.phrases").read_text().splitlines())  # one a line
@@ -45,12 +47,15 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     phrases = args.phrases.split(",")
-    prompt = ", ".join(phrases)  # the server's prompt of the hints (validation.phrases)
     reference = args.file.with_suffix(".txt").read_text()
     model, vad = Transcriber.load(device="cpu"), SileroVad()
     audio = decode_audio(args.file)
     for boost in (float(b) for b in args.boosts.split(",")):
-        hot = tuple((p, boost) for p in phrases) if boost > 0 else ()
+        # the hints as the server reads them from a request: prompt text, boosted phrases
+        config = asr_pb2.RecognitionConfig(
+            speech_contexts=[asr_pb2.SpeechContext(phrases=phrases, boost=boost)]
+        )
+        prompt, hot = validation.phrases(config), validation.hotwords(config)
         offline = model.transcribe(audio, OFFLINE_OPTIONS, prompt, hot).text
         row = {"boost": boost, "offline": _score(offline, reference, phrases)}
         for every, phase in (map(int, s.split(":")) for s in args.schedules.split(",")):
