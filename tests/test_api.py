@@ -192,14 +192,14 @@ def test_boost_in_streaming(transcriber):
     window that ends in the middle of a name can turn into a list of the phrases at either
     boost (docs/accuracy.md, "Phrase boost at real time"). The session's rules alone are
     the same on every run."""
-    audio = load_clip("rare_terms")
+    audio, vad = load_clip("rare_terms"), SileroVad()
     found = {}
     for boost in (0.0, 8.0):
         config = asr_pb2.RecognitionConfig(
             speech_contexts=[asr_pb2.SpeechContext(phrases=RARE_TERMS, boost=boost)]
         )
         hints = validation.phrases(config), validation.hotwords(config)
-        events = asyncio.run(replay(transcriber, SileroVad(), audio, *hints))
+        events = asyncio.run(replay(transcriber, vad, audio, *hints))
         text = " ".join(e.result.transcript for e in events if isinstance(e, Final))
         found[boost] = _recall(text)
     assert found[8.0] > found[0.0], found
