@@ -59,7 +59,7 @@ def main() -> int:
         offline = model.transcribe(audio, OFFLINE_OPTIONS, prompt, hot).text
         row = {"boost": boost, "offline": _score(offline, reference, phrases)}
         for every, phase in (map(int, s.split(":")) for s in args.schedules.split(",")):
-            timeline = asyncio.run(replay(model, vad, audio.numpy(), hot, prompt, (every, phase)))
+            timeline = asyncio.run(replay(model, vad, audio.numpy(), prompt, hot, (every, phase)))
             streamed = _score(final_transcript(timeline), reference, phrases)
             row["streamed" if every == 1 else f"streamed {every}:{phase}"] = streamed
         print(json.dumps(row), flush=True)

@@ -56,8 +56,8 @@ async def replay(
     model: Transcriber,
     vad: SileroVad,
     audio: np.ndarray,
-    hotwords: tuple[tuple[str, float], ...] = (),
     phrases: str = "",
+    hotwords: tuple[tuple[str, float], ...] = (),
     schedule: tuple[int, int] = (1, 0),
 ) -> latency.StreamTimeline:
     """One stream of `audio` (16 kHz float) in virtual time (server.stream.replay) as the
