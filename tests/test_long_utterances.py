@@ -167,6 +167,27 @@ def test_an_early_final_of_another_pause_is_decoded_again():
     assert planning.next_job(state).final and not planning.next_job(state).early
 
 
+def test_an_early_final_that_heard_words_past_the_cut_is_decoded_again():
+    """An early final's window may run past the cut its words made (the dip was a moment
+    in noisy speech, not silence): a word it heard after the cut belongs to the next
+    utterance, so the final is decoded again over its own window."""
+    hypothesis = _words_every_half_second(8.5)
+    state = _speech_with_dips(8.55, [])
+    state = steps.on_interim(state, Job(False, 0, state.received, ""), hypothesis[:-1])
+    state, _ = feed(state, [0.1] * 3)
+    job = planning.next_job(state)
+    state, _ = feed(state, [0.95] * 3)  # the voice goes on
+    job = dataclasses.replace(job, end=state.received)  # the early window, run on to here
+    past = Word("next", 8.65, job.end / 16000, 0.9)  # said after the cut
+    state = steps.on_interim(state, job, [*hypothesis, past])
+    ((_, cut),) = state.pending
+    assert cut < past.start * 16000
+    state = steps.keep_final(state, job, [*hypothesis, past])
+    assert steps.take_final(state)[2] is False
+    again = planning.next_job(state)
+    assert again.final and not again.early and again.end == cut
+
+
 def test_no_pause_cut_without_a_pause_or_for_a_single_utterance():
     state = _interims(_speech_with_dips(10.5, []), _words_every_half_second(10.0))
     assert not state.pending  # no pause: the utterance goes on (max_utterance_ms stays)

@@ -89,13 +89,16 @@ def keep_final(state: StreamState, job: Job, hypothesis: Sequence[Word]) -> Stre
 def take_final(state: StreamState) -> tuple[StreamState, FinalResult | None, bool]:
     """Close the oldest ended utterance if its final has been decoded. A final decoded early
     counts only if the endpoint closed exactly the window it decoded. Returns the state, the
-    final (None for an utterance without words: a false VAD trigger) and whether one closed."""
+    final (None for an utterance without words: a false VAD trigger) and whether one closed.
+    An early final that heard a word past the cut (the dip it ended in was a moment of
+    noisy speech, not silence) is decoded again over the cut's window: that word is the next
+    utterance's."""
     if not state.pending or state.decoded is None:
         return state, None, False
     job, words = state.decoded.job, state.decoded.words
     if job.early:
         planned = final_job(state, *state.pending[0])
-        if not serves(job, planned):
+        if not serves(job, planned) or len(within(words, planned.end)) < len(words):
             return state, None, False
         job = planned
     committed = within(state.words.stable, job.end)[: job.keeps]
