@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -454,6 +455,24 @@ def test_precision_modes_keep_accuracy(precision):
     model = Transcriber.load(precision=precision, device="cpu")
     hypotheses = [model.transcribe(torch.from_numpy(load_clip(n))).text for n in SPEECH_CLIPS]
     assert wer([reference(n) for n in SPEECH_CLIPS], hypotheses) <= 0.10, hypotheses
+
+
+def test_candidates_are_timed_in_turns():
+    """The decoder candidates are timed alternately, so that a slow moment of a busy machine
+    falls on all of them, and each gets its median."""
+    calls: list[str] = []
+    costs = {"slow": [5.0, 0.0, 5.0, 5.0, 5.0, 5.0], "fast": [0.0, 5.0, 0.0, 0.0, 0.0, 0.0]}
+
+    def timed(name: str):
+        def fn() -> None:
+            calls.append(name)
+            time.sleep(costs[name][len([c for c in calls if c == name]) - 1] / 1000)
+
+        return fn
+
+    measured = precision_module._time_in_turns({"slow": timed("slow"), "fast": timed("fast")}, 5)
+    assert calls == ["slow", "fast"] + ["slow", "fast"] * 5  # a warm call each, then turns
+    assert measured["fast"] < 2.5 < measured["slow"]  # medians: one odd sample each is ignored
 
 
 def test_auto_precision_is_measured(transcriber):
