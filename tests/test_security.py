@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -18,7 +20,8 @@ from streamstt.client.client import (
     file_chunks,
     streaming_config,
 )
-from streamstt.server.security import load_tokens
+from streamstt.server.security import FIRST_REQUEST_WAIT_S, load_tokens
+from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -139,6 +142,40 @@ def test_bearer_token_on_the_bidi_method(make_server, tmp_path):
     ):
         client.list_models()
     assert unary.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_refused_stream_is_refused_after_its_first_request(make_server, tmp_path):
+    """The refusal waits for the first request (the write that could cross it and turn the
+    status into INTERNAL in grpc's asyncio client), and for no more than
+    FIRST_REQUEST_WAIT_S where none comes."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("a-token\n")
+    running = make_server(auth_tokens_file=str(tokens))
+    sent: list[float] = []
+    never = threading.Event()
+
+    def late_config():
+        time.sleep(0.3)
+        sent.append(time.monotonic())
+        yield asr_pb2.StreamingRecognizeRequest()
+        never.wait(10)  # no half-close: only the first request can end the wait
+
+    def nothing():
+        never.wait(10)
+        yield from ()
+
+    with grpc.insecure_channel(running.target) as channel:
+        stub = asr_pb2_grpc.RecognizerStub(channel)
+        ends: list[float] = []
+        for requests in (late_config(), nothing()):
+            start = time.monotonic()
+            with pytest.raises(grpc.RpcError) as refused:
+                list(stub.StreamingRecognize(requests))
+            ends.append(time.monotonic())
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert ends[-1] - start < FIRST_REQUEST_WAIT_S + 5
+    never.set()
+    assert sent and ends[0] >= sent[0]  # refused once its first request had gone out
 
 
 def test_comment_lines_in_the_token_file_are_not_tokens(make_server, tmp_path):
