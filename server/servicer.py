@@ -20,7 +20,7 @@ from streamstt.models.memory import map_large_buffers
 from streamstt.models.transcriber import Transcriber
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
-from . import recognize_rpc, responses, validation
+from . import recognize_rpc, refusal, responses, validation
 from .admission import Admission, AdmissionError
 from .metrics import StreamMeter
 from .settings import ServerConfig, StreamSettings
@@ -102,6 +102,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     async def StreamingRecognize(self, request_iterator, context) -> None:  # noqa: N802
         context.add_done_callback(lambda _: self.workers.trim_soon())
         if self.draining or self.broken:
+            await refusal.first_request(request_iterator)
             await _reject(
                 self.metrics, context, grpc.StatusCode.UNAVAILABLE,
                 _unavailable(self.broken), "broken" if self.broken else "draining",

@@ -20,7 +20,8 @@ from streamstt.client.client import (
     file_chunks,
     streaming_config,
 )
-from streamstt.server.security import FIRST_REQUEST_WAIT_S, load_tokens
+from streamstt.server.refusal import FIRST_REQUEST_WAIT_S
+from streamstt.server.security import load_tokens
 from streamstt.v1 import asr_pb2, asr_pb2_grpc
 
 x509 = pytest.importorskip("cryptography.x509")
@@ -144,13 +145,19 @@ def test_bearer_token_on_the_bidi_method(make_server, tmp_path):
     assert unary.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_a_refused_stream_is_refused_after_its_first_request(make_server, tmp_path):
-    """The refusal waits for the first request (the write that could cross it and turn the
-    status into INTERNAL in grpc's asyncio client), and for no more than
-    FIRST_REQUEST_WAIT_S where none comes."""
+@pytest.mark.parametrize(
+    ("refusal", "code"),
+    [("no token", grpc.StatusCode.UNAUTHENTICATED), ("draining", grpc.StatusCode.UNAVAILABLE)],
+)
+def test_a_refused_stream_is_refused_after_its_first_request(make_server, tmp_path, refusal, code):
+    """A stream refused before its config is read (server.refusal) is refused once its first
+    request has come (the write that could cross the refusal and turn the status into
+    INTERNAL in grpc's asyncio client), and no more than FIRST_REQUEST_WAIT_S later where
+    none comes."""
     tokens = tmp_path / "tokens"
     tokens.write_text("a-token\n")
-    running = make_server(auth_tokens_file=str(tokens))
+    running = make_server(auth_tokens_file=str(tokens) if refusal == "no token" else "")
+    running.running.servicer.draining = refusal == "draining"
     sent: list[float] = []
     never = threading.Event()
 
@@ -172,7 +179,7 @@ def test_a_refused_stream_is_refused_after_its_first_request(make_server, tmp_pa
             with pytest.raises(grpc.RpcError) as refused:
                 list(stub.StreamingRecognize(requests))
             ends.append(time.monotonic())
-            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert refused.value.code() == code
             assert ends[-1] - start < FIRST_REQUEST_WAIT_S + 5
     never.set()
     assert sent and ends[0] >= sent[0]  # refused once its first request had gone out
