@@ -115,13 +115,9 @@ def choose_precision(model: Whisper, device: str, precision: str) -> PrecisionPl
 
 
 def _time_ms(fn) -> float:
-    fn()
-    samples = []
-    for _ in range(CALIBRATION_REPEATS):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return sorted(samples)[len(samples) // 2]
+    """Median ms of CALIBRATION_REPEATS calls after a warm one (an encoder candidate: one is
+    kept alive at a time, so they cannot take turns)."""
+    return _time_in_turns({"": fn}, CALIBRATION_REPEATS)[""]
 
 
 @torch.inference_mode()
