@@ -108,6 +108,23 @@ def test_an_unsure_word_waits_for_a_third_decode_and_an_untrusted_one_for_ever()
     assert distrusted.words.committed == () and texts(distrusted.words.tentative) == texts(sure)
 
 
+def test_a_word_the_model_all_but_ruled_out_holds_back_itself_and_the_word_before_it():
+    """Three decodes that hear "Be pole" for "People" (the model split a word it could not
+    resolve, and gives its second half 0.1) commit neither half, nor what follows."""
+    heard = [
+        Word("once.", 0.0, 0.3, 0.95),
+        Word("Be", 0.4, 0.5, 0.7),
+        Word("pole", 0.5, 0.7, 0.1),
+        Word("folded", 0.8, 1.1, 0.9),
+    ]
+    state = StreamState(SETTINGS)
+    job = Job(False, 0, 16000, "")
+    for _ in range(3):
+        state = steps.on_interim(state, job, heard)
+    assert texts(state.words.committed) == ["once."]
+    assert texts(state.words.tentative) == ["Be", "pole", "folded"]
+
+
 @pytest.mark.parametrize(
     "signs, trusted",
     [

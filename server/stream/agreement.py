@@ -27,6 +27,11 @@ SETTLE_AFTER = int(12.0 * SAMPLE_RATE)  # interim window length past which commi
 # less sure one needs a third decode that heard it too (docs/architecture.md).
 MIN_COMMIT_PROBABILITY = 0.6
 THIRD_VOTE_S = 0.3  # an earlier hypothesis's word this close in time is the same word
+# A word the model all but ruled out is never committed, however many decodes agree on it:
+# decodes of overlapping windows given the same start are not independent votes. Nor is the
+# word before it: that is most often one word the model split in two ("Be pole" for
+# "People"), and the final, free of it, may still write it as one.
+MIN_WORD_PROBABILITY = 0.2
 # A hypothesis commits nothing when it shows the signs of a guess that Whisper's own
 # transcribe loop acts on: a low average log-probability (noisy or unclear audio), a likely
 # absence of speech, or a degenerate repetition.
@@ -108,7 +113,7 @@ def commit(
     state = _respelled(state, hypothesis)
     new = _after_committed(state, hypothesis, window_first_s)
     agreed = tuple(new[: agreed_prefix(new, state.tentative)])
-    unsure = (i for i, w in enumerate(agreed) if not _sure(w, state.earlier))
+    unsure = (i for i, w in enumerate(agreed) if not _committable(new, i, state.earlier))
     newly = agreed[: next(unsure, None)] if trusted else ()
     rest = tuple(new[len(newly) :])
     earlier = state.tentative
@@ -131,6 +136,14 @@ def _respelled(state: Agreement, hypothesis: Sequence[Word]) -> Agreement:
     if not (committed and goes_on and same_words(hypothesis[: len(committed)], committed)):
         return state
     return replace(state, written=tuple(h.word for h in hypothesis[: len(committed)]))
+
+
+def _committable(hypothesis: Sequence[Word], i: int, earlier: Sequence[Word]) -> bool:
+    """Whether the hypothesis's agreed word `i` may be committed: neither it nor the word
+    after it is one the model all but ruled out, and it is sure (`_sure`)."""
+    if any(w.probability < MIN_WORD_PROBABILITY for w in hypothesis[i : i + 2]):
+        return False
+    return _sure(hypothesis[i], earlier)
 
 
 def _sure(word: Word, earlier: Sequence[Word]) -> bool:
