@@ -123,6 +123,10 @@ def test_a_word_the_model_all_but_ruled_out_holds_back_itself_and_the_word_befor
         state = steps.on_interim(state, job, heard)
     assert texts(state.words.committed) == ["once."]
     assert texts(state.words.tentative) == ["Be", "pole", "folded"]
+    # a decode that then writes "Be pole-folded" agrees on "Be", but its partner still heard
+    # "pole" after it
+    state = steps.on_interim(state, job, [*heard[:2], Word("pole-folded", 0.5, 1.1, 0.57)])
+    assert texts(state.words.committed) == ["once."]
 
 
 @pytest.mark.parametrize(

@@ -113,7 +113,8 @@ def commit(
     state = _respelled(state, hypothesis)
     new = _after_committed(state, hypothesis, window_first_s)
     agreed = tuple(new[: agreed_prefix(new, state.tentative)])
-    unsure = (i for i, w in enumerate(agreed) if not _committable(new, i, state.earlier))
+    votes = (new, state.tentative)
+    unsure = (i for i in range(len(agreed)) if not _committable(votes, i, state.earlier))
     newly = agreed[: next(unsure, None)] if trusted else ()
     rest = tuple(new[len(newly) :])
     earlier = state.tentative
@@ -138,12 +139,14 @@ def _respelled(state: Agreement, hypothesis: Sequence[Word]) -> Agreement:
     return replace(state, written=tuple(h.word for h in hypothesis[: len(committed)]))
 
 
-def _committable(hypothesis: Sequence[Word], i: int, earlier: Sequence[Word]) -> bool:
-    """Whether the hypothesis's agreed word `i` may be committed: neither it nor the word
-    after it is one the model all but ruled out, and it is sure (`_sure`)."""
-    if any(w.probability < MIN_WORD_PROBABILITY for w in hypothesis[i : i + 2]):
-        return False
-    return _sure(hypothesis[i], earlier)
+def _committable(
+    votes: tuple[Sequence[Word], Sequence[Word]], i: int, earlier: Sequence[Word]
+) -> bool:
+    """Whether agreed word `i` of the two hypotheses that agree on it (newest first) may be
+    committed: in neither is it or the word after it one the model all but ruled out, and
+    it is sure (`_sure`)."""
+    doubtful = (w.probability < MIN_WORD_PROBABILITY for vote in votes for w in vote[i : i + 2])
+    return not any(doubtful) and _sure(votes[0][i], earlier)
 
 
 def _sure(word: Word, earlier: Sequence[Word]) -> bool:
