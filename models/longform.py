@@ -99,17 +99,18 @@ def _advance(
 ) -> tuple[int, int]:
     """Samples to move on, and how many of the window's tokens stand (they join the prompt).
 
-    Whisper's seek rule: a full window whose tokens hold a timestamp pair and do not end
-    with a closed segment (text, timestamp) was cut mid-segment; it restarts at the cut
-    segment's opening timestamp, and that segment is dropped here and decoded again from the
-    next window. Any other window is done as a whole; a window dropped as silence gives no
-    prompt."""
+    Whisper's seek rule: a window whose tokens hold a timestamp pair and do not end with a
+    closed segment (text, timestamp) restarts at its last timestamp; the segment cut there
+    (if any) is dropped here and decoded again from the next window. The last, shorter
+    window too: a decode that closes its segments early there (a timestamp pair, then the
+    end) leaves the audio after them to a window of its own. Any other window is done as a
+    whole; a window dropped as silence gives no prompt."""
     tokens = result.tokens
     if result.dropped:
         return window, 0
     stamps = [tokenizer.is_timestamp(t) for t in tokens]
     pairs = [i + 1 for i in range(len(tokens) - 1) if stamps[i] and stamps[i + 1]]
-    if window < N_SAMPLES or stamps[-2:] == [False, True] or not pairs:
+    if stamps[-2:] == [False, True] or not pairs:
         return window, len(tokens)
     cut = pairs[-1]
     last = tokenizer.timestamp_seconds(tokens[cut])

@@ -93,9 +93,10 @@ def _window_result(tokenizer, pieces: list[str | float], temperature: float = 0.
 
 
 def test_seek_rule_and_prompt_of_long_form(transcriber_fp32):
-    """A full window cut mid-segment restarts at the cut segment's opening timestamp and only
-    the complete segments join the prompt; a window that ends with a closed segment is done
-    as a whole; a window that needed a hot fallback resets the prompt."""
+    """A window cut mid-segment (or ending with a timestamp pair), the last and shorter one
+    too, restarts at its last timestamp and only the complete segments join the prompt; a
+    window that ends with a closed segment is done as a whole; a window that needed a hot
+    fallback resets the prompt."""
     tokenizer = transcriber_fp32.tokenizer
     seek = Seek(tokenizer, torch.zeros(90 * SAMPLE_RATE), options=QUICK)
     cut = _window_result(tokenizer, [0.0, " one", 10.0, 12.0, " two"])
@@ -109,6 +110,13 @@ def test_seek_rule_and_prompt_of_long_form(transcriber_fp32):
     hot = _window_result(tokenizer, [0.0, " four", 20.0], temperature=0.6)
     seek.take(seek.next_request(), hot)
     assert list(seek.next_request().prompt) == []
+    # the last window (18 s) follows the same rule: its closing pair says where speech
+    # stopped being decoded, and the audio after it gets a window of its own
+    last = seek.next_request()
+    assert last.audio.shape[-1] == 18 * SAMPLE_RATE
+    seek.take(last, _window_result(tokenizer, [0.0, " five", 6.0, 6.0]))
+    assert seek.position == 78 * SAMPLE_RATE
+    assert seek.next_request().audio.shape[-1] == 12 * SAMPLE_RATE
 
 
 def test_recognize_is_the_offline_pipeline(server, transcriber):
