@@ -154,7 +154,8 @@ class ResidualAttentionBlock(nn.Module):
 
 
 def _dense(x: Tensor, dtype: torch.dtype) -> Tensor:
-    return x.to(dtype, memory_format=torch.contiguous_format)
+    # `to` hands back x itself, strides and all, when the dtype already matches (fp32)
+    return x.to(dtype, memory_format=torch.contiguous_format).contiguous()
 
 
 def key_padding_mask(valid: Tensor, total: int, dtype: torch.dtype) -> Tensor:

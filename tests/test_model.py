@@ -184,13 +184,12 @@ def test_bf16_audio_keys_kept_in_fp32_attend_as_when_widened_at_every_step():
 
 
 @torch.inference_mode()
-def test_the_audio_keys_of_each_head_lie_together_with_the_projections_values(
-    transcriber,
-):
+@pytest.mark.parametrize("loaded", ["transcriber", "transcriber_fp32"])
+def test_the_audio_keys_of_each_head_lie_together_with_the_projections_values(request, loaded):
     """A decoder step reads every layer's audio keys and values: each head's 1500 of them
     lie together (read from the projection's layout, the step's attention took twice as
-    long), with the values of the projection."""
-    decoder = transcriber.model.decoder
+    long), with the values of the projection; at every precision (`auto` picks by timing)."""
+    decoder = request.getfixturevalue(loaded).model.decoder
     audio = torch.randn(2, 1500, 384, generator=torch.Generator().manual_seed(0))
     audio = audio.to(decoder.ln.weight.dtype)
     for (k, v), block in zip(decoder.cross_cache(audio), decoder.blocks):
