@@ -7,8 +7,9 @@ same tiny.en weights (tests/data/hard/: noise, babble, telephony, reverberation,
 
 Each configuration runs in its own subprocess (its own load and precision calibration) and
 transcribes every fixture once after a short warm-up; the wall time is that one pass.
-streamstt offline is `streamstt transcribe` (30 s windows; text, as it prints, or with word
-times as `--json` gives them: `ours auto words`); faster-whisper runs its own defaults
+streamstt offline is `streamstt transcribe` (30 s windows, beam 5 where greedy is unsure;
+text, as it prints, or with word times as `--json` gives them: `ours auto words`;
+`--variant auto:greedy` without the beams); faster-whisper runs its own defaults
 (temperature fallback, previous-text conditioning) with beam 1 or 5 and no VAD, and
 `faster-whisper int8 words` with its word times (`word_timestamps=True`).
 `--streamed` also streams each fixture alone at real time through a spawned server
@@ -75,7 +76,8 @@ def ours_options(variant: str):
         "no-fallback": {"temperatures": (0.0,)},
         "no-prompt": {"condition_on_previous_text": False},
         "window-features": {"recording_features": False},
-        "beam5": {"decoding": beam5},  # beam search of 5 at temperature 0
+        "beam5": {"decoding": beam5},  # beam search of 5 at temperature 0, every window
+        "greedy": {"unsure_beam_size": 1},  # no beam search where greedy is unsure
     }
     if variant not in variants:
         raise ValueError(f"unknown variant {variant!r} (one of {', '.join(variants)})")

@@ -1,7 +1,9 @@
 """Whisper's temperature fallback: a window whose greedy decode looks degenerate (text that
 compresses too well, a low average log-probability, or a repetition loop) is decoded again
 by sampling at rising temperatures until one decode passes, as openai/whisper and
-faster-whisper do. Only the failing windows of a batch are decoded again.
+faster-whisper do. Only the failing windows of a batch are decoded again. Before that, a
+window whose greedy decode is merely unsure is searched with beams
+(`TranscribeOptions.unsure_beam_size`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def decode_with_fallback(
     pending = list(range(items))
     for temperature in temperatures:
         decoded = decode(pending, replace(options.decoding, temperature=temperature))
+        if temperature <= 0:
+            decoded = _beam_where_unsure(decode, pending, decoded, options)
         for item, seq in zip(pending, decoded):
             tries[item].append(seq)
         pending = [
@@ -52,6 +56,29 @@ def decode_with_fallback(
         if not pending:
             break
     return [_best(t, text_of, options) if i in pending else t[-1] for i, t in enumerate(tries)]
+
+
+def _beam_where_unsure(
+    decode: Decode, items: list[int], decoded: list[DecodedSequence], options: TranscribeOptions
+) -> list[DecodedSequence]:
+    """The greedy decodes, each unsure one (`options.unsure_logprob`; not silence) replaced by
+    its beam search of `options.unsure_beam_size`: what the reference decodes at temperature
+    0 by default, paid only where greedy doubts."""
+    beams = options.unsure_beam_size
+    if beams <= options.decoding.beam_size:
+        return decoded
+    unsure = [
+        j
+        for j, seq in enumerate(decoded)
+        if seq.avg_logprob < options.unsure_logprob and not is_silence(seq, options)
+    ]
+    if not unsure:
+        return decoded
+    again = decode([items[j] for j in unsure], replace(options.decoding, beam_size=beams))
+    out = list(decoded)
+    for j, seq in zip(unsure, again):
+        out[j] = seq
+    return out
 
 
 def _best(

@@ -37,6 +37,14 @@ class TranscribeOptions:
     # window needed a temperature above this (its text is unsure: Whisper starts afresh).
     condition_on_previous_text: bool = True
     prompt_reset_temperature: float = 0.5
+    # Beam search where greedy is unsure (models.fallback): a window whose greedy decode
+    # averages a log-probability under `unsure_logprob` (and is not silence) is decoded again
+    # by beam search of this many beams at temperature 0, before any hotter try. 1: off.
+    # Clear speech stays greedy (-0.17 to -0.26 on the hard fixtures' clean windows, -0.37
+    # and below in noise); -0.4 is the streaming engine's trust floor too
+    # (server.stream.agreement.MIN_COMMIT_LOGPROB).
+    unsure_beam_size: int = 1
+    unsure_logprob: float = -0.4
     # Long form: cut each window's log-mel from the whole recording's (its dynamic range
     # taken over the whole file, as the reference does) instead of computing it per window.
     recording_features: bool = True
@@ -50,13 +58,18 @@ class TranscribeOptions:
             raise ValueError("compression_ratio_threshold must be positive")
         if not self.temperatures or any(t < 0 for t in self.temperatures):
             raise ValueError(f"temperatures {self.temperatures} must be non-negative, at least one")
+        if self.unsure_beam_size < 1:
+            raise ValueError(f"unsure_beam_size must be at least 1, not {self.unsure_beam_size}")
 
 
 # Whisper's fallback temperatures: greedy first, then sampling hotter and hotter.
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-# What a whole recording gets offline (`streamstt transcribe`): the 30 s window Whisper was
-# trained on and its temperature fallback.
-OFFLINE_OPTIONS = TranscribeOptions(full_window=True, temperatures=FALLBACK_TEMPERATURES)
+# What a whole recording gets offline (`streamstt transcribe`, Recognize): the 30 s window
+# Whisper was trained on, its temperature fallback, and beam search of 5 (the reference's
+# default) where greedy is unsure.
+OFFLINE_OPTIONS = TranscribeOptions(
+    full_window=True, temperatures=FALLBACK_TEMPERATURES, unsure_beam_size=5
+)
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,19 @@ QUICK = replace(OFFLINE_OPTIONS, word_timestamps=False)
 def test_fallback_decodes_a_failing_window_again_the_same_way_every_time(transcriber_fp32):
     """8 s of read speech under babble at 5 dB: greedy decoding is unsure (average
     log-probability below -1) and not silence, so the window is sampled again hotter; the
-    samples come from a seeded generator, so the fallback's text is reproducible."""
+    samples come from a seeded generator, so the fallback's text is reproducible. (Without
+    the beam search for unsure windows: its decode is more likely than any sample here.)"""
     audio = decode_audio(HARD / "read_babble5.flac")[: 8 * SAMPLE_RATE]
-    greedy = replace(QUICK, temperatures=(0.0,))
+    options = replace(QUICK, unsure_beam_size=1)
+    greedy = replace(options, temperatures=(0.0,))
     (first,) = transcriber_fp32.transcribe_batch([Request(audio)], greedy)
     assert first.avg_logprob < -1.0 and first.no_speech_prob < 0.6, first
-    runs = [transcriber_fp32.transcribe_batch([Request(audio)], QUICK)[0] for _ in range(2)]
+    runs = [transcriber_fp32.transcribe_batch([Request(audio)], options)[0] for _ in range(2)]
     assert runs[0].temperature > 0.0
     assert runs[0].text and runs[0].text != first.text
     assert runs[0].tokens == runs[1].tokens
     assert not runs[0].repetition_loop
-    assert compression_ratio(runs[0].text) <= QUICK.compression_ratio_threshold
+    assert compression_ratio(runs[0].text) <= options.compression_ratio_threshold
 
 
 def _sequence(tokens: list[int], logprob: float, loop: bool = False) -> DecodedSequence:
@@ -59,6 +61,51 @@ def test_fallback_replaces_a_loop_and_keeps_the_best_when_nothing_passes():
     calls = []
     decode_with_fallback(lambda i, d: calls.append(d) or [fluent] * len(i), 2, lambda s: "", QUICK)
     assert [d.temperature for d in calls] == [0.0]  # a passing decode is not retried
+
+
+def test_only_unsure_greedy_decodes_are_searched_again_with_beams():
+    """Greedy first; a decode under `unsure_logprob` that is not silence is decoded again by
+    beam search at temperature 0 (only those items), and the fallback then judges the beam's
+    decode."""
+    sure, unsure = _sequence([1], -0.2), _sequence([2], -0.6)
+    silent = DecodedSequence([3], [-1.5], 0.9, True, False)
+    searched, failing = _sequence([4], -0.3), _sequence([5], -1.2)
+    calls = []
+
+    def decode(items, decoding):
+        calls.append((items, decoding.beam_size, decoding.temperature))
+        if decoding.beam_size > 1:
+            return [searched if i == 1 else failing for i in items]
+        if decoding.temperature > 0:
+            return [sure for _ in items]
+        return [[sure, unsure, silent, unsure][i] for i in items]
+
+    kept = decode_with_fallback(decode, 4, lambda s: "words", QUICK)
+    assert calls[:2] == [([0, 1, 2, 3], 1, 0.0), ([1, 3], 5, 0.0)]
+    assert kept[:3] == [sure, searched, silent]
+    assert kept[3] is sure and calls[2] == ([3], 1, 0.2)  # the beam's decode failed too
+    calls.clear()
+    decode_with_fallback(decode, 4, lambda s: "words", replace(QUICK, unsure_beam_size=1))
+    assert all(beams == 1 for _, beams, _ in calls)
+
+
+def test_an_unsure_window_gets_the_reference_beam_search_text(transcriber_fp32):
+    """12 s of read speech in white noise at 10 dB: greedy decoding is unsure, so offline
+    decodes the window again by beam search of 5 and gives faster-whisper's text at its
+    default beam size (fp32), word for word; greedy's text differs."""
+    faster_whisper = pytest.importorskip("faster_whisper")
+    audio = decode_audio(HARD / "read_white10.flac")[: 12 * SAMPLE_RATE]
+    (greedy,) = transcriber_fp32.transcribe_batch(
+        [Request(audio)], replace(QUICK, unsure_beam_size=1)
+    )
+    assert greedy.avg_logprob < QUICK.unsure_logprob
+    model = faster_whisper.WhisperModel(
+        str(loading.bundled_model_dir()), device="cpu", compute_type="float32", cpu_threads=2
+    )
+    segments, _ = model.transcribe(audio.numpy(), beam_size=5, vad_filter=False)
+    theirs = " ".join(s.text.strip() for s in segments)
+    ours = transcriber_fp32.transcribe(audio, QUICK).text
+    assert ours == theirs and ours != greedy.text
 
 
 @pytest.mark.parametrize("name", ["noise.wav", "silence.wav"])
