@@ -41,13 +41,11 @@ def decode_with_fallback(
     the best of its tries (`_best`)."""
     temperatures = options.temperatures
     if len(temperatures) == 1:  # no fallback (streaming): nothing to judge, no text to decode
-        return decode(list(range(items)), replace(options.decoding, temperature=temperatures[0]))
+        return _decode_at(decode, list(range(items)), temperatures[0], options)
     tries: list[list[DecodedSequence]] = [[] for _ in range(items)]
     pending = list(range(items))
     for temperature in temperatures:
-        decoded = decode(pending, replace(options.decoding, temperature=temperature))
-        if temperature <= 0:
-            decoded = _beam_where_unsure(decode, pending, decoded, options)
+        decoded = _decode_at(decode, pending, temperature, options)
         for item, seq in zip(pending, decoded):
             tries[item].append(seq)
         pending = [
@@ -56,6 +54,16 @@ def decode_with_fallback(
         if not pending:
             break
     return [_best(t, text_of, options) if i in pending else t[-1] for i, t in enumerate(tries)]
+
+
+def _decode_at(
+    decode: Decode, items: list[int], temperature: float, options: TranscribeOptions
+) -> list[DecodedSequence]:
+    """`items` decoded at `temperature`; at temperature 0, with beams where unsure."""
+    decoded = decode(items, replace(options.decoding, temperature=temperature))
+    if temperature > 0:
+        return decoded
+    return _beam_where_unsure(decode, items, decoded, options)
 
 
 def _beam_where_unsure(
