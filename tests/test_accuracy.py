@@ -87,23 +87,22 @@ def test_only_unsure_greedy_decodes_are_searched_again_with_beams():
     calls.clear()
     decode_with_fallback(decode, 4, lambda s: "words", replace(QUICK, unsure_beam_size=1))
     assert all(beams == 1 for _, beams, _ in calls)
+    calls.clear()  # without a fallback, the beams still search the unsure decodes
+    kept = decode_with_fallback(decode, 4, lambda s: "words", replace(QUICK, temperatures=(0.0,)))
+    assert calls == [([0, 1, 2, 3], 1, 0.0), ([1, 3], 5, 0.0)]
+    assert kept == [sure, searched, silent, failing]
 
 
 def test_an_unsure_window_gets_the_reference_beam_search_text(transcriber_fp32):
     """12 s of read speech in white noise at 10 dB: greedy decoding is unsure, so offline
     decodes the window again by beam search of 5 and gives faster-whisper's text at its
     default beam size (fp32), word for word; greedy's text differs."""
-    faster_whisper = pytest.importorskip("faster_whisper")
     audio = decode_audio(HARD / "read_white10.flac")[: 12 * SAMPLE_RATE]
     (greedy,) = transcriber_fp32.transcribe_batch(
         [Request(audio)], replace(QUICK, unsure_beam_size=1)
     )
     assert greedy.avg_logprob < QUICK.unsure_logprob
-    model = faster_whisper.WhisperModel(
-        str(loading.bundled_model_dir()), device="cpu", compute_type="float32", cpu_threads=2
-    )
-    segments, _ = model.transcribe(audio.numpy(), beam_size=5, vad_filter=False)
-    theirs = " ".join(s.text.strip() for s in segments)
+    theirs = _faster_whisper_fp32_text(audio, beam_size=5)
     ours = transcriber_fp32.transcribe(audio, QUICK).text
     assert ours == theirs and ours != greedy.text
 
@@ -118,14 +117,20 @@ def test_no_words_from_non_speech_offline(transcriber, name):
 def test_clean_two_window_reading_equals_faster_whisper(transcriber_fp32):
     """44 s of clean speech (two windows, the second prompted with the first's text):
     the reference pipeline's text, word for word (fp32, greedy, its defaults)."""
-    faster_whisper = pytest.importorskip("faster_whisper")
     audio = decode_audio(HARD / "read_clean.flac")
+    theirs = _faster_whisper_fp32_text(audio, beam_size=1)
+    assert transcriber_fp32.transcribe(audio, QUICK).text == theirs
+
+
+def _faster_whisper_fp32_text(audio: torch.Tensor, beam_size: int) -> str:
+    """The reference pipeline's text (faster-whisper, fp32, its defaults, no VAD) on the
+    same weights; skips where faster-whisper is not installed."""
+    faster_whisper = pytest.importorskip("faster_whisper")
     model = faster_whisper.WhisperModel(
         str(loading.bundled_model_dir()), device="cpu", compute_type="float32", cpu_threads=2
     )
-    segments, _ = model.transcribe(audio.numpy(), beam_size=1, vad_filter=False)
-    theirs = " ".join(s.text.strip() for s in segments)
-    assert transcriber_fp32.transcribe(audio, QUICK).text == theirs
+    segments, _ = model.transcribe(audio.numpy(), beam_size=beam_size, vad_filter=False)
+    return " ".join(s.text.strip() for s in segments)
 
 
 def _window_result(tokenizer, pieces: list[str | float], temperature: float = 0.0) -> Transcript:
