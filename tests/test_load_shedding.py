@@ -112,13 +112,49 @@ def test_refused_streams_do_not_slow_the_admitted_one(make_server):
     assert statistics.median(crowded) <= expected, (alone, crowded)
 
 
+def _waves(target: str, extra: int, measure) -> tuple[float, list[tuple[grpc.StatusCode, float]]]:
+    """`measure()` while three waves of `extra` streams, 1.5 s apart, try to join. Returns its
+    value and (status, seconds to end) per wave stream."""
+    import threading
+    import time
+
+    refusals: list[tuple[grpc.StatusCode, float]] = []
+    lock = threading.Lock()
+    channel = grpc.insecure_channel(target)
+    grpc.channel_ready_future(channel).result(timeout=10)  # time the call, not the connect
+
+    def one() -> None:
+        started = time.monotonic()
+        status, _, _ = call(target, [config()], timeout=10, channel=channel)
+        with lock:
+            refusals.append((status, time.monotonic() - started))
+
+    def waves() -> None:
+        for _ in range(3):
+            time.sleep(1.5)
+            wave = [threading.Thread(target=one) for _ in range(extra)]
+            for thread in wave:
+                thread.start()
+            for thread in wave:
+                thread.join(10)
+
+    shedding = threading.Thread(target=waves)
+    shedding.start()
+    try:
+        return measure(), refusals
+    finally:
+        shedding.join(30)
+        channel.close()
+
+
 def test_admitted_streams_keep_their_latency_through_shedding_waves(make_server):
     """max_streams real-time speech streams run while three waves of k more arrive: each wave
     is refused at once, and the admitted streams' word emission latency stays what it is
-    without the waves (measured with the latency harness's own definitions)."""
+    without the waves (measured with the latency harness's own definitions). Medians of three
+    p95s of each, taken in turn: one run's p95 on two shared cores ranges from 0.47 s to
+    0.96 s without waves (a single pair once read 0.59 s alone, 1.32 s with waves)."""
     import asyncio
-    import threading
-    import time
+    import statistics
 
     from streamstt.client.bench import latency
     from streamstt.client.bench import run as bench
@@ -145,34 +181,14 @@ def test_admitted_streams_keep_their_latency_through_shedding_waves(make_server)
         assert len(emissions) >= 15
         return float(np.percentile(emissions, 95))
 
-    alone = p95_emission()
-    refusals: list[tuple[grpc.StatusCode, float]] = []
-    stop = threading.Event()
-    lock = threading.Lock()
-
-    def waves() -> None:
-        channel = grpc.insecure_channel(running.target)
-        grpc.channel_ready_future(channel).result(timeout=10)
-        for _ in range(3):
-            stop.wait(1.5)
-
-            def one() -> None:
-                started = time.monotonic()
-                status, _, _ = call(running.target, [config()], timeout=10, channel=channel)
-                with lock:
-                    refusals.append((status, time.monotonic() - started))
-
-            wave = [threading.Thread(target=one) for _ in range(extra)]
-            for thread in wave:
-                thread.start()
-            for thread in wave:
-                thread.join(10)
-        channel.close()
-
-    shedding = threading.Thread(target=waves)
-    shedding.start()
-    crowded = p95_emission()
-    shedding.join(30)
-    assert len(refusals) == 3 * extra, refusals
-    assert all(s == grpc.StatusCode.RESOURCE_EXHAUSTED and t < 0.1 for s, t in refusals), refusals
-    assert crowded <= alone * 1.5 + 0.3, (alone, crowded)
+    alone, crowded = [], []
+    for _ in range(3):
+        alone.append(p95_emission())
+        p95, refusals = _waves(running.target, extra, p95_emission)
+        crowded.append(p95)
+        assert len(refusals) == 3 * extra, refusals
+        assert all(s == grpc.StatusCode.RESOURCE_EXHAUSTED and t < 0.1 for s, t in refusals), (
+            refusals
+        )
+    expected = statistics.median(alone) * 1.5 + 0.3
+    assert statistics.median(crowded) <= expected, (alone, crowded)
