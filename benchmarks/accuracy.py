@@ -3,7 +3,7 @@ same tiny.en weights (tests/data/hard/: noise, babble, telephony, reverberation,
 
     python benchmarks/accuracy.py [--threads 2] [--json out.json] [--markdown out.md]
         [--only 'ours auto,faster-whisper int8'] [--fixtures read_white10,read_clean]
-        [--streamed [--streamed-runs 3]]
+        [--streamed [--streamed-runs 3]] [--noise-seeds K]
 
 Each configuration runs in its own subprocess (its own load and precision calibration) and
 transcribes every fixture once after a short warm-up; the wall time is that one pass.
@@ -16,6 +16,11 @@ text, as it prints, or with word times as `--json` gives them: `ours auto words`
 (`streamstt bench --spawn` machinery) and scores the finals: slow, about 8 minutes a run.
 Where the decodes land in real time changes a word or two between runs (several points on
 the noisy fixtures): `--streamed-runs N` streams N times and adds a column of their median.
+`--noise-seeds K` adds read_white10 and read_white5 over K more draws of white noise
+(`read_white10_s1` ...; numpy seeds 1..K, each draw added to read_clean at both SNRs by
+tests/data/make_hard_fixtures.py's `mix`) and a row of their mean per SNR: one draw
+decides a few words of a noisy fixture's WER, so a difference between two pipelines on one
+fixture may be the draw's.
 faster-whisper is a benchmark/test dependency only: it is imported where it is used.
 """
 
@@ -29,6 +34,8 @@ import time
 from pathlib import Path
 
 HARD = Path(__file__).resolve().parents[1] / "tests" / "data" / "hard"
+SEEDS = Path("bench-out/accuracy/noise-seeds")  # the --noise-seeds files
+WHITE_SNRS_DB = (10, 5)
 FIXTURES = [
     "read_clean",
     "read_white10",
@@ -56,7 +63,37 @@ CONFIGS = {
 
 
 def fixture_path(name: str) -> Path:
-    return next(p for p in sorted(HARD.glob(f"{name}.*")) if p.suffix != ".txt")
+    """A fixture's audio: tests/data/hard, else a --noise-seeds file."""
+    found = [p for d in (HARD, SEEDS) for p in sorted(d.glob(f"{name}.*")) if p.suffix != ".txt"]
+    if not found:
+        raise SystemExit(f"error: no fixture {name!r} in {HARD} or {SEEDS}")
+    return found[0]
+
+
+def make_noise_seeds(count: int) -> list[str]:
+    """Write read_white10/5 over white-noise draws 1..count into SEEDS; their names. One draw
+    per seed serves both SNRs, as in the fixtures."""
+    import importlib.util
+
+    import numpy as np
+    import soundfile as sf
+
+    maker = HARD.parent / "make_hard_fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_hard_fixtures", maker)
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    clean, rate = sf.read(HARD / "read_clean.flac", dtype="float64")
+    text = (HARD / "read_clean.txt").read_text()
+    SEEDS.mkdir(parents=True, exist_ok=True)
+    names = []
+    for seed in range(1, count + 1):
+        white = np.random.default_rng(seed).standard_normal(len(clean))
+        for snr in WHITE_SNRS_DB:
+            name = f"read_white{snr}_s{seed}"
+            sf.write(SEEDS / f"{name}.flac", fixtures.mix(clean, white, snr), rate, "PCM_16")
+            (SEEDS / f"{name}.txt").write_text(text)
+            names.append(name)
+    return names
 
 
 def ours_options(variant: str):
@@ -158,7 +195,7 @@ def score(results: dict) -> None:
 
     for result in results.values():
         for name, item in result["fixtures"].items():
-            reference = (HARD / f"{name}.txt").read_text()
+            reference = fixture_path(name).with_suffix(".txt").read_text()
             item["wer"] = round(word_error_rate([reference], [item["text"]]) or 0.0, 4)
 
 
@@ -179,11 +216,18 @@ def median_run(runs: list[dict]) -> dict:
 def markdown(results: dict) -> str:
     """Rows: fixtures; columns: configurations; WER in %, then wall time and its ratio."""
     names = list(results)
-    fixtures = [f for f in FIXTURES if any(f in r["fixtures"] for r in results.values())]
+    present = {f for r in results.values() for f in r["fixtures"]}
+    fixtures = [f for f in FIXTURES if f in present] + sorted(present - set(FIXTURES))
     lines = ["| fixture | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
     for fixture in fixtures:
         cells = [results[n]["fixtures"].get(fixture, {}).get("wer") for n in names]
         lines.append(f"| {fixture} | " + " | ".join(_percent(c) for c in cells) + " |")
+    for snr in WHITE_SNRS_DB:
+        seeds = [f for f in fixtures if f.startswith(f"read_white{snr}_s")]
+        if seeds:
+            cells = [_mean(results[n]["fixtures"], seeds) for n in names]
+            label = f"read_white{snr}, mean of {len(seeds)} seeds"
+            lines.append(f"| {label} | " + " | ".join(_percent(c) for c in cells) + " |")
     walls = {n: sum(i["wall_s"] for i in results[n]["fixtures"].values()) for n in names}
     lines.append("| wall s | " + " | ".join(f"{walls[n]:.1f}" for n in names) + " |")
     base = walls.get(BASELINE)
@@ -191,6 +235,11 @@ def markdown(results: dict) -> str:
         ratios = [f"{walls[n] / base:.2f}" for n in names]
         lines.append(f"| time / {BASELINE} | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
+
+
+def _mean(fixtures: dict, names: list[str]) -> float | None:
+    values = [fixtures[n]["wer"] for n in names if n in fixtures]
+    return sum(values) / len(values) if len(values) == len(names) else None
 
 
 def _percent(value: float | None) -> str:
@@ -247,6 +296,9 @@ def main() -> int:
         metavar="PRECISION:VARIANT",
         help="also run streamstt offline with one difference off (ours_options)",
     )
+    parser.add_argument(
+        "--noise-seeds", type=int, default=0, metavar="K", help="white noise over K more draws"
+    )
     parser.add_argument("--streamed", action="store_true", help="also stream at real time")
     parser.add_argument("--streamed-runs", type=int, default=1, help="real-time runs (median)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -254,6 +306,8 @@ def main() -> int:
     fixtures = [f for f in args.fixtures.split(",") if f]
     if args.worker:
         return _worker(args.worker, args.threads, fixtures)
+    if args.noise_seeds:
+        fixtures += make_noise_seeds(args.noise_seeds)
     configs = dict(CONFIGS)
     for spec in args.variant:
         precision, _, variant = spec.partition(":")
