@@ -1,0 +1,48 @@
+"""benchmarks/accuracy.py --noise-seeds: more draws of the white-noise fixtures, so a
+pipeline comparison is not one draw's luck. Each draw must be the fixture's kind of file:
+read_clean plus a seeded white noise at the named SNR, one draw for both SNRs."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import soundfile as sf
+from conftest import DATA
+
+ROOT = DATA.parents[1]
+
+
+def _accuracy_benchmark():
+    spec = importlib.util.spec_from_file_location("accuracy", ROOT / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_draw_is_read_clean_under_its_seeds_noise_at_the_named_snr(tmp_path, monkeypatch):
+    accuracy = _accuracy_benchmark()
+    monkeypatch.setattr(accuracy, "SEEDS", tmp_path)
+    names = accuracy.make_noise_seeds(2)
+    assert names == ["read_white10_s1", "read_white5_s1", "read_white10_s2", "read_white5_s2"]
+    clean, _ = sf.read(DATA / "hard" / "read_clean.flac", dtype="float64")
+    for name in names:
+        snr, seed = (int(part) for part in name.removeprefix("read_white").split("_s"))
+        assert accuracy.fixture_path(name) == tmp_path / f"{name}.flac"
+        assert (tmp_path / f"{name}.txt").read_text() == (
+            DATA / "hard" / "read_clean.txt"
+        ).read_text()
+        mixed, rate = sf.read(tmp_path / f"{name}.flac", dtype="float64")
+        assert rate == 16000 and mixed.shape == clean.shape
+        # mixed = a * clean + b * noise (then 16-bit): least squares recovers both gains
+        white = np.random.default_rng(seed).standard_normal(len(clean))
+        (a, b), *_ = np.linalg.lstsq(np.stack([clean, white], axis=1), mixed, rcond=None)
+        measured = _voiced_power(a * clean) / np.mean((b * white) ** 2)
+        assert abs(10 * np.log10(measured) - snr) < 0.1, (name, measured)
+
+
+def _voiced_power(x: np.ndarray) -> float:
+    """The fixtures' speech power: over the 20 ms frames within 30 dB of the loudest."""
+    frames = x[: len(x) // 320 * 320].reshape(-1, 320)
+    power = (frames**2).mean(axis=1)
+    return float(power[power > power.max() * 1e-3].mean())
