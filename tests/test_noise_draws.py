@@ -13,15 +13,16 @@ from conftest import DATA
 ROOT = DATA.parents[1]
 
 
-def _accuracy_benchmark():
-    spec = importlib.util.spec_from_file_location("accuracy", ROOT / "benchmarks" / "accuracy.py")
+def _load(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_each_draw_is_read_clean_under_its_seeds_noise_at_the_named_snr(tmp_path, monkeypatch):
-    accuracy = _accuracy_benchmark()
+    accuracy = _load(ROOT / "benchmarks" / "accuracy.py")
+    speech_power = _load(DATA / "make_hard_fixtures.py").speech_power  # the fixtures' SNR rule
     monkeypatch.setattr(accuracy, "SEEDS", tmp_path)
     names = accuracy.make_noise_seeds(2)
     assert names == ["read_white10_s1", "read_white5_s1", "read_white10_s2", "read_white5_s2"]
@@ -37,12 +38,5 @@ def test_each_draw_is_read_clean_under_its_seeds_noise_at_the_named_snr(tmp_path
         # mixed = a * clean + b * noise (then 16-bit): least squares recovers both gains
         white = np.random.default_rng(seed).standard_normal(len(clean))
         (a, b), *_ = np.linalg.lstsq(np.stack([clean, white], axis=1), mixed, rcond=None)
-        measured = _voiced_power(a * clean) / np.mean((b * white) ** 2)
+        measured = speech_power(a * clean) / np.mean((b * white) ** 2)
         assert abs(10 * np.log10(measured) - snr) < 0.1, (name, measured)
-
-
-def _voiced_power(x: np.ndarray) -> float:
-    """The fixtures' speech power: over the 20 ms frames within 30 dB of the loudest."""
-    frames = x[: len(x) // 320 * 320].reshape(-1, 320)
-    power = (frames**2).mean(axis=1)
-    return float(power[power > power.max() * 1e-3].mean())
