@@ -20,7 +20,9 @@ the noisy fixtures): `--streamed-runs N` streams N times and adds a column of th
 (`read_white10_s1` ...; numpy seeds 1..K, each draw added to read_clean at both SNRs by
 tests/data/make_hard_fixtures.py's `mix`) and a row of their mean per SNR: one draw
 decides a few words of a noisy fixture's WER, so a difference between two pipelines on one
-fixture may be the draw's.
+fixture may be the draw's. A second table gives, per SNR, the paired differences over the
+draws that the issue's bars are about (streamed - ours offline, ours offline - faster-whisper
+int8): their mean and its standard error.
 faster-whisper is a benchmark/test dependency only: it is imported where it is used.
 """
 
@@ -237,6 +239,32 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def differences(results: dict) -> str:
+    """Over the noise draws of each SNR, the paired WER differences that the issue's bars
+    are about: streamed finals against ours offline, ours offline against the baseline.
+    Their mean and its standard error (one draw's difference is mostly the draw's luck)."""
+    from statistics import mean, stdev
+
+    streamed = next((n for n in ("ours streamed median", "ours streamed") if n in results), None)
+    pairs = [(streamed, "ours auto"), ("ours auto", BASELINE)]
+    lines = ["| draws | difference (WER points) | mean | standard error | draws |"]
+    lines.append("| --- | --- | ---: | ---: | ---: |")
+    for snr in WHITE_SNRS_DB:
+        for a, b in pairs:
+            if a not in results or b not in results:
+                continue
+            first, second = results[a]["fixtures"], results[b]["fixtures"]
+            names = [n for n in first if n.startswith(f"read_white{snr}_s") and n in second]
+            diffs = [100 * (first[n]["wer"] - second[n]["wer"]) for n in names]
+            if len(diffs) < 2:
+                continue
+            error = stdev(diffs) / len(diffs) ** 0.5
+            lines.append(
+                f"| read_white{snr} | {a} - {b} | {mean(diffs):+.2f} | {error:.2f} | {len(diffs)} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def _mean(fixtures: dict, names: list[str]) -> float | None:
     values = [fixtures[n]["wer"] for n in names if n in fixtures]
     return sum(values) / len(values) if len(values) == len(names) else None
@@ -325,7 +353,7 @@ def main() -> int:
     score(results)
     if len(runs) > 1:
         results["ours streamed median"] = median_run([results[n] for n in runs])
-    table = markdown(results)
+    table = "\n\n".join(filter(None, (markdown(results), differences(results))))
     print(table)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")

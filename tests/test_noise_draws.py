@@ -40,3 +40,26 @@ def test_each_draw_is_read_clean_under_its_seeds_noise_at_the_named_snr(tmp_path
         (a, b), *_ = np.linalg.lstsq(np.stack([clean, white], axis=1), mixed, rcond=None)
         measured = speech_power(a * clean) / np.mean((b * white) ** 2)
         assert abs(10 * np.log10(measured) - snr) < 0.1, (name, measured)
+
+
+def test_the_paired_differences_over_draws_are_the_bars_quantities():
+    """The second table: per SNR, streamed - offline and offline - faster-whisper int8 over
+    the draws only (the fixture, one draw of its own, is left out), with the mean's
+    standard error."""
+    accuracy = _load(ROOT / "benchmarks" / "accuracy.py")
+
+    def run(**wers):
+        return {"fixtures": {name: {"wer": wer, "wall_s": 1.0} for name, wer in wers.items()}}
+
+    results = {
+        "ours auto": run(read_white10=0.15, read_white10_s1=0.10, read_white10_s2=0.20),
+        accuracy.BASELINE: run(read_white10=0.20, read_white10_s1=0.20, read_white10_s2=0.20),
+        "ours streamed": run(read_white10=0.30, read_white10_s1=0.12, read_white10_s2=0.20),
+    }
+    rows = accuracy.differences(results).splitlines()[2:]
+    # streamed - offline: +2 and 0 points; offline - baseline: -10 and 0 points
+    assert rows == [
+        "| read_white10 | ours streamed - ours auto | +1.00 | 1.00 | 2 |",
+        "| read_white10 | ours auto - faster-whisper int8 | -5.00 | 5.00 | 2 |",
+    ]
+    assert accuracy.differences({"ours auto": results["ours auto"]}) == ""
