@@ -27,7 +27,7 @@ def needs_fallback(seq: DecodedSequence, text: str, options: TranscribeOptions) 
     return (
         seq.repetition_loop
         or compression_ratio(text) > options.compression_ratio_threshold
-        or seq.avg_logprob < options.logprob_threshold
+        or (options.fallback_on_logprob and seq.avg_logprob < options.logprob_threshold)
     )
 
 
@@ -40,7 +40,7 @@ def decode_with_fallback(
     """Each item's decode at the first of options.temperatures that passes; where none does,
     the best of its tries (`_best`)."""
     temperatures = options.temperatures
-    if len(temperatures) == 1:  # no fallback (streaming): nothing to judge, no text to decode
+    if len(temperatures) == 1:  # no fallback (interims): nothing to judge, no text to decode
         return _decode_at(decode, list(range(items)), temperatures[0], options)
     tries: list[list[DecodedSequence]] = [[] for _ in range(items)]
     pending = list(range(items))

@@ -31,8 +31,13 @@ class TranscribeOptions:
     # precision has one): each item computes exactly as it would alone, a little slower.
     batch_invariant: bool = False
     # Temperature fallback (models.fallback): a window that fails the guards above (or loops)
-    # is decoded again at each next temperature. (0.0,): greedy only, the streaming default.
+    # is decoded again at each next temperature. (0.0,): greedy only (a stream's interims).
     temperatures: tuple[float, ...] = (0.0,)
+    # Whether a low average log-probability alone (`logprob_threshold`) sends a window to the
+    # fallback, as in the reference (offline). A stream's finals are tried again only when
+    # their text is degenerate (a loop): each hotter try is one more decode of the window,
+    # and on noisy speech most finals average under -1.0 (babble at 5 dB: -1.2 offline).
+    fallback_on_logprob: bool = True
     # Long form (models.longform): the text so far is the next window's prompt, unless a
     # window needed a temperature above this (its text is unsure: Whisper starts afresh).
     condition_on_previous_text: bool = True

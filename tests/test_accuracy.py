@@ -63,6 +63,34 @@ def test_fallback_replaces_a_loop_and_keeps_the_best_when_nothing_passes():
     assert [d.temperature for d in calls] == [0.0]  # a passing decode is not retried
 
 
+def test_a_streamed_final_is_tried_again_only_when_it_loops():
+    """A stream's final (its beam search, FINAL_OPTIONS) is decoded again hotter when the
+    decode loops or its text compresses above 2.4, as offline; a merely unlikely decode
+    (noisy speech, average log-probability under -1) is kept without more decodes. An
+    interim is never tried again."""
+    from streamstt.server.stream.job import INTERIM_OPTIONS, final_options
+
+    loop, fluent = _sequence([1] * 12, -0.8, True), _sequence([2], -0.9)
+    unlikely, repeated = _sequence([3], -1.3), _sequence([4], -0.5)
+    texts = {1: "three four " * 6, 2: "holding paper cups", 3: "a noisy guess", 4: "la " * 20}
+    calls = []
+    for first, retried in ((loop, True), (repeated, True), (unlikely, False), (fluent, False)):
+        calls.clear()
+
+        def decode(items, decoding, first=first):
+            calls.append((decoding.beam_size, decoding.temperature))
+            return [first if decoding.temperature == 0 else fluent for _ in items]
+
+        (kept,) = decode_with_fallback(decode, 1, lambda s: texts[s.tokens[0]], final_options(5))
+        assert (kept is fluent) is (retried or first is fluent), texts[first.tokens[0]]
+        assert calls[0] == (5, 0.0) and (len(calls) > 1) is retried
+        if retried:
+            assert calls[1] == (5, 0.2)  # sampled (a beam size only searches at 0)
+        calls.clear()
+        decode_with_fallback(decode, 1, lambda s: texts[s.tokens[0]], INTERIM_OPTIONS)
+        assert calls == [(1, 0.0)]
+
+
 def test_only_unsure_greedy_decodes_are_searched_again_with_beams():
     """Greedy first; a decode under `unsure_logprob` that is not silence is decoded again by
     beam search at temperature 0 (only those items), and the fallback then judges the beam's
