@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from .decoding import DecodedSequence, DecodingOptions
 from .options import TranscribeOptions
-from .results import compression_ratio, is_silence
+from .results import compression_ratio, is_silence, repeated_phrase
 
 # decode(batch items, options) -> their sequences, in the same order
 Decode = Callable[[list[int], DecodingOptions], list[DecodedSequence]]
@@ -26,8 +26,16 @@ def needs_fallback(seq: DecodedSequence, text: str, options: TranscribeOptions) 
         return False
     return (
         seq.repetition_loop
-        or compression_ratio(text) > options.compression_ratio_threshold
+        or _degenerate(text, options)
         or (options.fallback_on_logprob and seq.avg_logprob < options.logprob_threshold)
+    )
+
+
+def _degenerate(text: str, options: TranscribeOptions) -> bool:
+    """Text of a loop: it compresses too well, or repeats a phrase (where asked)."""
+    repeats = options.loop_phrase_repeats
+    return compression_ratio(text) > options.compression_ratio_threshold or bool(
+        repeats and repeated_phrase(text, options.loop_phrase_words, repeats)
     )
 
 
@@ -96,6 +104,5 @@ def _best(
 ) -> DecodedSequence:
     """No try passed: the most likely one that is not a loop (faster-whisper's choice; the
     compression guard would drop a loop's text), else the most likely of all."""
-    threshold = options.compression_ratio_threshold
-    fluent = [s for s in tries if compression_ratio(text_of(s)) <= threshold]
+    fluent = [s for s in tries if not _degenerate(text_of(s), options)]
     return max(fluent or tries, key=lambda s: s.avg_logprob)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .alignment import Word
@@ -41,6 +43,16 @@ class Transcript:
 def compression_ratio(text: str) -> float:
     raw = text.encode("utf-8")
     return len(raw) / max(1, len(zlib.compress(raw)))
+
+
+def repeated_phrase(text: str, length: int, times: int) -> bool:
+    """Whether some run of `length` words occurs `times` times or more in `text` (compared
+    lower case, without punctuation): a clause said again and again with a word changed
+    between copies is a loop that neither the token loop guard (exact repeats in a row)
+    nor the compression ratio (short text) sees."""
+    words = [w for w in (re.sub(r"[^\w']", "", w.lower()) for w in text.split()) if w]
+    runs = Counter(tuple(words[i : i + length]) for i in range(len(words) - length + 1))
+    return bool(runs) and max(runs.values()) >= times
 
 
 def is_silence(seq: DecodedSequence, options: TranscribeOptions) -> bool:

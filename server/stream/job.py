@@ -27,6 +27,7 @@ FINAL_OPTIONS = TranscribeOptions(
     batch_invariant=True,
     temperatures=FALLBACK_TEMPERATURES,
     fallback_on_logprob=False,
+    loop_phrase_repeats=3,
 )
 
 
