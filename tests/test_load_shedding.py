@@ -57,14 +57,17 @@ def test_load_shedding_holds_the_limit_in_three_waves(make_server):
 
 
 def _flooded(target: str, measure, refused: list[grpc.StatusCode]) -> float:
-    """`measure()` while another client opens a stream every 50 ms (each refused, as the
-    server's one stream is taken); their statuses go to `refused`."""
+    """`measure(admitted)` while another client opens a stream every 50 ms (each refused, as
+    the server's one stream is taken); their statuses go to `refused`. The flood starts once
+    `measure` sets `admitted` (its stream has its first response): begun earlier, a flood
+    stream could take the one slot first and the measured stream be the one refused."""
     import threading
     import time
 
-    stop = threading.Event()
+    stop, admitted = threading.Event(), threading.Event()
 
     def flood() -> None:
+        admitted.wait(30)
         while not stop.is_set():
             status, _, _ = call(target, [config()], timeout=10)
             refused.append(status)
@@ -72,11 +75,11 @@ def _flooded(target: str, measure, refused: list[grpc.StatusCode]) -> float:
 
     flooding = threading.Thread(target=flood)
     flooding.start()
-    time.sleep(0.2)
     try:
-        return measure()
+        return measure(admitted)
     finally:
         stop.set()
+        admitted.set()
         flooding.join(30)
 
 
@@ -86,6 +89,7 @@ def test_refused_streams_do_not_slow_the_admitted_one(make_server):
     shared cores one stream's final time varies by several hundred ms from run to run (a
     single pair once read 0.49 s alone, 1.30 s crowded)."""
     import statistics
+    import threading
     import time
 
     from streamstt.client.client import StreamingClient, file_chunks, streaming_config
@@ -93,13 +97,17 @@ def test_refused_streams_do_not_slow_the_admitted_one(make_server):
     running = make_server(max_streams=1, admission_utilization=1e6)
     rate, channels, chunks = file_chunks(DATA / "sample.wav", 100)
 
-    def final_delay() -> float:
+    def final_delay(admitted: threading.Event | None = None) -> float:
+        finals = []
         with StreamingClient(running.target) as client:
             responses = client.stream(
                 streaming_config(rate, channels=channels), chunks, pace_s=0.1, timeout=60
             )
             started = time.monotonic()
-            finals = [time.monotonic() for r in responses for x in r.results if x.is_final]
+            for response in responses:
+                if admitted is not None:
+                    admitted.set()
+                finals += [time.monotonic() for x in response.results if x.is_final]
         return finals[-1] - started - len(chunks) * 0.1
 
     alone, crowded, refused = [], [], []
