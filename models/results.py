@@ -45,12 +45,18 @@ def compression_ratio(text: str) -> float:
     return len(raw) / max(1, len(zlib.compress(raw)))
 
 
+def normal(word: str) -> str:
+    """A word as transcripts are compared (the stream's agreement, loop checks): lower case,
+    no punctuation."""
+    return re.sub(r"[^\w']", "", word.lower())
+
+
 def repeated_phrase(text: str, length: int, times: int) -> bool:
     """Whether some run of `length` words occurs `times` times or more in `text` (compared
     lower case, without punctuation): a clause said again and again with a word changed
     between copies is a loop that neither the token loop guard (exact repeats in a row)
     nor the compression ratio (short text) sees."""
-    words = [w for w in (re.sub(r"[^\w']", "", w.lower()) for w in text.split()) if w]
+    words = [w for w in map(normal, text.split()) if w]
     runs = Counter(tuple(words[i : i + length]) for i in range(len(words) - length + 1))
     return bool(runs) and max(runs.values()) >= times
 

@@ -10,12 +10,11 @@ more per step than a short one.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from streamstt.models.audio import SAMPLE_RATE
-from streamstt.models.results import compression_ratio
+from streamstt.models.results import compression_ratio, normal
 from streamstt.models.transcriber import Transcript, Word
 
 # seconds: hypothesis words ending before the last committed word's end (minus this jitter)
@@ -81,11 +80,6 @@ def trustworthy(transcript: Transcript) -> bool:
         and not transcript.repetition_loop
         and compression_ratio(transcript.text) <= MAX_COMPRESSION_RATIO
     )
-
-
-def normal(word: str) -> str:
-    """A word as agreement compares it: lower case, no punctuation."""
-    return re.sub(r"[^\w']", "", word.lower())
 
 
 def agreed_prefix(new: Sequence[Word], previous: Sequence[Word]) -> int:
