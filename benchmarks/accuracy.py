@@ -225,7 +225,7 @@ def markdown(results: dict) -> str:
         cells = [results[n]["fixtures"].get(fixture, {}).get("wer") for n in names]
         lines.append(f"| {fixture} | " + " | ".join(_percent(c) for c in cells) + " |")
     for snr in WHITE_SNRS_DB:
-        seeds = [f for f in fixtures if f.startswith(f"read_white{snr}_s")]
+        seeds = _draws(fixtures, snr)
         if seeds:
             cells = [_mean(results[n]["fixtures"], seeds) for n in names]
             label = f"read_white{snr}, mean of {len(seeds)} seeds"
@@ -254,7 +254,7 @@ def differences(results: dict) -> str:
             if a not in results or b not in results:
                 continue
             first, second = results[a]["fixtures"], results[b]["fixtures"]
-            names = [n for n in first if n.startswith(f"read_white{snr}_s") and n in second]
+            names = [n for n in _draws(first, snr) if n in second]
             diffs = [100 * (first[n]["wer"] - second[n]["wer"]) for n in names]
             if len(diffs) < 2:
                 continue
@@ -263,6 +263,11 @@ def differences(results: dict) -> str:
                 f"| read_white{snr} | {a} - {b} | {mean(diffs):+.2f} | {error:.2f} | {len(diffs)} |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _draws(names, snr: int) -> list[str]:
+    """The --noise-seeds files among `names` at `snr` (not the fixture: a draw of its own)."""
+    return [n for n in names if n.startswith(f"read_white{snr}_s")]
 
 
 def _mean(fixtures: dict, names: list[str]) -> float | None:
