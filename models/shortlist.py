@@ -10,7 +10,8 @@ the full bf16 product scores them, and their values replace the int8 ones. Only 
 step's pick uses it, and only when the token picked (after the logit filters) is one of
 those: else the step is scored again in full. Everything else that reads logits (the
 log-probabilities of given prefix tokens, the no-speech probability, sampling at a fallback
-temperature) gets the full bf16 product.
+temperature) gets the full bf16 product. So do steps of more than MAX_ROWS rows (a beam
+search's beams, a batch of many streams): the int8 kernel's time doubles from four rows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ ENGLISH_TEXT_TOKENS = 50256
 MULTILINGUAL_TEXT_TOKENS = 50257
 MULTILINGUAL_VOCAB = 51865
 QUANTIZE_ROWS = 4096
+# Rows up to which the int8 reading pays. Beyond, `_weight_int8pack_mm` leaves its fast path:
+# measured on 2 Xeon cores (AVX512-BF16) with the caches cold, as between decoder steps, the
+# whole pick took 1.5 ms for 1-3 rows, 3.2 for 4, 6.0 for 5 and 11.8 for 16, the full bf16
+# product 1.6, 2.9, 3.2 and 7.1 ms (docs/accuracy.md).
+MAX_ROWS = 3
 
 
 class ShortlistProjection(nn.Module):
@@ -45,10 +51,13 @@ class ShortlistProjection(nn.Module):
         self.register_buffer("scale", scale)
         self.weight = weight
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Logits to pick the most likely token from, and per row the text tokens that are
-        exact in them (special and timestamp tokens always are): see `exact`."""
+        exact in them (special and timestamp tokens always are; None: all are): see
+        `exact`."""
         rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
+        if rows.shape[0] > MAX_ROWS:
+            return (x.to(torch.bfloat16) @ self.weight.T).float(), None
         logits = torch._weight_int8pack_mm(rows, self.qweight, self.scale).float()
         text = self.text_tokens
         best = logits[:, :text].topk(SHORTLIST, dim=-1).indices
@@ -57,8 +66,10 @@ class ShortlistProjection(nn.Module):
         logits[:, text:] = (rows @ self.weight[text:].T).float()
         return logits.reshape(*x.shape[:-1], -1), best
 
-    def exact(self, tokens: Tensor, best: Tensor) -> bool:
+    def exact(self, tokens: Tensor, best: Tensor | None) -> bool:
         """Whether every row's token (one per row of the input) had its exact logit."""
+        if best is None:
+            return True
         listed = (best == tokens[:, None]).any(dim=1)
         return bool((listed | (tokens >= self.text_tokens)).all())
 

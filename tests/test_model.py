@@ -30,7 +30,7 @@ from streamstt.models.decoding import (
     spread_boost,
 )
 from streamstt.models.packed import PackedLinear, packed_linear_supported
-from streamstt.models.shortlist import SHORTLIST, ShortlistProjection
+from streamstt.models.shortlist import MAX_ROWS, SHORTLIST, ShortlistProjection
 from streamstt.models.transcriber import Request, TranscribeOptions, Transcriber
 from streamstt.models.whisper import attention, key_padding_mask
 
@@ -238,7 +238,8 @@ def test_the_shortlist_projection_scores_what_decoding_looks_at_as_bf16_does(tra
     """Read at int8, the bf16 output projection gives a greedy step the full bf16 product's
     values for the best text tokens and every special and timestamp token, and so the same
     pick; a pick outside them (a logit filter moved it) is flagged, and `logits` (prefix
-    log-probabilities, no-speech, sampling) stays the full product. (On the decoder states
+    log-probabilities, no-speech, sampling) stays the full product, as do steps of more
+    than MAX_ROWS rows. (On the decoder states
     of three noisy fixtures the picked tokens' log-probabilities moved by at most 0.008.)"""
     decoder = transcriber.model.decoder
     weight = decoder.token_embedding.weight.data
@@ -251,15 +252,20 @@ def test_the_shortlist_projection_scores_what_decoding_looks_at_as_bf16_does(tra
     hidden = decoder.ln(noise.bfloat16())
     full = (hidden @ weight.T).float()[:, 0]
     assert torch.equal(decoder.logits(hidden)[:, 0], full)
+    for first in range(0, len(hidden), MAX_ROWS):  # a step of as many rows as it reads
+        rows, expected = hidden[first : first + MAX_ROWS], full[first : first + MAX_ROWS]
+        quick, exact = decoder.pick_logits(rows)
+        quick = quick[:, 0]
+        assert torch.equal(quick[:, text:], expected[:, text:])
+        assert torch.equal(quick.argmax(-1), expected.argmax(-1)) and exact(expected.argmax(-1))
+        best = expected[:, :text].topk(SHORTLIST // 2, dim=-1)
+        assert torch.equal(quick.gather(1, best.indices), best.values)
+        assert not exact(expected[:, :text].argmin(-1))  # the least likely token: int8 only
+        # the rest (int8 rows, off by up to ~1) only enters the normalisation
+        assert (quick.logsumexp(-1) - expected.logsumexp(-1)).abs().max() < 0.05
+    # more rows (beams, a batch of streams): the full product, every token exact
     quick, exact = decoder.pick_logits(hidden)
-    quick = quick[:, 0]
-    assert torch.equal(quick[:, text:], full[:, text:])
-    assert torch.equal(quick.argmax(-1), full.argmax(-1)) and exact(full.argmax(-1))
-    best = full[:, :text].topk(SHORTLIST // 2, dim=-1)
-    assert torch.equal(quick.gather(1, best.indices), best.values)
-    assert not exact(full[:, :text].argmin(-1))  # the least likely token: int8 only
-    # the rest (int8 rows, off by up to ~1) only enters the normalisation
-    assert (quick.logsumexp(-1) - full.logsumexp(-1)).abs().max() < 0.05
+    assert torch.equal(quick[:, 0], full) and exact(full[:, :text].argmin(-1))
 
 
 def test_a_draft_makes_decoding_take_fewer_passes_not_other_text(transcriber, monkeypatch):
