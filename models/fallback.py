@@ -35,7 +35,8 @@ def _degenerate(text: str, options: TranscribeOptions) -> bool:
     """Text of a loop: it compresses too well, or repeats a phrase (where asked)."""
     repeats = options.loop_phrase_repeats
     return compression_ratio(text) > options.compression_ratio_threshold or bool(
-        repeats and repeated_phrase(text, options.loop_phrase_words, repeats)
+        repeats
+        and repeated_phrase(text, options.loop_phrase_words, repeats, options.loop_phrase_period)
     )
 
 

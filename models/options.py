@@ -38,10 +38,12 @@ class TranscribeOptions:
     # their text is degenerate (a loop): each hotter try is one more decode of the window,
     # and on noisy speech most finals average under -1.0 (babble at 5 dB: -1.2 offline).
     fallback_on_logprob: bool = True
-    # A phrase of `loop_phrase_words` words said this many times in one window's text is a
-    # loop too (results.repeated_phrase); 0: off, as in the reference (offline).
+    # A phrase of `loop_phrase_words` words said this many times in a row in one window's
+    # text, each copy within `loop_phrase_period` words of the one before, is a loop too
+    # (results.repeated_phrase); 0: off, as in the reference (offline).
     loop_phrase_repeats: int = 0
-    loop_phrase_words: int = 4
+    loop_phrase_words: int = 3
+    loop_phrase_period: int = 8
     # Long form (models.longform): the text so far is the next window's prompt, unless a
     # window needed a temperature above this (its text is unsure: Whisper starts afresh).
     condition_on_previous_text: bool = True
@@ -67,8 +69,10 @@ class TranscribeOptions:
             raise ValueError("compression_ratio_threshold must be positive")
         if not self.temperatures or any(t < 0 for t in self.temperatures):
             raise ValueError(f"temperatures {self.temperatures} must be non-negative, at least one")
-        if self.loop_phrase_repeats < 0 or self.loop_phrase_words < 1:
-            raise ValueError("loop_phrase_repeats must be >= 0 and loop_phrase_words >= 1")
+        if self.loop_phrase_repeats < 0 or min(self.loop_phrase_words, self.loop_phrase_period) < 1:
+            raise ValueError(
+                "loop_phrase_repeats must be >= 0, loop_phrase_words and loop_phrase_period >= 1"
+            )
         if self.unsure_beam_size < 1:
             raise ValueError(f"unsure_beam_size must be at least 1, not {self.unsure_beam_size}")
 

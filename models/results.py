@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from collections import Counter
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .alignment import Word
@@ -51,14 +51,25 @@ def normal(word: str) -> str:
     return re.sub(r"[^\w']", "", word.lower())
 
 
-def repeated_phrase(text: str, length: int, times: int) -> bool:
-    """Whether some run of `length` words occurs `times` times or more in `text` (compared
-    lower case, without punctuation): a clause said again and again with a word changed
-    between copies is a loop that neither the token loop guard (exact repeats in a row)
-    nor the compression ratio (short text) sees."""
+def repeated_phrase(text: str, length: int, times: int, period: int) -> bool:
+    """Whether some run of `length` words is said `times` times in a row in `text`, each copy
+    starting at most `period` words after the one before (compared lower case, without
+    punctuation): a decoder's loop over a short clause, a word changed or the last copy cut
+    short ("half a three-fold in case they're half a three-fold in case they're half a
+    three-fold"), that neither the token loop guard (exact repeats in a row) nor the
+    compression ratio (short text) sees. Speech says a phrase three times that close only on
+    purpose, and a hotter decode of it says so too."""
     words = [w for w in map(normal, text.split()) if w]
-    runs = Counter(tuple(words[i : i + length]) for i in range(len(words) - length + 1))
-    return bool(runs) and max(runs.values()) >= times
+    starts: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i in range(len(words) - length + 1):
+        starts[tuple(words[i : i + length])].append(i)
+    for positions in starts.values():
+        run = 1
+        for before, after in zip(positions, positions[1:]):
+            run = run + 1 if after - before <= period else 1
+            if run >= times:
+                return True
+    return False
 
 
 def is_silence(seq: DecodedSequence, options: TranscribeOptions) -> bool:

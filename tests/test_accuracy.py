@@ -65,15 +65,17 @@ def test_fallback_replaces_a_loop_and_keeps_the_best_when_nothing_passes():
 
 def test_a_streamed_final_is_tried_again_only_when_it_loops():
     """A stream's final (its beam search, FINAL_OPTIONS) is decoded again hotter when the
-    decode loops, its text compresses above 2.4, or it says a four-word phrase three times
-    (a clause repeated with a word changed: a white-noise draw at 5 dB, docs/accuracy.md);
-    a merely unlikely decode (noisy speech, average log-probability under -1) is kept
-    without more decodes. An interim is never tried again."""
+    decode loops, its text compresses above 2.4, or it says a three-word phrase three times
+    in a row (a clause repeated with a word changed, or cut short: white-noise draws at
+    5 dB, docs/accuracy.md); a merely unlikely decode (noisy speech, average
+    log-probability under -1) or a phrase said again further on is kept without more
+    decodes. An interim is never tried again."""
     from streamstt.server.stream.job import INTERIM_OPTIONS, final_options
 
     loop, fluent = _sequence([1] * 12, -0.8, True), _sequence([2], -0.9)
     unlikely, repeated = _sequence([3], -1.3), _sequence([4], -0.5)
     clause, twice = _sequence([5], -0.6), _sequence([6], -0.6)
+    cut_short, apart = _sequence([7], -0.7), _sequence([8], -0.4)
     texts = {
         1: "three four " * 6,
         2: "holding paper cups",
@@ -82,9 +84,14 @@ def test_a_streamed_final_is_tried_again_only_when_it_loops():
         5: "Still have to sleep. Shouldn't have to sleep. Couldn't have to sleep. "
         "Shouldn't have to sleep, sleep. Shouldn't have to sleep.",
         6: "One of the best, and one of the best again.",
+        7: "Still half a three-fold in case they're half a three-fold in case they're half a "
+        "three-fold and looking out",
+        8: "I don't know where it went. I don't know who took it from the shelf, and I don't "
+        "know why.",
     }
     calls = []
     cases = [(loop, True), (repeated, True), (clause, True), (unlikely, False), (twice, False)]
+    cases += [(cut_short, True), (apart, False)]
     for first, retried in [*cases, (fluent, False)]:
         calls.clear()
 
@@ -100,7 +107,7 @@ def test_a_streamed_final_is_tried_again_only_when_it_loops():
         calls.clear()
         decode_with_fallback(decode, 1, lambda s: texts[s.tokens[0]], INTERIM_OPTIONS)
         assert calls == [(1, 0.0)]
-    for bad in ({"loop_phrase_repeats": -1}, {"loop_phrase_words": 0}):
+    for bad in ({"loop_phrase_repeats": -1}, {"loop_phrase_words": 0}, {"loop_phrase_period": 0}):
         with pytest.raises(ValueError, match="loop_phrase"):
             replace(final_options(5), **bad)
 
