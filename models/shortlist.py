@@ -51,13 +51,14 @@ class ShortlistProjection(nn.Module):
         self.register_buffer("scale", scale)
         self.weight = weight
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    def serves(self, x: Tensor) -> bool:
+        """Whether a step of these states is quicker read here than as the full product."""
+        return x.numel() // x.shape[-1] <= MAX_ROWS
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Logits to pick the most likely token from, and per row the text tokens that are
-        exact in them (special and timestamp tokens always are; None: all are): see
-        `exact`."""
+        exact in them (special and timestamp tokens always are): see `exact`."""
         rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
-        if rows.shape[0] > MAX_ROWS:
-            return (x.to(torch.bfloat16) @ self.weight.T).float(), None
         logits = torch._weight_int8pack_mm(rows, self.qweight, self.scale).float()
         text = self.text_tokens
         best = logits[:, :text].topk(SHORTLIST, dim=-1).indices
@@ -66,10 +67,8 @@ class ShortlistProjection(nn.Module):
         logits[:, text:] = (rows @ self.weight[text:].T).float()
         return logits.reshape(*x.shape[:-1], -1), best
 
-    def exact(self, tokens: Tensor, best: Tensor | None) -> bool:
+    def exact(self, tokens: Tensor, best: Tensor) -> bool:
         """Whether every row's token (one per row of the input) had its exact logit."""
-        if best is None:
-            return True
         listed = (best == tokens[:, None]).any(dim=1)
         return bool((listed | (tokens >= self.text_tokens)).all())
 

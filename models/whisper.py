@@ -213,7 +213,8 @@ class TextDecoder(nn.Module):
         # with a faster (e.g. int8) copy without touching the embedding lookup.
         self.logits_head: nn.Module | None = None
         # A quicker form of the output projection for a greedy step's pick (models.shortlist):
-        # (logits, what is exact in them) from its call, and an `exact(tokens, that)` check.
+        # (logits, what is exact in them) from its call, an `exact(tokens, that)` check, and
+        # `serves(states)`: whether it is the quicker for a step of those states.
         self.pick_head: nn.Module | None = None
 
     def cross_cache(self, audio: Tensor) -> list[tuple[Tensor, Tensor]]:
@@ -237,9 +238,9 @@ class TextDecoder(nn.Module):
     def pick_logits(self, x: Tensor) -> tuple[Tensor, Callable[[Tensor], bool]]:
         """Logits to pick the most likely next token from, and a check that the tokens picked
         (one per row of `x`) had exact logits there; where it fails, use `logits`. The output
-        projection may have a quicker form (`pick_head`)."""
+        projection may have a quicker form (`pick_head`) for steps of few rows."""
         head = self.pick_head
-        if head is None:
+        if head is None or not head.serves(x):
             return self.logits(x), lambda tokens: True
         logits, best = head(x)
         return logits, lambda tokens: head.exact(tokens, best)
