@@ -10,12 +10,14 @@ What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
 - The encoder is compute-bound over hundreds of frames. int8 there is slower than fp32 on
   CPUs without VNNI and only slightly faster with it; bf16 is 2x faster where the CPU has
   native bf16 (AMX/AVX512-BF16) and much slower elsewhere. So `auto` times the candidates on
-  this machine at start-up and keeps the fastest encoder and decoder variants.
+  this machine at start-up and keeps the fastest encoder and decoder variants, fp32 unless
+  another is clearly quicker (MIN_GAIN: the same pick on every load).
 - `auto` may pick only variants whose pooled WER on the noisy fixtures (tests/data/hard) is
   within 0.5 points of fp32 (docs/accuracy.md; measured once by benchmarks/accuracy.py, not
   at start-up): the bf16 encoder is (-0.4), and so is the bf16 decoder (-0.8 with the bf16
   encoder); the int8 encoder (+3.4) and the int8 decoder (+0.65 with the fp32 encoder, +1.0
-  with bf16) are not, so `auto` times an fp32 and a bf16 decoder step and keeps the faster.
+  with bf16) are not, so `auto` times an fp32 and a bf16 decoder step and keeps the faster
+  (bf16 only if clearly so).
   `int8` stays for whoever asks for it.
 - The bf16 decoder on CPU scores a greedy step's pick from the output projection read at
   int8 and made exact for the best 16 text tokens and every special token (models.shortlist):
@@ -42,7 +44,7 @@ from torch import Tensor, nn
 from .memory import trim_heap
 from .packed import PackedLinear, packed_linear_supported
 from .shortlist import ShortlistProjection, shortlist_supported
-from .whisper import TextDecoder, Whisper
+from .whisper import KVCache, TextDecoder, Whisper
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -52,6 +54,13 @@ CALIBRATION_REPEATS = 3
 # bf16 step measured 0.50-1.04x the fp32 one over eight loads here, three timings each): the
 # candidates are timed in turns, this many times each, and the medians compared.
 DECODER_REPEATS = 15
+# A variant replaces fp32 only when its median is this much quicker. Within it, timings cross
+# from one load to the next: on an AVX512-BF16 Xeon without AMX a bf16 decoder step took
+# 0.75-0.96 of the fp32 one over four loads (`_decoder_probe`), while real decoding took as
+# long either way (greedy and beams over 40 noisy and clean files: 127 against 126 s), and a
+# pick that flips with the load changes the text the same audio gets after a restart
+# (docs/accuracy.md). Where a variant pays (the bf16 encoder on AMX: ~2x), it still wins.
+MIN_GAIN = 0.3
 # What `auto` may choose from: those within 0.5 WER points of fp32 on noisy audio (see above)
 AUTO_ENCODERS = ("fp32", "bf16")
 AUTO_DECODERS = ("fp32", "bf16")  # "int8" too, were it within the bar: _pick_decoder times it
@@ -131,26 +140,37 @@ def _calibrate(model: Whisper) -> PrecisionPlan:
     timings = _pick_encoder(model)
     if len(AUTO_DECODERS) > 1:
         timings.update(_pick_decoder(model))
-    encoder = min(AUTO_ENCODERS, key=lambda m: timings[f"encoder_{m}"])
-    decoder = min(AUTO_DECODERS, key=lambda m: timings.get(f"decoder_{m}", 0.0))
+    encoder = choose("encoder", AUTO_ENCODERS, timings)
+    decoder = choose("decoder", AUTO_DECODERS, timings)
     name = encoder if encoder == decoder else "mixed"
     plan = PrecisionPlan("cpu", name, encoder, decoder, tuple(sorted(timings.items())))
     _LOGGER.info("auto precision: %s (measured %s)", plan.describe(), timings)
     return plan
 
 
+def choose(part: str, modes: tuple[str, ...], timings: dict[str, float]) -> str:
+    """The mode of `part` ("encoder", "decoder") that `auto` keeps: fp32, unless another of
+    `modes` took at least MIN_GAIN less time (`timings["{part}_{mode}"]`, ms; the quickest
+    of those). Without fp32 among `modes` (or with one mode only), the quickest of them."""
+    if "fp32" not in modes or len(modes) == 1:
+        return min(modes, key=lambda m: timings.get(f"{part}_{m}", 0.0))
+    bar = timings[f"{part}_fp32"] * (1 - MIN_GAIN)
+    quicker = [m for m in modes if timings.get(f"{part}_{m}", bar) < bar]
+    return min(quicker, key=lambda m: timings[f"{part}_{m}"]) if quicker else "fp32"
+
+
 def _pick_encoder(model: Whisper) -> dict[str, float]:
-    """Time each of AUTO_ENCODERS on synthetic input and install the fastest in `model`."""
+    """Time each of AUTO_ENCODERS on synthetic input and install the one `choose` keeps."""
     mel = torch.randn(1, model.dims.n_mels, CALIBRATION_FRAMES)
     timings = {"encoder_fp32": _time_ms(lambda: model.encoder(mel))}
-    best_encoder, best_ms = model.encoder, timings["encoder_fp32"]
+    best_encoder, best = model.encoder, "fp32"
     for mode in AUTO_ENCODERS[1:]:
         candidate = copy.deepcopy(model.encoder)
         _convert_encoder(candidate, mode, "cpu")
         dtype = torch.bfloat16 if mode == "bf16" else torch.float32
         timings[f"encoder_{mode}"] = _time_ms(lambda e=candidate, d=dtype: e(mel.to(d)))
-        if timings[f"encoder_{mode}"] < best_ms:  # keep one candidate alive at a time
-            best_encoder, best_ms = candidate, timings[f"encoder_{mode}"]
+        if choose("encoder", (best, mode), timings) == mode:  # keep one candidate alive
+            best_encoder, best = candidate, mode
         del candidate
     model.encoder = best_encoder
     del best_encoder
@@ -159,9 +179,9 @@ def _pick_encoder(model: Whisper) -> dict[str, float]:
 
 
 def _pick_decoder(model: Whisper) -> dict[str, float]:
-    """Time a decoder step in fp32 and each other AUTO_DECODERS mode; install the fastest
-    (fp32 on a tie)."""
-    hidden = torch.randn(1, 1, model.dims.n_text_state)
+    """Time a decoder step in fp32 and each other AUTO_DECODERS mode; install the one
+    `choose` keeps."""
+    audio = torch.randn(1, model.dims.n_audio_ctx, model.dims.n_audio_state)
     candidates = {"fp32": (model.decoder, model.exact_decoder)}
     for mode in AUTO_DECODERS[1:]:
         # share the 80 MB embedding with the model instead of copying it: conversion reads
@@ -171,12 +191,9 @@ def _pick_decoder(model: Whisper) -> dict[str, float]:
         shared = nn.Parameter(embedding.data, requires_grad=embedding.requires_grad)
         candidate = copy.deepcopy(model.decoder, memo={id(embedding): shared})
         candidates[mode] = (candidate, _convert_decoder(candidate, mode, "cpu"))
-    probes = {
-        mode: lambda d=decoder, h=hidden.to(_DTYPES.get(mode, torch.float32)): _decoder_probe(d, h)
-        for mode, (decoder, _) in candidates.items()
-    }
+    probes = {mode: _decoder_probe(decoder, audio) for mode, (decoder, _) in candidates.items()}
     timings = _time_in_turns(probes, DECODER_REPEATS)
-    best = min(timings, key=timings.__getitem__)  # the first of equals: fp32
+    best = choose("decoder", tuple(timings), {f"decoder_{m}": ms for m, ms in timings.items()})
     model.decoder, model.exact_decoder = candidates[best]
     return {f"decoder_{mode}": ms for mode, ms in timings.items()}
 
@@ -195,11 +212,19 @@ def _time_in_turns(fns: dict[str, Callable[[], object]], repeats: int) -> dict[s
     return {name: sorted(ms)[len(ms) // 2] for name, ms in samples.items()}
 
 
-def _decoder_probe(decoder: TextDecoder, hidden: Tensor) -> None:
-    """The per-token work that dominates decoding: the MLPs and the output projection."""
-    for block in decoder.blocks:
-        block.mlp(hidden)
-    decoder.logits(hidden)
+def _decoder_probe(decoder: TextDecoder, audio: Tensor) -> Callable[[], object]:
+    """One greedy step as decoding takes it: the layers, their attention over a 30 s window's
+    audio keys, and the pick. Its MLPs and output projection alone, back to back, kept the
+    weights in cache as no decode does (the bf16 decoder timed 0.76-0.98 of the fp32 one
+    there on a Xeon without AMX; a whole step, 0.75-1.10)."""
+    audio_kv = decoder.cross_cache(audio)
+    token = torch.zeros((1, 1), dtype=torch.long)
+
+    def step() -> object:
+        hidden, _ = decoder(token, token, KVCache([], audio_kv), None, None)
+        return decoder.pick_logits(hidden)
+
+    return step
 
 
 class Int8Embedding(nn.Module):
