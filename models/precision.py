@@ -192,10 +192,10 @@ def _pick_decoder(model: Whisper) -> dict[str, float]:
         candidate = copy.deepcopy(model.decoder, memo={id(embedding): shared})
         candidates[mode] = (candidate, _convert_decoder(candidate, mode, "cpu"))
     probes = {mode: _decoder_probe(decoder, audio) for mode, (decoder, _) in candidates.items()}
-    timings = _time_in_turns(probes, DECODER_REPEATS)
-    best = choose("decoder", tuple(timings), {f"decoder_{m}": ms for m, ms in timings.items()})
-    model.decoder, model.exact_decoder = candidates[best]
-    return {f"decoder_{mode}": ms for mode, ms in timings.items()}
+    measured = _time_in_turns(probes, DECODER_REPEATS)
+    timings = {f"decoder_{mode}": ms for mode, ms in measured.items()}
+    model.decoder, model.exact_decoder = candidates[choose("decoder", tuple(measured), timings)]
+    return timings
 
 
 def _time_in_turns(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -218,10 +218,10 @@ def _decoder_probe(decoder: TextDecoder, audio: Tensor) -> Callable[[], object]:
     weights in cache as no decode does (the bf16 decoder timed 0.76-0.98 of the fp32 one
     there on a Xeon without AMX; a whole step, 0.75-1.10)."""
     audio_kv = decoder.cross_cache(audio)
-    token = torch.zeros((1, 1), dtype=torch.long)
+    first = torch.zeros((1, 1), dtype=torch.long)  # token 0 at position 0
 
     def step() -> object:
-        hidden, _ = decoder(token, token, KVCache([], audio_kv), None, None)
+        hidden, _ = decoder(first, first, KVCache([], audio_kv), None, None)
         return decoder.pick_logits(hidden)
 
     return step

@@ -512,7 +512,7 @@ def test_auto_keeps_fp32_unless_another_precision_is_clearly_quicker():
     assert precision_module.choose("encoder", ("fp32", "bf16", "int8"), clear) == "bf16"
     slower = {"encoder_fp32": 21.4, "encoder_bf16": 31.4}
     assert precision_module.choose("encoder", ("fp32", "bf16"), slower) == "fp32"
-    assert precision_module.choose("decoder", ("bf16",), {}) == "bf16"  # one allowed: it
+    assert precision_module.choose("decoder", ("bf16",), {}) == "bf16"  # the only one allowed
 
 
 @pytest.mark.cuda
