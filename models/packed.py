@@ -5,7 +5,9 @@ A decoder step multiplies one token's state by each of its 32 weight matrices. t
 for its kernel again on every call: that took as long as the product itself (384 x 1536, one
 row: 55-60 against 27-30 us on 2 EPYC cores). Packed once at load (the ops that torch's own
 CPU compiler uses for frozen weights), the same kernel reads them as they are: the results
-are bit for bit those of `F.linear` on the same (contiguous) input, checked at load.
+are bit for bit those of `F.linear` on the same (contiguous) input, checked at load. The
+output projection (51864 x 384, the embedding matrix) gains most: 5 rows (a beam search's
+step) 1.2 against 3.0-3.6 ms with the caches cold, one row 1.1-1.3 against 2.5-3.2 ms.
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
   int8 and made exact for the best 16 text tokens and every special token (models.shortlist):
   the picks are those of the full bf16 product, at a quarter of its memory traffic; its
   audio keys and values are kept in fp32 (TextDecoder.cross_cache), and its Linear weights
-  are packed once for oneDNN (models.packed: the same results, a decoder step ~9 % sooner).
+  are packed once for oneDNN (models.packed: the same results, a decoder step ~9 % sooner),
+  the output projection's too (+40 MB: what the shortlist does not serve, a beam search's
+  step or a draft's block, 1.2 ms instead of 3-3.6 ms for 5 rows).
 - On CUDA: fp16 everywhere by default; `int8` is weight-only (int8 weights, fp16 compute).
 """
 
@@ -375,6 +377,10 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> TextDecode
         if mode == "bf16" and not device.startswith("cuda"):
             if packed_linear_supported():
                 _swap_linears(decoder.blocks, PackedLinear.from_linear)
+                # the output projection too: the product of more rows than the shortlist
+                # serves (beams, a draft's block, a batch) took ~3x as long unpacked
+                weight = decoder.token_embedding.weight.data
+                decoder.logits_head = PackedLinear(weight, None)
             if shortlist_supported():
                 decoder.pick_head = ShortlistProjection(decoder.token_embedding.weight.data)
         return None

@@ -10,8 +10,9 @@ the full bf16 product scores them, and their values replace the int8 ones. Only 
 step's pick uses it, and only when the token picked (after the logit filters) is one of
 those: else the step is scored again in full. Everything else that reads logits (the
 log-probabilities of given prefix tokens, the no-speech probability, sampling at a fallback
-temperature) gets the full bf16 product. So do steps of more than MAX_ROWS rows (a beam
-search's beams, a batch of many streams): the int8 kernel's time doubles from four rows.
+temperature) gets the full bf16 product (packed for oneDNN: models.precision). So do steps
+of more than MAX_ROWS rows (a beam search's beams, a batch of many streams): the int8
+kernel's time doubles from four rows.
 """
 
 from __future__ import annotations

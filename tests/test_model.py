@@ -221,21 +221,32 @@ def test_a_packed_bf16_linear_computes_what_f_linear_does():
         strided = torch.randn(7, 3, features, generator=generator).to(torch.bfloat16)
         strided = strided.transpose(0, 1)
         assert torch.equal(packed(strided), linear(strided.contiguous()))
+    # the output projection: TextDecoder.logits' own product, for a step, beams, a block
+    embedding = torch.randn(51864, 384, generator=generator).to(torch.bfloat16)
+    head = PackedLinear(embedding, None)
+    for rows in (1, 3, 5, 17):
+        x = torch.randn(rows, 1, 384, generator=generator).to(torch.bfloat16)
+        assert torch.equal(head(x), x @ embedding.T), rows
 
 
 def test_packed_weights_decode_the_same_tokens(monkeypatch):
     """The bf16 decoder with its weights packed decodes a real clip to the same tokens and
-    word times as with nn.Linear."""
+    word times as with nn.Linear, greedily and by beam search (5 rows a step: the packed
+    output projection's product, not the shortlist's)."""
     if not packed_linear_supported():
         pytest.skip("no oneDNN bf16 products on this CPU: the decoder keeps nn.Linear")
     clip = torch.from_numpy(load_clip("sample"))
     packed = Transcriber.load(precision="bf16", device="cpu")
     assert isinstance(packed.model.decoder.blocks[0].mlp[0], PackedLinear)
+    assert isinstance(packed.model.decoder.logits_head, PackedLinear)
     monkeypatch.setattr(precision_module, "packed_linear_supported", lambda: False)
     plain = Transcriber.load(precision="bf16", device="cpu")
     assert isinstance(plain.model.decoder.blocks[0].mlp[0], nn.Linear)
-    ours, theirs = packed.transcribe(clip, FULL), plain.transcribe(clip, FULL)
-    assert ours.tokens == theirs.tokens and ours.words == theirs.words
+    assert plain.model.decoder.logits_head is None
+    beams = replace(FULL, decoding=replace(FULL.decoding, beam_size=5))
+    for options in (FULL, beams):
+        ours, theirs = packed.transcribe(clip, options), plain.transcribe(clip, options)
+        assert ours.tokens == theirs.tokens and ours.words == theirs.words
 
 
 @torch.inference_mode()
