@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from .memory import trim_heap
 from .packed import PackedLinear, packed_linear_supported
 from .shortlist import ShortlistProjection, shortlist_supported
-from .whisper import KVCache, TextDecoder, Whisper
+from .whisper import KVCache, MultiHeadAttention, TextDecoder, Whisper
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -376,6 +376,8 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> TextDecode
         decoder.to(_DTYPES[mode])
         if mode == "bf16" and not device.startswith("cuda"):
             if packed_linear_supported():
+                for block in decoder.blocks:
+                    block.attn.fused_qkv = fused_qkv(block.attn)
                 _swap_linears(decoder.blocks, PackedLinear.from_linear)
                 # the output projection too: the product of more rows than the shortlist
                 # serves (beams, a draft's block, a batch) took ~3x as long unpacked
@@ -409,6 +411,16 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> TextDecode
         exact.logits_head = RowwiseInt8Linear(embedding.qweight, embedding.scale, None)
         exact.token_embedding = embedding
     return exact
+
+
+def fused_qkv(attn: MultiHeadAttention) -> PackedLinear:
+    """Self-attention's three bf16 projections as one packed product: each output column is
+    the same dot product as in its own (bit for bit: tests/test_model.py), and one oneDNN
+    call for a decoder step's row took 29 against 71 us for three."""
+    key_bias = torch.zeros_like(attn.query.bias)  # Whisper's keys have none
+    weight = torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]).detach()
+    bias = torch.cat([attn.query.bias, key_bias, attn.value.bias]).detach()
+    return PackedLinear(weight, bias)
 
 
 def _shared_copy(module: nn.Module) -> nn.Module:

@@ -82,6 +82,9 @@ class MultiHeadAttention(nn.Module):
         self.key = nn.Linear(n_state, n_state, bias=False)
         self.value = nn.Linear(n_state, n_state)
         self.out = nn.Linear(n_state, n_state)
+        # query, key and value in one product, where a precision mode fuses them
+        # (models.precision: one call instead of three for a decoder step's self-attention)
+        self.fused_qkv: nn.Module | None = None
 
     def split(self, x: Tensor) -> Tensor:
         """(batch, time, state) -> (batch, head, time, state/head)."""
@@ -91,8 +94,18 @@ class MultiHeadAttention(nn.Module):
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.split(self.key(x)), self.split(self.value(x))
 
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention's queries, keys and values of `x`, each split into heads."""
+        if self.fused_qkv is None:
+            return (self.split(self.query(x)), *self.project_kv(x))
+        q, k, v = self.fused_qkv(x).chunk(3, dim=-1)
+        return self.split(q), self.split(k), self.split(v)
+
     def attend(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
-        q = self.split(self.query(x))
+        return self.attend_queries(self.split(self.query(x)), kv, mask)
+
+    def attend_queries(self, q: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
+        """`attend` with the queries projected and split already."""
         if kv[0].shape[0] == 1 < q.shape[0] and q.shape[2] == 1:
             # one window's beams (models.beam) over its one copy of the audio keys: their
             # queries go in one call, which reads the keys once
@@ -143,10 +156,10 @@ class ResidualAttentionBlock(nn.Module):
         """One decoder layer. Returns its output, its self-attention keys/values (past + new)
         and, for `heads`, their cross-attention probabilities (word alignment)."""
         h = self.attn_ln(x)
-        k, v = self.attn.project_kv(h)
+        q, k, v = self.attn.project_qkv(h)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        x = x + self.attn.attend(h, (k, v), self_mask)
+        x = x + self.attn.attend_queries(q, (k, v), self_mask)
         h = self.cross_attn_ln(x)
         weights = self.cross_attn.weights(h, cross_kv, cross_mask, heads) if heads else None
         x = x + self.cross_attn.attend(h, cross_kv, cross_mask)

@@ -37,7 +37,7 @@ from streamstt.models.shortlist import (
     shortlist_supported,
 )
 from streamstt.models.transcriber import Request, TranscribeOptions, Transcriber
-from streamstt.models.whisper import attention, key_padding_mask
+from streamstt.models.whisper import MultiHeadAttention, attention, key_padding_mask
 
 FULL = TranscribeOptions(full_window=True)
 
@@ -229,6 +229,25 @@ def test_a_packed_bf16_linear_computes_what_f_linear_does():
         assert torch.equal(head(x), x @ embedding.T), rows
 
 
+@torch.inference_mode()
+def test_a_fused_self_attention_projection_gives_each_projection_bit_for_bit():
+    """The bf16 decoder's query, key and value in one packed product
+    (`precision.fused_qkv`) give what the three products give alone, for a step, a draft's
+    block and a prompt."""
+    if not packed_linear_supported():
+        pytest.skip("no oneDNN bf16 products on this CPU: the decoder keeps nn.Linear")
+    generator = torch.Generator().manual_seed(0)
+    attn = MultiHeadAttention(384, 6).to(torch.bfloat16)
+    fused = precision_module.fused_qkv(attn)
+    for rows in (1, 5, 17, 224):
+        x = torch.randn(2, rows, 384, generator=generator).to(torch.bfloat16)
+        alone = attn.project_qkv(x)
+        attn.fused_qkv = fused
+        together = attn.project_qkv(x)
+        attn.fused_qkv = None
+        assert all(torch.equal(a, b) for a, b in zip(alone, together)), rows
+
+
 def test_packed_weights_decode_the_same_tokens(monkeypatch):
     """The bf16 decoder with its weights packed decodes a real clip to the same tokens and
     word times as with nn.Linear, greedily and by beam search (5 rows a step: the packed
@@ -239,10 +258,12 @@ def test_packed_weights_decode_the_same_tokens(monkeypatch):
     packed = Transcriber.load(precision="bf16", device="cpu")
     assert isinstance(packed.model.decoder.blocks[0].mlp[0], PackedLinear)
     assert isinstance(packed.model.decoder.logits_head, PackedLinear)
+    assert isinstance(packed.model.decoder.blocks[0].attn.fused_qkv, PackedLinear)
     monkeypatch.setattr(precision_module, "packed_linear_supported", lambda: False)
     plain = Transcriber.load(precision="bf16", device="cpu")
     assert isinstance(plain.model.decoder.blocks[0].mlp[0], nn.Linear)
     assert plain.model.decoder.logits_head is None
+    assert plain.model.decoder.blocks[0].attn.fused_qkv is None
     beams = replace(FULL, decoding=replace(FULL.decoding, beam_size=5))
     for options in (FULL, beams):
         ours, theirs = packed.transcribe(clip, options), plain.transcribe(clip, options)
