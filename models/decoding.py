@@ -44,6 +44,12 @@ class DecodingOptions:
     # Above 1: at temperature 0, beam search of this many beams (models.beam); a fallback
     # at a higher temperature samples one sequence as greedy decoding does.
     beam_size: int = 1
+    # Greedy decoding before a beam search (models.fallback): an item whose average
+    # log-probability can no longer come up to `hopeless_below` (its sum is under that times
+    # the most tokens it may have) stops there, marked `hopeless`, unless its no-speech
+    # probability is above `hopeless_no_speech`: beam search decodes that window anyway.
+    hopeless_below: float | None = None
+    hopeless_no_speech: float = 1.0
 
     def __post_init__(self) -> None:
         _verify_options(self)
@@ -72,6 +78,7 @@ class DecodedSequence:
     ended: bool  # reached <|endoftext|> (False: hit a guard or the length limit)
     repetition_loop: bool  # the loop guard cut a repeated tail
     temperature: float = 0.0  # of the decode that produced it (models.fallback)
+    hopeless: bool = False  # stopped early: `DecodingOptions.hopeless_below` was out of reach
 
     @property
     def avg_logprob(self) -> float:
@@ -464,7 +471,7 @@ def _accept(
     for j, (token, logprob) in enumerate(picks):
         if row.sampled >= row.cap or not _take(row.result, token, logprob, tokenizer, options):
             return None
-        if row.sampled >= row.cap:
+        if row.sampled >= row.cap or _hopeless(row, options):
             return None
         if j < len(guess) and token == guess[j]:
             continue  # the guess is what the model picks: its column stands
@@ -474,6 +481,17 @@ def _accept(
         row.pointer = _resync(row.draft, row.pointer + j, token, tokenizer)
         return j + 1
     return None
+
+
+def _hopeless(row: _Row, options: DecodingOptions) -> bool:
+    """Whether the item's average log-probability is sure to end under
+    `options.hopeless_below` (more tokens can only add their log-probabilities, none above
+    0, and their count); marks it so."""
+    floor, result = options.hopeless_below, row.result
+    if floor is None or result.no_speech_prob > options.hopeless_no_speech:
+        return False
+    result.hopeless = sum(result.token_logprobs) < floor * (row.known + row.cap)
+    return result.hopeless
 
 
 def _keep_live(state: _Pass, used: list[int | None]) -> bool:

@@ -68,11 +68,18 @@ def decode_with_fallback(
 def _decode_at(
     decode: Decode, items: list[int], temperature: float, options: TranscribeOptions
 ) -> list[DecodedSequence]:
-    """`items` decoded at `temperature`; at temperature 0, with beams where unsure."""
-    decoded = decode(items, replace(options.decoding, temperature=temperature))
+    """`items` decoded at `temperature`; at temperature 0, with beams where unsure (the
+    greedy decode of a window stops once it is sure to be unsure: its text is not used)."""
+    decoding = replace(options.decoding, temperature=temperature)
     if temperature > 0:
-        return decoded
-    return _beam_where_unsure(decode, items, decoded, options)
+        return decode(items, decoding)
+    if options.unsure_beam_size > decoding.beam_size:
+        decoding = replace(
+            decoding,
+            hopeless_below=options.unsure_logprob,
+            hopeless_no_speech=options.no_speech_threshold,
+        )
+    return _beam_where_unsure(decode, items, decode(items, decoding), options)
 
 
 def _beam_where_unsure(

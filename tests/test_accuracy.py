@@ -119,10 +119,11 @@ def test_only_unsure_greedy_decodes_are_searched_again_with_beams():
     sure, unsure = _sequence([1], -0.2), _sequence([2], -0.6)
     silent = DecodedSequence([3], [-1.5], 0.9, True, False)
     searched, failing = _sequence([4], -0.3), _sequence([5], -1.2)
-    calls = []
+    calls, hopeless = [], []
 
     def decode(items, decoding):
         calls.append((items, decoding.beam_size, decoding.temperature))
+        hopeless.append((decoding.hopeless_below, decoding.hopeless_no_speech))
         if decoding.beam_size > 1:
             return [searched if i == 1 else failing for i in items]
         if decoding.temperature > 0:
@@ -131,11 +132,15 @@ def test_only_unsure_greedy_decodes_are_searched_again_with_beams():
 
     kept = decode_with_fallback(decode, 4, lambda s: "words", QUICK)
     assert calls[:2] == [([0, 1, 2, 3], 1, 0.0), ([1, 3], 5, 0.0)]
+    # the greedy pass may stop early where beams follow (not they, nor a hotter try)
+    assert hopeless == [(-0.4, 0.6), (None, 1.0), (None, 1.0)]
     assert kept[:3] == [sure, searched, silent]
     assert kept[3] is sure and calls[2] == ([3], 1, 0.2)  # the beam's decode failed too
     calls.clear()
+    hopeless.clear()
     decode_with_fallback(decode, 4, lambda s: "words", replace(QUICK, unsure_beam_size=1))
     assert all(beams == 1 for _, beams, _ in calls)
+    assert hopeless[0] == (None, 1.0)  # no beams follow: greedy decodes to the end
     calls.clear()  # without a fallback, the beams still search the unsure decodes
     kept = decode_with_fallback(decode, 4, lambda s: "words", replace(QUICK, temperatures=(0.0,)))
     assert calls == [([0, 1, 2, 3], 1, 0.0), ([1, 3], 5, 0.0)]
@@ -154,6 +159,20 @@ def test_an_unsure_window_gets_the_reference_beam_search_text(transcriber_fp32):
     theirs = _faster_whisper_fp32_text(audio, beam_size=5)
     ours = transcriber_fp32.transcribe(audio, QUICK).text
     assert ours == theirs and ours != greedy.text
+
+
+def test_a_greedy_decode_sure_to_be_unsure_stops_early(transcriber_fp32):
+    """30 s of read speech in white noise at 5 dB: greedy decoding averages far under
+    -0.4, so before a beam search it stops once its log-probabilities sum under -0.4 times
+    the most tokens it may have (no count of tokens to come can bring the average back);
+    what it decoded till then is the full decode's start."""
+    audio = decode_audio(HARD / "read_white5.flac")[: 30 * SAMPLE_RATE]
+    greedy = replace(QUICK, unsure_beam_size=1, temperatures=(0.0,))
+    (full,) = transcriber_fp32.transcribe_batch([Request(audio)], greedy)
+    decoding = replace(greedy.decoding, hopeless_below=-0.4, hopeless_no_speech=0.6)
+    (cut,) = transcriber_fp32.transcribe_batch([Request(audio)], replace(greedy, decoding=decoding))
+    assert len(cut.tokens) < len(full.tokens) and full.tokens[: len(cut.tokens)] == cut.tokens
+    assert full.avg_logprob < cut.avg_logprob * len(cut.tokens) / 224 < -0.4
 
 
 @pytest.mark.parametrize("name", ["noise.wav", "silence.wav"])
