@@ -486,7 +486,9 @@ def _accept(
 def _hopeless(row: _Row, options: DecodingOptions) -> bool:
     """Whether the item's average log-probability is sure to end under
     `options.hopeless_below` (more tokens can only add their log-probabilities, none above
-    0, and their count); marks it so."""
+    0, and their count); marks it so. Only the loop guard, cutting a repeated tail back to
+    before this point, could have lifted it again: such a window gets its beam search now,
+    where it went to the hotter tries."""
     floor, result = options.hopeless_below, row.result
     if floor is None or result.no_speech_prob > options.hopeless_no_speech:
         return False
