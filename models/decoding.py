@@ -46,8 +46,9 @@ class DecodingOptions:
     beam_size: int = 1
     # Greedy decoding before a beam search (models.fallback): an item whose average
     # log-probability can no longer come up to `hopeless_below` (its sum is under that times
-    # the most tokens it may have) stops there, marked `hopeless`, unless its no-speech
-    # probability is above `hopeless_no_speech`: beam search decodes that window anyway.
+    # the most tokens it may have) stops there, unless its no-speech probability is above
+    # `hopeless_no_speech`: beam search decodes that window anyway (its average is then
+    # under the bar already, so models.fallback sends it there).
     hopeless_below: float | None = None
     hopeless_no_speech: float = 1.0
 
@@ -78,7 +79,6 @@ class DecodedSequence:
     ended: bool  # reached <|endoftext|> (False: hit a guard or the length limit)
     repetition_loop: bool  # the loop guard cut a repeated tail
     temperature: float = 0.0  # of the decode that produced it (models.fallback)
-    hopeless: bool = False  # stopped early: `DecodingOptions.hopeless_below` was out of reach
 
     @property
     def avg_logprob(self) -> float:
@@ -486,14 +486,13 @@ def _accept(
 def _hopeless(row: _Row, options: DecodingOptions) -> bool:
     """Whether the item's average log-probability is sure to end under
     `options.hopeless_below` (more tokens can only add their log-probabilities, none above
-    0, and their count); marks it so. Only the loop guard, cutting a repeated tail back to
+    0, and their count). Only the loop guard, cutting a repeated tail back to
     before this point, could have lifted it again: such a window gets its beam search now,
     where it went to the hotter tries."""
     floor, result = options.hopeless_below, row.result
     if floor is None or result.no_speech_prob > options.hopeless_no_speech:
         return False
-    result.hopeless = sum(result.token_logprobs) < floor * (row.known + row.cap)
-    return result.hopeless
+    return sum(result.token_logprobs) < floor * (row.known + row.cap)
 
 
 def _keep_live(state: _Pass, used: list[int | None]) -> bool:
