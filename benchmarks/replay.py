@@ -13,6 +13,12 @@ not have (`client.bench.stability.correctness`), the commit delay: how much audi
 a word's end before it was committed (p50 / p95, seconds of stream time), and the final
 delay: how much came after a final's last word before the final (p50). A file needs
 its reference text beside it (FILE.txt). The server's own defaults and `auto` precision.
+
+    [--noise-seeds K] adds read_white10 and read_white5 over K more draws of white noise
+        (benchmarks/accuracy.py's draws); [--offline] also transcribes each file offline
+        (as `streamstt transcribe`) and, per fixture and its draws, gives the streamed minus
+        offline WER (mean and standard error) and how many files meet the streaming bar
+        (offline + 1 point): over many draws, not one, the streaming engine's own share.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +36,7 @@ import numpy as np
 from streamstt.client.bench import latency
 from streamstt.client.bench.stability import correctness
 from streamstt.models.audio import decode_audio
+from streamstt.models.options import OFFLINE_OPTIONS
 from streamstt.models.transcriber import Transcriber
 from streamstt.server.stream.events import Final, Interim
 from streamstt.server.stream.replay import replay as replay_events
@@ -111,10 +120,54 @@ def score(path: Path, timeline: latency.StreamTimeline) -> dict:
     }
 
 
+def offline_wer(model: Transcriber, path: Path) -> float:
+    """The file's WER offline, as `streamstt transcribe` prints its text."""
+    options = replace(OFFLINE_OPTIONS, word_timestamps=False)
+    text = model.transcribe(decode_audio(path), options).text
+    return round(latency.word_error_rate([path.with_suffix(".txt").read_text()], [text]), 4)
+
+
+def paired(results: dict) -> list[str]:
+    """Per fixture and its noise draws (the file name without `_sN`): streamed minus offline
+    WER in points, its mean and standard error, and the files within the streaming bar
+    (offline + 1 point)."""
+    from statistics import mean, stdev
+
+    groups: dict[str, list[float]] = {}
+    for name, item in results.items():
+        if "offline_wer" in item:
+            group = re.sub(r"_s\d+$", "", Path(name).stem)
+            # both WERs carry four decimals: the difference in points, two
+            diff = round(100 * (item["wer"] - item["offline_wer"]), 2)
+            groups.setdefault(group, []).append(diff)
+    lines = []
+    for group, diffs in groups.items():
+        error = f" ± {stdev(diffs) / len(diffs) ** 0.5:.2f}" if len(diffs) > 1 else ""
+        within = sum(d <= 1.0 for d in diffs)
+        lines.append(
+            f"{group}: {len(diffs)} files, streamed - offline {mean(diffs):+.2f}{error} points,"
+            f" within offline + 1: {within}"
+        )
+    return lines
+
+
+def _paths(args: argparse.Namespace) -> list[Path]:
+    paths = list(args.files)
+    for name in filter(None, args.fixtures.split(",")):
+        paths.append(next(p for p in sorted(HARD.glob(f"{name}.*")) if p.suffix != ".txt"))
+    if args.noise_seeds:
+        from accuracy import SEEDS, make_noise_seeds  # this folder's sibling
+
+        paths += [SEEDS / f"{name}.flac" for name in make_noise_seeds(args.noise_seeds)]
+    return paths
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", type=Path, help="audio files with FILE.txt beside")
     parser.add_argument("--fixtures", default="", help="names in tests/data/hard")
+    parser.add_argument("--noise-seeds", type=int, default=0, metavar="K")
+    parser.add_argument("--offline", action="store_true", help="pair each file with offline")
     parser.add_argument("--schedule", default="1:0", help="every:phase (decode after chunks)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -122,18 +175,18 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    paths = list(args.files)
-    for name in filter(None, args.fixtures.split(",")):
-        paths.append(next(p for p in sorted(HARD.glob(f"{name}.*")) if p.suffix != ".txt"))
     model, vad = Transcriber.load(device="cpu"), SileroVad()
     schedule = tuple(map(int, args.schedule.split(":")))
     results = {}
-    for path in paths:
+    for path in _paths(args):
         audio = decode_audio(path).numpy()
         timeline = asyncio.run(replay(model, vad, audio, schedule=schedule))
         results[str(path)] = score(path, timeline)
+        if args.offline:
+            results[str(path)]["offline_wer"] = offline_wer(model, path)
         shown = {k: v for k, v in results[str(path)].items() if k != "transcript"}
         print(path.stem, json.dumps(shown), flush=True)
+    print("\n".join(paired(results)))
     if args.json:
         args.json.write_text(
             json.dumps({"plan": model.plan.describe(), "files": results}, indent=2)
