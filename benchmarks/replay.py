@@ -186,7 +186,8 @@ def main() -> int:
             results[str(path)]["offline_wer"] = offline_wer(model, path)
         shown = {k: v for k, v in results[str(path)].items() if k != "transcript"}
         print(path.stem, json.dumps(shown), flush=True)
-    print("\n".join(paired(results)))
+    if args.offline:
+        print("\n".join(paired(results)))
     if args.json:
         args.json.write_text(
             json.dumps({"plan": model.plan.describe(), "files": results}, indent=2)
