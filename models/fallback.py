@@ -3,7 +3,8 @@ compresses too well, a low average log-probability, or a repetition loop) is dec
 by sampling at rising temperatures until one decode passes, as openai/whisper and
 faster-whisper do. Only the failing windows of a batch are decoded again. Before that, a
 window whose greedy decode is merely unsure is searched with beams
-(`TranscribeOptions.unsure_beam_size`).
+(`TranscribeOptions.unsure_beam_size`), and a failing decode made without timestamp tokens
+is made again with them (`TranscribeOptions.retry_with_timestamps`).
 """
 
 from __future__ import annotations
@@ -46,15 +47,15 @@ def decode_with_fallback(
     text_of: Callable[[DecodedSequence], str],
     options: TranscribeOptions,
 ) -> list[DecodedSequence]:
-    """Each item's decode at the first of options.temperatures that passes; where none does,
-    the best of its tries (`_best`)."""
-    temperatures = options.temperatures
-    if len(temperatures) == 1:  # no fallback (interims): nothing to judge, no text to decode
-        return _decode_at(decode, list(range(items)), temperatures[0], options)
+    """Each item's decode at the first try of `_tries` that passes; where none does, the
+    best of its tries (`_best`)."""
+    ladder = _tries(options)
+    if len(options.temperatures) == 1:  # no fallback (interims): nothing to judge, no text
+        return _decode_at(decode, list(range(items)), ladder[0], options)
     tries: list[list[DecodedSequence]] = [[] for _ in range(items)]
     pending = list(range(items))
-    for temperature in temperatures:
-        decoded = _decode_at(decode, pending, temperature, options)
+    for decoding in ladder:
+        decoded = _decode_at(decode, pending, decoding, options)
         for item, seq in zip(pending, decoded):
             tries[item].append(seq)
         pending = [
@@ -65,31 +66,44 @@ def decode_with_fallback(
     return [_best(t, text_of, options) if i in pending else t[-1] for i, t in enumerate(tries)]
 
 
+def _tries(options: TranscribeOptions) -> list[DecodingOptions]:
+    """The decodes a failing window goes through, in order: one per temperature, and with
+    `retry_with_timestamps` the first again with timestamp tokens."""
+    ladder = [replace(options.decoding, temperature=t) for t in options.temperatures]
+    if options.retry_with_timestamps and not options.decoding.timestamps:
+        ladder.insert(1, replace(ladder[0], timestamps=True))
+    return ladder
+
+
 def _decode_at(
-    decode: Decode, items: list[int], temperature: float, options: TranscribeOptions
+    decode: Decode, items: list[int], decoding: DecodingOptions, options: TranscribeOptions
 ) -> list[DecodedSequence]:
-    """`items` decoded at `temperature`; at temperature 0, with beams where unsure (the
+    """`items` decoded with `decoding`; at temperature 0, with beams where unsure (the
     greedy decode of a window stops once it is sure to be unsure: its text is not used)."""
-    decoding = replace(options.decoding, temperature=temperature)
-    if temperature > 0:
+    if decoding.temperature > 0:
         return decode(items, decoding)
+    probe = decoding
     if options.unsure_beam_size > decoding.beam_size:
-        decoding = replace(
+        probe = replace(
             decoding,
             hopeless_below=options.unsure_logprob,
             hopeless_no_speech=options.no_speech_threshold,
         )
-    return _beam_where_unsure(decode, items, decode(items, decoding), options)
+    return _beam_where_unsure(decode, items, decode(items, probe), decoding, options)
 
 
 def _beam_where_unsure(
-    decode: Decode, items: list[int], decoded: list[DecodedSequence], options: TranscribeOptions
+    decode: Decode,
+    items: list[int],
+    decoded: list[DecodedSequence],
+    decoding: DecodingOptions,
+    options: TranscribeOptions,
 ) -> list[DecodedSequence]:
     """The greedy decodes, each unsure one (`options.unsure_logprob`; not silence) replaced by
     its beam search of `options.unsure_beam_size`: what the reference decodes at temperature
     0 by default, paid only where greedy doubts."""
     beams = options.unsure_beam_size
-    if beams <= options.decoding.beam_size:
+    if beams <= decoding.beam_size:
         return decoded
     unsure = [
         j
@@ -98,7 +112,7 @@ def _beam_where_unsure(
     ]
     if not unsure:
         return decoded
-    again = decode([items[j] for j in unsure], replace(options.decoding, beam_size=beams))
+    again = decode([items[j] for j in unsure], replace(decoding, beam_size=beams))
     out = list(decoded)
     for j, seq in zip(unsure, again):
         out[j] = seq

@@ -44,6 +44,11 @@ class TranscribeOptions:
     loop_phrase_repeats: int = 0
     loop_phrase_words: int = 3
     loop_phrase_period: int = 8
+    # A window decoded without timestamp tokens (a stream's final) whose decode needs the
+    # fallback is decoded again at temperature 0 with them before any hotter try: Whisper
+    # learned to close a segment with a timestamp, and without them its beams can loop on
+    # a phrase where with them they do not (white noise at 5 dB, docs/accuracy.md).
+    retry_with_timestamps: bool = False
     # Long form (models.longform): the text so far is the next window's prompt, unless a
     # window needed a temperature above this (its text is unsure: Whisper starts afresh).
     condition_on_previous_text: bool = True

@@ -15,7 +15,7 @@ from streamstt.models.decoding import DecodedSequence
 from streamstt.models.fallback import decode_with_fallback
 from streamstt.models.longform import Seek
 from streamstt.models.options import OFFLINE_OPTIONS, Request
-from streamstt.models.results import Transcript, compression_ratio
+from streamstt.models.results import Transcript, compression_ratio, repeated_phrase
 
 HARD = DATA / "hard"
 QUICK = replace(OFFLINE_OPTIONS, word_timestamps=False)
@@ -96,20 +96,43 @@ def test_a_streamed_final_is_tried_again_only_when_it_loops():
         calls.clear()
 
         def decode(items, decoding, first=first):
-            calls.append((decoding.beam_size, decoding.temperature))
+            calls.append((decoding.beam_size, decoding.temperature, decoding.timestamps))
             return [first if decoding.temperature == 0 else fluent for _ in items]
 
         (kept,) = decode_with_fallback(decode, 1, lambda s: texts[s.tokens[0]], final_options(5))
         assert (kept is fluent) is (retried or first is fluent), texts[first.tokens[0]]
-        assert calls[0] == (5, 0.0) and (len(calls) > 1) is retried
-        if retried:
-            assert calls[1] == (5, 0.2)  # sampled (a beam size only searches at 0)
+        assert calls[0] == (5, 0.0, False) and (len(calls) > 1) is retried
+        if retried:  # the same search with timestamp tokens, then a sample (beams search at 0)
+            assert calls[1:] == [(5, 0.0, True), (5, 0.2, False)]
         calls.clear()
         decode_with_fallback(decode, 1, lambda s: texts[s.tokens[0]], INTERIM_OPTIONS)
-        assert calls == [(1, 0.0)]
+        assert calls == [(1, 0.0, False)]
     for bad in ({"loop_phrase_repeats": -1}, {"loop_phrase_words": 0}, {"loop_phrase_period": 0}):
         with pytest.raises(ValueError, match="loop_phrase"):
             replace(final_options(5), **bad)
+
+
+def test_a_final_that_loops_is_searched_again_with_timestamp_tokens(transcriber_fp32):
+    """The first 10 s of read_white5, decoded as a stream's final of five beams without
+    timestamp tokens, says "half the police" three times (a loop); the same search with
+    timestamp tokens does not, and it is kept before any hotter sample: the final is the
+    temperature-0 search's text, the same on every run."""
+    from streamstt.server.stream.job import final_options
+
+    request = Request(decode_audio(HARD / "read_white5.flac")[: 10 * SAMPLE_RATE])
+    options = replace(final_options(5), word_timestamps=False)
+    searched = replace(options, temperatures=(0.0,))
+    (looped,) = transcriber_fp32.transcribe_batch([request], searched)
+    assert repeated_phrase(looped.text, 3, 3, 8), looped.text
+    (sampled,) = transcriber_fp32.transcribe_batch(
+        [request], replace(options, retry_with_timestamps=False)
+    )
+    assert sampled.temperature > 0.0
+    stamped = replace(searched, decoding=replace(searched.decoding, timestamps=True))
+    (expected,) = transcriber_fp32.transcribe_batch([request], stamped)
+    (kept,) = transcriber_fp32.transcribe_batch([request], options)
+    assert kept.temperature == 0.0 and kept.text == expected.text
+    assert not repeated_phrase(kept.text, 3, 3, 8), kept.text
 
 
 def test_only_unsure_greedy_decodes_are_searched_again_with_beams():

@@ -19,8 +19,9 @@ from streamstt.models.transcriber import Request, TranscribeOptions
 # alignment heads. A final whose decode loops (the loop guard cut it, its text compresses
 # above 2.4, or it says a three-word phrase three times in a row) is decoded again hotter,
 # as offline: kept, its words were the next final's left context, and the finals after it
-# wrote the loop on over 20-30 s of speech (docs/accuracy.md). An untrusted interim commits
-# nothing, so it needs no second try.
+# wrote the loop on over 20-30 s of speech (docs/accuracy.md). The first retry is the same
+# search with timestamp tokens (`retry_with_timestamps`), then hotter samples. An untrusted
+# interim commits nothing, so it needs no second try.
 INTERIM_OPTIONS = TranscribeOptions(full_window=False, decoding=DecodingOptions(timestamps=False))
 FINAL_OPTIONS = TranscribeOptions(
     full_window=True,
@@ -29,6 +30,7 @@ FINAL_OPTIONS = TranscribeOptions(
     temperatures=FALLBACK_TEMPERATURES,
     fallback_on_logprob=False,
     loop_phrase_repeats=3,
+    retry_with_timestamps=True,
 )
 
 
