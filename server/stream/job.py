@@ -17,11 +17,11 @@ from streamstt.models.transcriber import Request, TranscribeOptions
 # shorter span (>= 15 s); a final is decoded once per utterance with the full 30 s window and
 # the batch-invariant kernels. Neither samples timestamp tokens: word times come from the
 # alignment heads. A final whose decode loops (the loop guard cut it, its text compresses
-# above 2.4, or it says a three-word phrase three times in a row) is decoded again hotter,
-# as offline: kept, its words were the next final's left context, and the finals after it
-# wrote the loop on over 20-30 s of speech (docs/accuracy.md). The first retry is the same
-# search with timestamp tokens (`retry_with_timestamps`), then hotter samples. An untrusted
-# interim commits nothing, so it needs no second try.
+# above 2.4, or it says a three-word phrase three times in a row) is decoded again, first
+# by the same search with timestamp tokens (`retry_with_timestamps`), then hotter, as
+# offline: kept, its words were the next final's left context, and the finals after it
+# wrote the loop on over 20-30 s of speech (docs/accuracy.md). An untrusted interim commits
+# nothing, so it needs no second try.
 INTERIM_OPTIONS = TranscribeOptions(full_window=False, decoding=DecodingOptions(timestamps=False))
 FINAL_OPTIONS = TranscribeOptions(
     full_window=True,
