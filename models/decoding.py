@@ -196,9 +196,10 @@ class TimestampRules:
             if not seq:  # a transcript opens with a timestamp, no later than max_initial
                 logits[k, :ts_begin] = NEG_INF
                 logits[k, ts_begin + self.max_initial + 1 :] = NEG_INF
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        ts_mass = logprobs[:, ts_begin:].logsumexp(dim=-1)
-        best_text = logprobs[:, :ts_begin].max(dim=-1).values
+        # Whisper compares log-probabilities; both share the row's normaliser, so the raw
+        # logits compare alike without a softmax over the whole vocabulary
+        ts_mass = logits[:, ts_begin:].float().logsumexp(dim=-1)
+        best_text = logits[:, :ts_begin].max(dim=-1).values.float()
         force = ts_mass > best_text
         if bool(force.any()):
             logits[force, :ts_begin] = NEG_INF
