@@ -32,6 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from torch import Tensor
 
 from streamstt.client.bench import latency
 from streamstt.client.bench.stability import correctness
@@ -105,8 +106,7 @@ def _percentile(values: list[float], q: int) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
 
-def score(path: Path, timeline: latency.StreamTimeline) -> dict:
-    reference = path.with_suffix(".txt").read_text()
+def score(reference: str, timeline: latency.StreamTimeline) -> dict:
     measured = correctness(timeline, reference)
     delays, finals = commit_delays(timeline), final_delays(timeline)
     return {
@@ -120,11 +120,11 @@ def score(path: Path, timeline: latency.StreamTimeline) -> dict:
     }
 
 
-def offline_wer(model: Transcriber, path: Path) -> float:
-    """The file's WER offline, as `streamstt transcribe` prints its text."""
+def offline_wer(model: Transcriber, audio: Tensor, reference: str) -> float:
+    """The recording's WER offline, as `streamstt transcribe` prints its text."""
     options = replace(OFFLINE_OPTIONS, word_timestamps=False)
-    text = model.transcribe(decode_audio(path), options).text
-    return round(latency.word_error_rate([path.with_suffix(".txt").read_text()], [text]), 4)
+    text = model.transcribe(audio, options).text
+    return round(latency.word_error_rate([reference], [text]), 4)
 
 
 def paired(results: dict) -> list[str]:
@@ -179,11 +179,11 @@ def main() -> int:
     schedule = tuple(map(int, args.schedule.split(":")))
     results = {}
     for path in _paths(args):
-        audio = decode_audio(path).numpy()
-        timeline = asyncio.run(replay(model, vad, audio, schedule=schedule))
-        results[str(path)] = score(path, timeline)
+        audio, reference = decode_audio(path), path.with_suffix(".txt").read_text()
+        timeline = asyncio.run(replay(model, vad, audio.numpy(), schedule=schedule))
+        results[str(path)] = score(reference, timeline)
         if args.offline:
-            results[str(path)]["offline_wer"] = offline_wer(model, path)
+            results[str(path)]["offline_wer"] = offline_wer(model, audio, reference)
         shown = {k: v for k, v in results[str(path)].items() if k != "transcript"}
         print(path.stem, json.dumps(shown), flush=True)
     if args.offline:
