@@ -3,10 +3,15 @@ same tiny.en weights (tests/data/hard/: noise, babble, telephony, reverberation,
 
     python benchmarks/accuracy.py [--threads 2] [--json out.json] [--markdown out.md]
         [--only 'ours auto,faster-whisper int8'] [--fixtures read_white10,read_clean]
-        [--streamed [--streamed-runs 3]] [--noise-seeds K]
+        [--runs 5] [--streamed [--streamed-runs 3]] [--noise-seeds K]
 
 Each configuration runs in its own subprocess (its own load and precision calibration) and
 transcribes every fixture once after a short warm-up; the wall time is that one pass.
+`--runs N` runs the offline configurations N times in turns (each in a fresh process, so
+a slow minute of this shared machine falls on both sides of a ratio) and reports per
+fixture the median WER and wall time, the time ratio of each run, and any fixture whose
+text changed between runs (`auto` times its precision candidates at load, and under load
+may pick another plan).
 streamstt offline is `streamstt transcribe` (30 s windows, beam 5 where greedy is unsure;
 text, as it prints, or with word times as `--json` gives them: `ours auto words`;
 `--variant auto:greedy` without the beams); faster-whisper runs its own defaults
@@ -236,7 +241,26 @@ def markdown(results: dict) -> str:
     if base:
         ratios = [f"{walls[n] / base:.2f}" for n in names]
         lines.append(f"| time / {BASELINE} | " + " | ".join(ratios) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _run_notes(results))
+
+
+def _run_notes(results: dict) -> list[str]:
+    """With --runs: the time ratio of each run (against the baseline's run of the same
+    turn), and the fixtures whose text changed between runs."""
+    base = results.get(BASELINE, {}).get("run_walls")
+    notes = []
+    for name, result in results.items():
+        walls = result.get("run_walls")
+        if base and walls and name != BASELINE:
+            each = ", ".join(f"{w / b:.2f}" for w, b in zip(walls, base))
+            notes.append(f"{name}: time / {BASELINE} in each run: {each}")
+        if result.get("unsteady"):
+            plans = ", ".join(result["plans"])
+            notes.append(
+                f"{name}: text changed between runs on {', '.join(result['unsteady'])} "
+                f"(plans: {plans})"
+            )
+    return ["", *notes] if notes else []
 
 
 def differences(results: dict) -> str:
@@ -289,6 +313,32 @@ def run_config(name: str, worker: list[str], threads: int, fixtures: list[str]) 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def run_offline(configs: dict, threads: int, fixtures: list[str], runs: int) -> dict:
+    """Each offline configuration `runs` times, in turns, scored. One run as it came; several
+    as their median (`median_run`) with each run's total wall time (`run_walls`, paired with
+    the baseline's run of the same turn) and the fixtures whose text changed between runs
+    (`unsteady`)."""
+    done: dict[str, list[dict]] = {name: [] for name in configs}
+    for _ in range(runs):
+        for name, worker in configs.items():
+            if result := run_config(name, worker, threads, fixtures):
+                done[name].append(result)
+                print(f"{name}: done ({result['plan']})", file=sys.stderr, flush=True)
+    results = {}
+    for name, taken in done.items():
+        score(dict(enumerate(taken)))
+        if len(taken) == 1:
+            results[name] = taken[0]
+        elif taken:
+            texts = [{f: item["text"] for f, item in t["fixtures"].items()} for t in taken]
+            results[name] = median_run(taken) | {
+                "run_walls": [sum(i["wall_s"] for i in t["fixtures"].values()) for t in taken],
+                "unsteady": [f for f in texts[0] if len({t[f] for t in texts}) > 1],
+                "plans": [t["plan"] for t in taken],
+            }
+    return results
+
+
 def run_streamed(threads: int, fixtures: list[str], out: Path) -> dict:
     """Each fixture streamed alone at real time through one spawned server: its finals."""
     from streamstt.client.bench import run as bench
@@ -332,6 +382,9 @@ def main() -> int:
     parser.add_argument(
         "--noise-seeds", type=int, default=0, metavar="K", help="white noise over K more draws"
     )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="offline runs, in turns (median, ratio per run)"
+    )
     parser.add_argument("--streamed", action="store_true", help="also stream at real time")
     parser.add_argument("--streamed-runs", type=int, default=1, help="real-time runs (median)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -346,16 +399,13 @@ def main() -> int:
         precision, _, variant = spec.partition(":")
         configs[f"ours {precision} {variant}"] = ["ours", precision, variant]
     wanted = set(args.only.split(",")) if args.only else set(configs)
-    results = {}
-    for name, worker in configs.items():
-        if name in wanted and (result := run_config(name, worker, args.threads, fixtures)):
-            results[name] = result
-            print(f"{name}: done ({result['plan']})", file=sys.stderr, flush=True)
+    chosen = {name: worker for name, worker in configs.items() if name in wanted}
+    results = run_offline(chosen, args.threads, fixtures, args.runs)
     count = args.streamed_runs if args.streamed else 0
     runs = [f"ours streamed {k + 1}" if k else "ours streamed" for k in range(count)]
     for name in runs:
         results[name] = run_streamed(args.threads, fixtures, Path("bench-out/accuracy"))
-    score(results)
+    score({name: results[name] for name in runs})
     if len(runs) > 1:
         results["ours streamed median"] = median_run([results[n] for n in runs])
     table = "\n\n".join(filter(None, (markdown(results), differences(results))))

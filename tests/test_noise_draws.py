@@ -81,3 +81,33 @@ def test_replay_pairs_each_fixture_and_its_draws_with_offline():
         "read_white5: 3 files, streamed - offline +1.00 ± 2.89 points, within offline + 1: 2",
         "read_clean: 1 files, streamed - offline +0.70 points, within offline + 1: 1",
     ]
+
+
+def test_several_offline_runs_give_medians_each_runs_ratio_and_unsteady_text(monkeypatch):
+    """benchmarks/accuracy.py --runs N: the configurations run in turns; per fixture the
+    median WER and wall time, each run's time ratio against the baseline's run of the same
+    turn, and the fixtures whose text was not the same in every run."""
+    accuracy = _load(ROOT / "benchmarks" / "accuracy.py")
+    reference = (DATA / "hard" / "read_clean.txt").read_text()
+
+    def run(text, wall_s):
+        return {"plan": "bf16", "fixtures": {"read_clean": {"text": text, "wall_s": wall_s}}}
+
+    turns = iter(
+        [run(reference, 10.0), run(reference, 10.0)]  # ours, baseline
+        + [run("one two", 9.0), run(reference, 10.0)]
+        + [run(reference, 12.0), run(reference, 11.0)]
+    )
+    monkeypatch.setattr(accuracy, "run_config", lambda *_: next(turns))
+    configs = {"ours auto": [], accuracy.BASELINE: []}
+    results = accuracy.run_offline(configs, 2, ["read_clean"], runs=3)
+    ours = results["ours auto"]
+    assert ours["fixtures"]["read_clean"] == {"wer": 0.0, "wall_s": 10.0}
+    assert ours["run_walls"] == [10.0, 9.0, 12.0] and ours["unsteady"] == ["read_clean"]
+    assert results[accuracy.BASELINE]["unsteady"] == []
+    lines = accuracy.markdown(results).splitlines()
+    assert "| time / faster-whisper int8 | 1.00 | 1.00 |" in lines
+    assert "ours auto: time / faster-whisper int8 in each run: 1.00, 0.90, 1.09" in lines
+    assert any(
+        line.startswith("ours auto: text changed between runs on read_clean") for line in lines
+    )
