@@ -252,7 +252,7 @@ def _run_notes(results: dict) -> list[str]:
     for name, result in results.items():
         walls = result.get("run_walls")
         if base and walls and name != BASELINE:
-            each = ", ".join(f"{w / b:.2f}" for w, b in zip(walls, base))
+            each = ", ".join(f"{w / b:.2f}" if w and b else "-" for w, b in zip(walls, base))
             notes.append(f"{name}: time / {BASELINE} in each run: {each}")
         if result.get("unsteady"):
             plans = ", ".join(result["plans"])
@@ -318,21 +318,24 @@ def run_offline(configs: dict, threads: int, fixtures: list[str], runs: int) -> 
     as their median (`median_run`) with each run's total wall time (`run_walls`, paired with
     the baseline's run of the same turn) and the fixtures whose text changed between runs
     (`unsteady`)."""
-    done: dict[str, list[dict]] = {name: [] for name in configs}
+    done: dict[str, list[dict | None]] = {name: [] for name in configs}
     for _ in range(runs):
         for name, worker in configs.items():
-            if result := run_config(name, worker, threads, fixtures):
-                done[name].append(result)
+            done[name].append(result := run_config(name, worker, threads, fixtures))
+            if result:
                 print(f"{name}: done ({result['plan']})", file=sys.stderr, flush=True)
     results = {}
-    for name, taken in done.items():
+    for name, turns in done.items():
+        taken = [t for t in turns if t]
         score(dict(enumerate(taken)))
-        if len(taken) == 1:
+        if runs == 1 and taken:
             results[name] = taken[0]
         elif taken:
             texts = [{f: item["text"] for f, item in t["fixtures"].items()} for t in taken]
             results[name] = median_run(taken) | {
-                "run_walls": [sum(i["wall_s"] for i in t["fixtures"].values()) for t in taken],
+                "run_walls": [  # None: that turn's run failed
+                    t and round(sum(i["wall_s"] for i in t["fixtures"].values()), 3) for t in turns
+                ],
                 "unsteady": [f for f in texts[0] if len({t[f] for t in texts}) > 1],
                 "plans": [t["plan"] for t in taken],
             }

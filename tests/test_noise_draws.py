@@ -111,3 +111,22 @@ def test_several_offline_runs_give_medians_each_runs_ratio_and_unsteady_text(mon
     assert any(
         line.startswith("ours auto: text changed between runs on read_clean") for line in lines
     )
+
+
+def test_a_failed_offline_run_leaves_the_other_turns_paired(monkeypatch):
+    """A run that failed (its process exited non-zero) is left out of the medians and shown
+    as '-' in the per-run ratios; the other turns keep their own baseline run."""
+    accuracy = _load(ROOT / "benchmarks" / "accuracy.py")
+    reference = (DATA / "hard" / "read_clean.txt").read_text()
+
+    def run(wall_s):
+        return {"plan": "bf16", "fixtures": {"read_clean": {"text": reference, "wall_s": wall_s}}}
+
+    turns = iter([run(9.0), run(10.0), run(8.0), None, run(12.0), run(10.0)])
+    monkeypatch.setattr(accuracy, "run_config", lambda *_: next(turns))
+    configs = {"ours auto": [], accuracy.BASELINE: []}
+    results = accuracy.run_offline(configs, 2, ["read_clean"], runs=3)
+    assert results[accuracy.BASELINE]["run_walls"] == [10.0, None, 10.0]
+    assert results[accuracy.BASELINE]["fixtures"]["read_clean"]["wall_s"] == 10.0
+    lines = accuracy.markdown(results).splitlines()
+    assert "ours auto: time / faster-whisper int8 in each run: 0.90, -, 1.20" in lines
