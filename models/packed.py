@@ -8,6 +8,12 @@ CPU compiler uses for frozen weights), the same kernel reads them as they are: t
 are bit for bit those of `F.linear` on the same (contiguous) input, checked at load. The
 output projection (51864 x 384, the embedding matrix) gains most: 5 rows (a beam search's
 step) 1.2 against 3.0-3.6 ms with the caches cold, one row 1.1-1.3 against 2.5-3.2 ms.
+
+The fp32 decoder (`auto` on a CPU without fast bf16, or `--precision fp32`) is packed too:
+torch's fp32 `F.linear` calls MKL, whose product of one row with the 51864 x 384 output
+projection took 8.2 ms with the caches cold on 2 EPYC cores (5 rows: 13.0), 3.9 ms packed
+(5.4). In fp32 the packed product is not bit for bit MKL's (another order of summation,
+~1e-5 apart): the hard fixtures decode to the same text either way (docs/accuracy.md).
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ PACKING_ROWS_HINT = 1  # rows of input the packed layout is chosen for: a decode
 
 
 class PackedLinear(nn.Module):
-    """nn.Linear in bf16 over a weight packed for oneDNN (`packed_linear_supported`)."""
+    """nn.Linear over a weight packed for oneDNN, in the weight's dtype: bf16
+    (`packed_linear_supported`) or fp32 (`packed_fp32_supported`)."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
         super().__init__()
@@ -33,8 +40,9 @@ class PackedLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach(), persistent=False)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> PackedLinear:
-        return cls(linear.weight.data.to(torch.bfloat16), _bf16(linear.bias))
+    def from_linear(cls, linear: nn.Linear, dtype: torch.dtype = torch.bfloat16) -> PackedLinear:
+        bias = None if linear.bias is None else linear.bias.data.to(dtype)
+        return cls(linear.weight.data.to(dtype), bias)
 
     def forward(self, x: Tensor) -> Tensor:
         # the packed kernel reads its input as dense rows; F.linear on a strided view takes
@@ -44,11 +52,8 @@ class PackedLinear(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bf16 packed"
-
-
-def _bf16(bias: Tensor | None) -> Tensor | None:
-    return None if bias is None else bias.data.to(torch.bfloat16)
+        dtype = str(self.packed.dtype).removeprefix("torch.")
+        return f"in_features={self.in_features}, out_features={self.out_features}, {dtype} packed"
 
 
 @functools.cache
@@ -67,3 +72,21 @@ def packed_linear_supported() -> bool:
     except RuntimeError:  # an op missing from this build
         return False
     return torch.equal(packed, F.linear(x, weight, bias))
+
+
+@functools.cache
+def packed_fp32_supported() -> bool:
+    """Whether this torch build runs oneDNN's packed fp32 products, to within rounding of
+    `F.linear` (else the fp32 decoder keeps nn.Linear)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(96, 64, generator=generator)
+    bias = torch.randn(96, generator=generator)
+    x = torch.randn(2, 3, 64, generator=generator)
+    try:
+        with torch.inference_mode():
+            packed = PackedLinear(weight, bias)(x)
+    except RuntimeError:  # an op missing from this build
+        return False
+    return torch.allclose(packed, F.linear(x, weight, bias), rtol=1e-4, atol=1e-4)

@@ -26,12 +26,17 @@ What pays off was measured, not assumed (docs/benchmarks.md has the numbers):
   are packed once for oneDNN (models.packed: the same results, a decoder step ~9 % sooner),
   the output projection's too (+40 MB: what the shortlist does not serve, a beam search's
   step or a draft's block, 1.2 ms instead of 3-3.6 ms for 5 rows).
+- The fp32 CPU decoder's Linear weights and output projection are packed for oneDNN as well
+  (models.packed): MKL's fp32 product of a step's row with the output projection took 2x
+  as long as the packed one, and a beam step's 5 rows 2.4x; the fp32 decoder is what `auto`
+  keeps on a CPU without fast bf16.
 - On CUDA: fp16 everywhere by default; `int8` is weight-only (int8 weights, fp16 compute).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import logging
 import time
@@ -44,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .memory import trim_heap
-from .packed import PackedLinear, packed_linear_supported
+from .packed import PackedLinear, packed_fp32_supported, packed_linear_supported
 from .shortlist import ShortlistProjection, shortlist_supported
 from .whisper import KVCache, MultiHeadAttention, TextDecoder, Whisper
 
@@ -193,6 +198,8 @@ def _pick_decoder(model: Whisper) -> dict[str, float]:
         shared = nn.Parameter(embedding.data, requires_grad=embedding.requires_grad)
         candidate = copy.deepcopy(model.decoder, memo={id(embedding): shared})
         candidates[mode] = (candidate, _convert_decoder(candidate, mode, "cpu"))
+    # after the copies: a packed oneDNN weight cannot be deep-copied
+    _convert_decoder(model.decoder, "fp32", "cpu")
     probes = {mode: _decoder_probe(decoder, audio) for mode, (decoder, _) in candidates.items()}
     measured = _time_in_turns(probes, DECODER_REPEATS)
     timings = {f"decoder_{mode}": ms for mode, ms in measured.items()}
@@ -374,17 +381,8 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> TextDecode
     kernels are not batch-invariant themselves (int8 on CPU), else None."""
     if mode != "int8":
         decoder.to(_DTYPES[mode])
-        if mode == "bf16" and not device.startswith("cuda"):
-            if packed_linear_supported():
-                for block in decoder.blocks:
-                    block.attn.fused_qkv = fused_qkv(block.attn)
-                _swap_linears(decoder.blocks, PackedLinear.from_linear)
-                # the output projection too: the product of more rows than the shortlist
-                # serves (beams, a draft's block, a batch) took ~3x as long unpacked
-                weight = decoder.token_embedding.weight.data
-                decoder.logits_head = PackedLinear(weight, None)
-            if shortlist_supported():
-                decoder.pick_head = ShortlistProjection(decoder.token_embedding.weight.data)
+        if not device.startswith("cuda"):
+            _pack_cpu_decoder(decoder, mode)
         return None
     cuda = device.startswith("cuda")
     dtype = torch.float16 if cuda else torch.float32
@@ -411,6 +409,29 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> TextDecode
         exact.logits_head = RowwiseInt8Linear(embedding.qweight, embedding.scale, None)
         exact.token_embedding = embedding
     return exact
+
+
+def _pack_cpu_decoder(decoder: TextDecoder, mode: str) -> None:
+    """The bf16 or fp32 CPU decoder's Linear weights and output projection packed for oneDNN
+    (models.packed), where this build runs them; the bf16 one also picks greedy tokens from
+    the shortlist (models.shortlist). Packing twice is a no-op."""
+    weight = decoder.token_embedding.weight.data
+    if mode == "fp32" and decoder.logits_head is None and packed_fp32_supported():
+        _swap_linears(
+            decoder.blocks, functools.partial(PackedLinear.from_linear, dtype=weight.dtype)
+        )
+        decoder.logits_head = PackedLinear(weight, None)
+    if mode != "bf16":
+        return
+    if packed_linear_supported():
+        for block in decoder.blocks:
+            block.attn.fused_qkv = fused_qkv(block.attn)
+        _swap_linears(decoder.blocks, PackedLinear.from_linear)
+        # the output projection too: the product of more rows than the shortlist serves
+        # (beams, a draft's block, a batch) took ~3x as long unpacked
+        decoder.logits_head = PackedLinear(weight, None)
+    if shortlist_supported():
+        decoder.pick_head = ShortlistProjection(weight)
 
 
 def fused_qkv(attn: MultiHeadAttention) -> PackedLinear:
@@ -440,8 +461,10 @@ def apply_precision(model: Whisper, plan: PrecisionPlan) -> None:
     if f"decoder_{plan.decoder}" not in dict(plan.calibration_ms):
         model.exact_decoder = _convert_decoder(model.decoder, plan.decoder, plan.device)
     model.to(plan.device)
-    if plan.device == "cpu" and (plan.encoder, plan.decoder) != ("fp32", "fp32"):
-        _release_freed_heap()  # the fp32 weights (and `auto`'s candidate copies) are gone
+    if plan.device == "cpu":
+        # the unconverted weights (fp32 and packed: their plain layout) and `auto`'s
+        # candidate copies are gone
+        _release_freed_heap()
 
 
 def _release_freed_heap() -> None:

@@ -29,7 +29,11 @@ from streamstt.models.decoding import (
     find_repetition_loop,
     spread_boost,
 )
-from streamstt.models.packed import PackedLinear, packed_linear_supported
+from streamstt.models.packed import (
+    PackedLinear,
+    packed_fp32_supported,
+    packed_linear_supported,
+)
 from streamstt.models.shortlist import (
     MAX_ROWS,
     SHORTLIST,
@@ -268,6 +272,54 @@ def test_packed_weights_decode_the_same_tokens(monkeypatch):
     for options in (FULL, beams):
         ours, theirs = packed.transcribe(clip, options), plain.transcribe(clip, options)
         assert ours.tokens == theirs.tokens and ours.words == theirs.words
+
+
+@torch.inference_mode()
+def test_a_packed_fp32_linear_is_f_linear_to_within_rounding():
+    """The fp32 decoder's packed weights: oneDNN sums in another order than MKL, so not bit
+    for bit, but within fp32 rounding for every number of rows a decode feeds."""
+    if not packed_fp32_supported():
+        pytest.skip("no oneDNN fp32 products in this torch: the fp32 decoder keeps nn.Linear")
+    generator = torch.Generator().manual_seed(0)
+    for features, out in ((384, 384), (384, 1536), (1536, 384), (384, 51864)):
+        linear = nn.Linear(features, out, bias=out != 51864)
+        packed = PackedLinear.from_linear(linear, dtype=torch.float32)
+        assert packed.packed.dtype == torch.float32
+        for rows in (1, 5, 17, 224):
+            x = torch.randn(2, rows, features, generator=generator)
+            torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-4)
+
+
+def test_the_fp32_decoder_packed_decodes_the_same_tokens(monkeypatch):
+    """`--precision fp32` on CPU packs the decoder's Linear weights and output projection,
+    and `auto` installs the same where it keeps the fp32 decoder; a real clip decodes to
+    the same tokens and word times as over nn.Linear, greedily and by beam search (the word
+    probabilities within fp32 rounding)."""
+    if not packed_fp32_supported():
+        pytest.skip("no oneDNN fp32 products in this torch: the fp32 decoder keeps nn.Linear")
+    clip = torch.from_numpy(load_clip("sample"))
+    packed = Transcriber.load(precision="fp32", device="cpu")
+    decoder = packed.model.decoder
+    assert isinstance(decoder.blocks[0].mlp[0], PackedLinear)
+    assert isinstance(decoder.logits_head, PackedLinear) and decoder.pick_head is None
+    with monkeypatch.context() as patched:
+        patched.setattr(precision_module, "choose", lambda part, modes, timings: "fp32")
+        kept = Transcriber.load(precision="auto", device="cpu").model.decoder
+        assert isinstance(kept.blocks[3].attn.out, PackedLinear)
+        assert isinstance(kept.logits_head, PackedLinear)
+    monkeypatch.setattr(precision_module, "packed_fp32_supported", lambda: False)
+    plain = Transcriber.load(precision="fp32", device="cpu")
+    assert isinstance(plain.model.decoder.blocks[0].mlp[0], nn.Linear)
+    assert plain.model.decoder.logits_head is None
+    beams = replace(FULL, decoding=replace(FULL.decoding, beam_size=5))
+    for options in (FULL, beams):
+        ours, theirs = packed.transcribe(clip, options), plain.transcribe(clip, options)
+        assert ours.tokens == theirs.tokens
+        assert [replace(w, probability=0.0) for w in ours.words] == [
+            replace(w, probability=0.0) for w in theirs.words
+        ]
+        for a, b in zip(ours.words, theirs.words):
+            assert a.probability == pytest.approx(b.probability, abs=1e-5)
 
 
 @torch.inference_mode()
