@@ -93,6 +93,7 @@ class BeamSearch:
             ended=best in finished and not best.loop,
             repetition_loop=best.loop,
             temperature=options.temperature,
+            beam_size=options.beam_size,
         )
 
     def _offered(

@@ -79,6 +79,7 @@ class DecodedSequence:
     ended: bool  # reached <|endoftext|> (False: hit a guard or the length limit)
     repetition_loop: bool  # the loop guard cut a repeated tail
     temperature: float = 0.0  # of the decode that produced it (models.fallback)
+    beam_size: int = 1  # beams of the search that produced it (1: greedy or sampled)
 
     @property
     def avg_logprob(self) -> float:

@@ -7,6 +7,7 @@ window at a time between other work (the server's scheduled Recognize, server/re
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from torch import Tensor
@@ -40,6 +41,16 @@ class Seek:
         self.position = 0  # samples decoded so far
         self.pieces: list[Transcript] = []
         self._prompt_tokens = tokenizer.encode_text(prompt)
+        self._search = False  # the next window is searched with beams at once
+
+    @property
+    def window_options(self) -> TranscribeOptions:
+        """The options to decode the next window with: `options`, or with
+        `options.search_after_unsure` after an unsure window, its beam search at once."""
+        if not self._search:
+            return self.options
+        decoding = replace(self.options.decoding, beam_size=self.options.unsure_beam_size)
+        return replace(self.options, decoding=decoding)
 
     def next_request(self) -> Request | None:
         """The next window to decode, or None when the recording is done."""
@@ -62,6 +73,7 @@ class Seek:
     def take(self, request: Request, result: Transcript) -> None:
         """The decoded window: keep its complete segments and move on."""
         self.pieces.append(result)
+        self._search = self._unsure(result)
         window = request.audio.shape[-1]
         advance, kept = _advance(self.tokenizer, result, window, self.position)
         self.position += advance
@@ -76,6 +88,20 @@ class Seek:
     def transcript(self) -> Transcript:
         return merge(self.pieces)
 
+    def _unsure(self, result: Transcript) -> bool:
+        """Whether the window just decoded makes the next one searched at once: its greedy
+        decode was unsure (it was searched with beams) or needed a hotter try; a window that
+        was itself searched at once has no greedy decode to judge, so its search's average
+        is judged instead. A window dropped as silence says nothing of the next."""
+        options = self.options
+        if not options.search_after_unsure or result.dropped:
+            return False
+        if options.unsure_beam_size <= options.decoding.beam_size:
+            return False  # every window is searched anyway
+        if self._search:
+            return result.avg_logprob < options.unsure_logprob
+        return result.beam_size > options.decoding.beam_size or result.temperature > 0
+
 
 def transcribe_long(
     transcriber: Transcriber,
@@ -89,7 +115,7 @@ def transcribe_long(
         features = recording_features(audio.float(), transcriber.model.dims.n_mels)
     seek = Seek(transcriber.tokenizer, audio, prompt, hotwords, options, features)
     while (request := seek.next_request()) is not None:
-        (result,) = transcriber.transcribe_batch([request], options)
+        (result,) = transcriber.transcribe_batch([request], seek.window_options)
         seek.take(request, result)
     return seek.transcript()
 

@@ -34,6 +34,7 @@ class Transcript:
     confidence: float  # mean token probability of the text
     repetition_loop: bool = False
     temperature: float = 0.0  # of the decode kept (models.fallback; the highest of a merge)
+    beam_size: int = 1  # beams of the search kept (1: greedy or sampled; the most of a merge)
     dropped: str = ""  # why text was suppressed by a guard ("" = kept)
     # the text tokens (no specials) and their probabilities, for word alignment
     text_tokens: list[int] = field(default_factory=list, repr=False)
@@ -118,6 +119,7 @@ def to_transcript(
         confidence=sum(probs) / len(probs) if probs else 0.0,
         repetition_loop=seq.repetition_loop,
         temperature=seq.temperature,
+        beam_size=seq.beam_size,
         dropped=dropped,
         text_tokens=text_tokens,
         token_probs=probs,
@@ -167,5 +169,6 @@ def merge(pieces: list[Transcript]) -> Transcript:
         confidence=sum(confidences) / len(confidences) if confidences else 0.0,
         repetition_loop=any(p.repetition_loop for p in pieces),
         temperature=max(p.temperature for p in pieces),
+        beam_size=max(p.beam_size for p in pieces),
         dropped=",".join(p.dropped for p in pieces if p.dropped),
     )

@@ -83,7 +83,7 @@ class RecognizeWork:
         if request is None:  # an empty recording: nothing to decode
             self.result.set_result(self._seek.transcript())
             return None
-        return Window(request)
+        return Window(request, options=self._seek.window_options)
 
     def ahead(self) -> bool:
         return False

@@ -10,6 +10,7 @@ import torch
 from conftest import DATA, normalise
 
 from streamstt.models import loading
+from streamstt.models import transcriber as transcriber_module
 from streamstt.models.audio import SAMPLE_RATE, decode_audio
 from streamstt.models.decoding import DecodedSequence
 from streamstt.models.fallback import decode_with_fallback
@@ -260,6 +261,59 @@ def test_seek_rule_and_prompt_of_long_form(transcriber_fp32):
     seek.take(last, _window_result(tokenizer, [0.0, " five", 6.0, 6.0]))
     assert seek.position == 78 * SAMPLE_RATE
     assert seek.next_request().audio.shape[-1] == 12 * SAMPLE_RATE
+
+
+def test_after_an_unsure_window_the_next_is_searched_at_once(transcriber_fp32):
+    """Long form (`search_after_unsure`): after a window whose greedy decode was unsure (so
+    it was searched with beams) or needed a hotter try, the next window is searched with
+    `unsure_beam_size` beams without a greedy decode first; so on while each such search
+    averages under `unsure_logprob`. A sure window or one dropped as silence ends it."""
+    tokenizer = transcriber_fp32.tokenizer
+    seek = Seek(tokenizer, torch.zeros(300 * SAMPLE_RATE), options=QUICK)
+
+    def beams_after(beams=1, logprob=-0.2, temperature=0.0, dropped=""):
+        closed = _window_result(tokenizer, [0.0, " one", 30.0], temperature)  # whole window
+        result = replace(closed, beam_size=beams, avg_logprob=logprob, dropped=dropped)
+        seek.take(seek.next_request(), result)
+        options = seek.window_options
+        assert options == replace(QUICK, decoding=options.decoding)
+        return options.decoding.beam_size
+
+    assert seek.window_options == QUICK
+    assert beams_after() == 1  # greedy and sure
+    assert beams_after(beams=5, logprob=-0.3) == 5  # greedy was unsure: searched
+    assert beams_after(beams=5, logprob=-0.5) == 5  # searched at once, its average under
+    assert beams_after(beams=5, logprob=-0.3) == 1  # searched at once and sure
+    assert beams_after(temperature=0.4, logprob=-0.9) == 5  # needed a hotter try
+    assert beams_after(beams=5, logprob=-0.9, dropped="no speech") == 1
+    off = Seek(
+        tokenizer, torch.zeros(60 * SAMPLE_RATE), options=replace(QUICK, search_after_unsure=False)
+    )
+    off.take(off.next_request(), replace(_window_result(tokenizer, [" one"]), beam_size=5))
+    assert off.window_options == off.options
+
+
+def test_a_noisy_recording_skips_the_greedy_decode_it_would_throw_away(
+    transcriber_fp32, monkeypatch
+):
+    """44 s of speech in white noise at 5 dB, two windows, both unsure: with
+    `search_after_unsure` the second window gets no greedy decode, and the text is what
+    greedy-then-beams gives."""
+    audio = decode_audio(HARD / "read_white5.flac")
+    greedy_decodes = []
+    decode = transcriber_module.greedy_decode
+
+    def counted(decoder, tokenizer, filters, options, inputs):
+        greedy_decodes.append(options.temperature)
+        return decode(decoder, tokenizer, filters, options, inputs)
+
+    monkeypatch.setattr(transcriber_module, "greedy_decode", counted)
+    probed = transcriber_fp32.transcribe(audio, replace(QUICK, search_after_unsure=False))
+    probes = greedy_decodes.count(0.0)
+    greedy_decodes.clear()
+    searched = transcriber_fp32.transcribe(audio, QUICK)
+    assert (probes, greedy_decodes.count(0.0)) == (2, 1)
+    assert searched.text == probed.text and searched.beam_size == 5
 
 
 def test_recognize_is_the_offline_pipeline(server, transcriber):
