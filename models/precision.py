@@ -56,7 +56,7 @@ from .whisper import KVCache, MultiHeadAttention, TextDecoder, Whisper
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CALIBRATION_FRAMES = 600  # mel frames (6 s) of synthetic input for the start-up timing
-CALIBRATION_REPEATS = 3
+ENCODER_REPEATS = 5  # encoder calls each candidate is timed over, in turns
 # A decoder step takes a few ms, so one slow moment of a busy machine could turn the pick (the
 # bf16 step measured 0.50-1.04x the fp32 one over eight loads here, three timings each): the
 # candidates are timed in turns, this many times each, and the medians compared.
@@ -130,12 +130,6 @@ def choose_precision(model: Whisper, device: str, precision: str) -> PrecisionPl
     return PrecisionPlan(device, precision, precision, precision)
 
 
-def _time_ms(fn) -> float:
-    """Median ms of CALIBRATION_REPEATS calls after a warm one (an encoder candidate: one is
-    kept alive at a time, so they cannot take turns)."""
-    return _time_in_turns({"": fn}, CALIBRATION_REPEATS)[""]
-
-
 @torch.inference_mode()
 def _calibrate(model: Whisper) -> PrecisionPlan:
     """Time the encoder (AUTO_ENCODERS) and a decoder step (AUTO_DECODERS) on this CPU.
@@ -167,22 +161,28 @@ def choose(part: str, modes: tuple[str, ...], timings: dict[str, float]) -> str:
 
 
 def _pick_encoder(model: Whisper) -> dict[str, float]:
-    """Time each of AUTO_ENCODERS on synthetic input and install the one `choose` keeps."""
+    """Time each of AUTO_ENCODERS on synthetic input, in turns, and install the one `choose`
+    keeps. Timed one after the other (three calls each), one load in twenty on a quiet
+    2-vCPU EPYC kept the fp32 encoder (bf16 takes ~0.6 of its time; MIN_GAIN's bar is 0.7),
+    and the same audio got other text after that restart."""
     mel = torch.randn(1, model.dims.n_mels, CALIBRATION_FRAMES)
-    timings = {"encoder_fp32": _time_ms(lambda: model.encoder(mel))}
-    best_encoder, best = model.encoder, "fp32"
+    candidates = {"fp32": model.encoder}
     for mode in AUTO_ENCODERS[1:]:
-        candidate = copy.deepcopy(model.encoder)
-        _convert_encoder(candidate, mode, "cpu")
-        dtype = torch.bfloat16 if mode == "bf16" else torch.float32
-        timings[f"encoder_{mode}"] = _time_ms(lambda e=candidate, d=dtype: e(mel.to(d)))
-        if choose("encoder", (best, mode), timings) == mode:  # keep one candidate alive
-            best_encoder, best = candidate, mode
-        del candidate
-    model.encoder = best_encoder
-    del best_encoder
+        candidates[mode] = copy.deepcopy(model.encoder)
+        _convert_encoder(candidates[mode], mode, "cpu")
+    runs = {
+        mode: lambda e=encoder, d=_encoder_input_dtype(mode): e(mel.to(d))
+        for mode, encoder in candidates.items()
+    }
+    timings = {f"encoder_{m}": ms for m, ms in _time_in_turns(runs, ENCODER_REPEATS).items()}
+    model.encoder = candidates[choose("encoder", tuple(candidates), timings)]
+    del candidates, runs
     _release_freed_heap()  # the losing candidates and activations: lower peak from here on
     return timings
+
+
+def _encoder_input_dtype(mode: str) -> torch.dtype:
+    return torch.bfloat16 if mode == "bf16" else torch.float32
 
 
 def _pick_decoder(model: Whisper) -> dict[str, float]:
@@ -222,16 +222,22 @@ def _time_in_turns(fns: dict[str, Callable[[], object]], repeats: int) -> dict[s
 
 
 def _decoder_probe(decoder: TextDecoder, audio: Tensor) -> Callable[[], object]:
-    """One greedy step as decoding takes it: the layers, their attention over a 30 s window's
+    """A greedy step of one row, then a step of five (a beam search's, or a batch of
+    streams'), as decoding takes them: the layers, their attention over a 30 s window's
     audio keys, and the pick. Its MLPs and output projection alone, back to back, kept the
     weights in cache as no decode does (the bf16 decoder timed 0.76-0.98 of the fp32 one
-    there on a Xeon without AMX; a whole step, 0.75-1.10)."""
+    there on a Xeon without AMX; a whole step, 0.75-1.10). The five-row step weighs in what
+    one row leaves out: with the fp32 decoder packed too, a bf16 step of one row took 0.57-0.66
+    of an fp32 one over twenty loads on 2 EPYC cores, close to MIN_GAIN's 0.7 (one load in
+    thirty kept fp32, and decoded the fixtures 1.5x slower), a step of five rows 0.47."""
     audio_kv = decoder.cross_cache(audio)
-    first = torch.zeros((1, 1), dtype=torch.long)  # token 0 at position 0
+    steps = [torch.zeros((rows, 1), dtype=torch.long) for rows in (1, 5)]  # token 0 at 0
 
     def step() -> object:
-        hidden, _ = decoder(first, first, KVCache([], audio_kv), None, None)
-        return decoder.pick_logits(hidden)
+        for tokens in steps:
+            hidden, _ = decoder(tokens, tokens, KVCache([], audio_kv), None, None)
+            picked = decoder.pick_logits(hidden)
+        return picked
 
     return step
 

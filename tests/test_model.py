@@ -553,8 +553,8 @@ def test_precision_modes_keep_accuracy(precision):
 
 
 def test_candidates_are_timed_in_turns():
-    """The decoder candidates are timed alternately, so that a slow moment of a busy machine
-    falls on all of them, and each gets its median."""
+    """The candidates (the encoders, then the decoders) are timed alternately, so that a
+    slow moment of a busy machine falls on all of them, and each gets its median."""
     calls: list[str] = []
     costs = {"slow": [5.0, 0.0, 5.0, 5.0, 5.0, 5.0], "fast": [0.0, 5.0, 0.0, 0.0, 0.0, 0.0]}
 
