@@ -161,10 +161,11 @@ def choose(part: str, modes: tuple[str, ...], timings: dict[str, float]) -> str:
 
 
 def _pick_encoder(model: Whisper) -> dict[str, float]:
-    """Time each of AUTO_ENCODERS on synthetic input, in turns, and install the one `choose`
-    keeps. Timed one after the other (three calls each), one load in twenty on a quiet
-    2-vCPU EPYC kept the fp32 encoder (bf16 takes ~0.6 of its time; MIN_GAIN's bar is 0.7),
-    and the same audio got other text after that restart."""
+    """Time each of AUTO_ENCODERS on synthetic input, in turns as the decoders are, and
+    install the one `choose` keeps. bf16 takes ~0.6 of fp32's time on an AVX512-BF16 CPU,
+    near MIN_GAIN's 0.7: timed one after the other, three calls each, a moment's load kept
+    fp32 in one load of twenty on a quiet 2-vCPU EPYC. (All candidates are alive at once:
+    AUTO_ENCODERS holds one besides fp32.)"""
     mel = torch.randn(1, model.dims.n_mels, CALIBRATION_FRAMES)
     candidates = {"fp32": model.encoder}
     for mode in AUTO_ENCODERS[1:]:
