@@ -19,6 +19,7 @@ projection took 8.2 ms with the caches cold on 2 EPYC cores (5 rows: 13.0), 3.9 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -62,16 +63,7 @@ def packed_linear_supported() -> bool:
     `F.linear`'s very results (else the decoder keeps nn.Linear)."""
     if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         return False
-    generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(96, 64, generator=generator).to(torch.bfloat16)
-    bias = torch.randn(96, generator=generator).to(torch.bfloat16)
-    x = torch.randn(2, 3, 64, generator=generator).to(torch.bfloat16)
-    try:
-        with torch.inference_mode():
-            packed = PackedLinear(weight, bias)(x)
-    except RuntimeError:  # an op missing from this build
-        return False
-    return torch.equal(packed, F.linear(x, weight, bias))
+    return _packed_matches_f_linear(torch.bfloat16, torch.equal)
 
 
 @functools.cache
@@ -80,13 +72,21 @@ def packed_fp32_supported() -> bool:
     `F.linear` (else the fp32 decoder keeps nn.Linear)."""
     if not torch.backends.mkldnn.is_available():
         return False
+    return _packed_matches_f_linear(
+        torch.float32, lambda a, b: torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+    )
+
+
+def _packed_matches_f_linear(dtype: torch.dtype, same: Callable[[Tensor, Tensor], bool]) -> bool:
+    """A small packed product in `dtype` runs here, and `same` holds between it and
+    `F.linear`'s."""
     generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(96, 64, generator=generator)
-    bias = torch.randn(96, generator=generator)
-    x = torch.randn(2, 3, 64, generator=generator)
+    weight = torch.randn(96, 64, generator=generator).to(dtype)
+    bias = torch.randn(96, generator=generator).to(dtype)
+    x = torch.randn(2, 3, 64, generator=generator).to(dtype)
     try:
         with torch.inference_mode():
             packed = PackedLinear(weight, bias)(x)
     except RuntimeError:  # an op missing from this build
         return False
-    return torch.allclose(packed, F.linear(x, weight, bias), rtol=1e-4, atol=1e-4)
+    return same(packed, F.linear(x, weight, bias))
