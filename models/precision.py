@@ -132,10 +132,11 @@ def choose_precision(model: Whisper, device: str, precision: str) -> PrecisionPl
 
 @torch.inference_mode()
 def _calibrate(model: Whisper) -> PrecisionPlan:
-    """Time the encoder (AUTO_ENCODERS) and a decoder step (AUTO_DECODERS) on this CPU.
+    """Time the encoder (AUTO_ENCODERS) and decoder steps (AUTO_DECODERS) on this CPU.
 
-    The fp32 candidates are the model's own modules (loaded in fp32); the others are
-    converted copies. The winners are installed into `model` right away, so that
+    The fp32 candidates are the model's own modules (loaded in fp32; the decoder packed in
+    place, as it would run); the others are converted copies. The winners are installed
+    into `model` right away, so that
     apply_precision does not convert them a second time (the int8 decoder's output
     projection takes ~0.3 s to quantize and pack)."""
     timings = _pick_encoder(model)
