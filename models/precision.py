@@ -136,9 +136,8 @@ def _calibrate(model: Whisper) -> PrecisionPlan:
 
     The fp32 candidates are the model's own modules (loaded in fp32; the decoder packed in
     place, as it would run); the others are converted copies. The winners are installed
-    into `model` right away, so that
-    apply_precision does not convert them a second time (the int8 decoder's output
-    projection takes ~0.3 s to quantize and pack)."""
+    into `model` right away, so that apply_precision does not convert them a second time
+    (the int8 decoder's output projection takes ~0.3 s to quantize and pack)."""
     timings = _pick_encoder(model)
     if len(AUTO_DECODERS) > 1:
         timings.update(_pick_decoder(model))
@@ -188,8 +187,8 @@ def _encoder_input_dtype(mode: str) -> torch.dtype:
 
 
 def _pick_decoder(model: Whisper) -> dict[str, float]:
-    """Time a decoder step in fp32 and each other AUTO_DECODERS mode; install the one
-    `choose` keeps."""
+    """Time decoder steps (`_decoder_probe`) in fp32 and each other AUTO_DECODERS mode;
+    install the one `choose` keeps."""
     audio = torch.randn(1, model.dims.n_audio_ctx, model.dims.n_audio_state)
     candidates = {"fp32": (model.decoder, model.exact_decoder)}
     for mode in AUTO_DECODERS[1:]:
@@ -422,9 +421,12 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> TextDecode
 def _pack_cpu_decoder(decoder: TextDecoder, mode: str) -> None:
     """The bf16 or fp32 CPU decoder's Linear weights and output projection packed for oneDNN
     (models.packed), where this build runs them; the bf16 one also picks greedy tokens from
-    the shortlist (models.shortlist). Packing twice is a no-op."""
+    the shortlist (models.shortlist). A decoder packed already is left as it is (the bf16
+    query, key and value could not be fused again from packed weights)."""
+    if decoder.logits_head is not None:
+        return
     weight = decoder.token_embedding.weight.data
-    if mode == "fp32" and decoder.logits_head is None and packed_fp32_supported():
+    if mode == "fp32" and packed_fp32_supported():
         _swap_linears(
             decoder.blocks, functools.partial(PackedLinear.from_linear, dtype=weight.dtype)
         )
