@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .tokenizer import TIME_PRECISION, SpecialTokens, WhisperTokenizer
-from .whisper import KVCache, TextDecoder, key_padding_mask
+from .whisper import KVCache, TextDecoder, key_padding_mask, pick_rows
 
 NEG_INF = float("-inf")
 # Guessed tokens fed per pass: each needs a row of logits (the 51864-wide output
@@ -273,7 +273,7 @@ class DecodeInputs:
             [self.prompts[i] for i in items],
             [self.prefixes[i] for i in items],
             [self.drafts[i] for i in items],
-            None if self.cross_kv is None else [(k[index], v[index]) for k, v in self.cross_kv],
+            None if self.cross_kv is None else pick_rows(self.cross_kv, index),
         )
 
 

@@ -42,9 +42,14 @@ class KVCache:
 
     def select(self, index: Tensor) -> KVCache:
         """Keep only the batch items in `index` (finished items leave the batch)."""
-        pick = [(k[index], v[index]) for k, v in self.self_kv]
-        cross = [(k[index], v[index]) for k, v in self.cross_kv]
-        return KVCache(pick, cross)
+        return KVCache(pick_rows(self.self_kv, index), pick_rows(self.cross_kv, index))
+
+
+def pick_rows(pairs: list[tuple[Tensor, Tensor]], index: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Each layer's keys and values at the batch rows `index` (in that order, repeats
+    allowed). `index_select`, not `k[index]`: the same values, but advanced indexing takes
+    3-4x as long on CPU (a beam step reorders eight such tensors)."""
+    return [(k.index_select(0, index), v.index_select(0, index)) for k, v in pairs]
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> Tensor:

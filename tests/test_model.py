@@ -110,6 +110,25 @@ def test_a_beam_keeps_its_best_continuations_and_finishes_at_the_end_of_text():
     assert _best([*done, *kept]).tokens == (1, 3)
 
 
+def test_the_beams_cache_follows_the_beams_they_grew_from():
+    """After a beam step each new beam reads the self-attention keys of the beam it grew
+    from (repeats allowed); where every beam grew from the one in its place the cache is
+    kept as it is, and the audio keys the beams share are never copied."""
+    from streamstt.models.beam import _reordered
+    from streamstt.models.whisper import KVCache
+
+    layers = [(torch.randn(3, 2, 4, 8), torch.randn(3, 2, 4, 8)) for _ in range(2)]
+    audio = [(torch.randn(1, 2, 6, 8), torch.randn(1, 2, 6, 8)) for _ in range(2)]
+    cache = KVCache(layers, audio)
+    assert _reordered(cache, [0, 1, 2]) is cache
+    moved = _reordered(cache, [2, 0, 0])
+    for (k, v), (k0, v0) in zip(moved.self_kv, layers):
+        assert torch.equal(k, k0[[2, 0, 0]]) and torch.equal(v, v0[[2, 0, 0]])
+    assert moved.cross_kv is audio
+    first = KVCache([(k[:1], v[:1]) for k, v in layers], audio)  # the opening: one row
+    assert [k.shape[0] for k, _ in _reordered(first, [0, 0, 0]).self_kv] == [3, 3]
+
+
 def test_wer_on_real_speech(transcriber):
     hypotheses = [transcriber.transcribe(torch.from_numpy(load_clip(n))).text for n in SPEECH_CLIPS]
     assert wer([reference(n) for n in SPEECH_CLIPS], hypotheses) <= 0.10, hypotheses
