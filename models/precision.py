@@ -420,27 +420,23 @@ def _convert_decoder(decoder: TextDecoder, mode: str, device: str) -> TextDecode
 
 def _pack_cpu_decoder(decoder: TextDecoder, mode: str) -> None:
     """The bf16 or fp32 CPU decoder's Linear weights and output projection packed for oneDNN
-    (models.packed), where this build runs them; the bf16 one also picks greedy tokens from
-    the shortlist (models.shortlist). A decoder packed already is left as it is (the bf16
-    query, key and value could not be fused again from packed weights)."""
-    if decoder.logits_head is not None:
+    (models.packed), where this build runs them; the bf16 one also fuses its self-attention
+    projections and picks greedy tokens from the shortlist (models.shortlist). A decoder
+    packed already is left as it is (the bf16 query, key and value could not be fused again
+    from packed weights)."""
+    if decoder.logits_head is not None or mode not in ("fp32", "bf16"):
         return
     weight = decoder.token_embedding.weight.data
-    if mode == "fp32" and packed_fp32_supported():
-        _swap_linears(
-            decoder.blocks, functools.partial(PackedLinear.from_linear, dtype=weight.dtype)
-        )
-        decoder.logits_head = PackedLinear(weight, None)
-    if mode != "bf16":
-        return
-    if packed_linear_supported():
-        for block in decoder.blocks:
-            block.attn.fused_qkv = fused_qkv(block.attn)
-        _swap_linears(decoder.blocks, PackedLinear.from_linear)
+    if packed_fp32_supported() if mode == "fp32" else packed_linear_supported():
+        if mode == "bf16":
+            for block in decoder.blocks:
+                block.attn.fused_qkv = fused_qkv(block.attn)
+        pack = functools.partial(PackedLinear.from_linear, dtype=weight.dtype)
+        _swap_linears(decoder.blocks, pack)
         # the output projection too: the product of more rows than the shortlist serves
         # (beams, a draft's block, a batch) took ~3x as long unpacked
         decoder.logits_head = PackedLinear(weight, None)
-    if shortlist_supported():
+    if mode == "bf16" and shortlist_supported():
         decoder.pick_head = ShortlistProjection(weight)
 
 
