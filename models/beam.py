@@ -115,10 +115,10 @@ def _reordered(cache: KVCache, source: list[int]) -> KVCache:
     """The self-attention cache with a row per new beam, that of the beam it grew from. As it
     is where each beam grew from the one in its place (a third of the steps on noisy audio);
     the beams share the window's audio keys, which stay as they are."""
-    rows = cache.self_kv[0][0].shape[0]
-    if source == list(range(rows)):
+    keys = cache.self_kv[0][0]
+    if source == list(range(keys.shape[0])):
         return cache
-    index = torch.tensor(source, device=cache.self_kv[0][0].device)
+    index = torch.tensor(source, device=keys.device)
     return KVCache(pick_rows(cache.self_kv, index), cache.cross_kv)
 
 
