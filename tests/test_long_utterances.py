@@ -64,6 +64,18 @@ def test_forced_cut_prefers_a_sentence_end_when_voice_gives_no_hint():
     assert cut == 13 * 16000
 
 
+def test_forced_cut_without_words_in_the_second_half_goes_at_its_quietest_moment():
+    # At 5 dB SNR the decodes stopped after one word ("The") for 15 s of speech: a cut after
+    # that word left a 1.4 s utterance whose final was a hallucination.
+    frames = 20 * 16000 // VAD_FRAME + 2
+    probs = np.full(frames, 0.95, dtype=np.float32)
+    dip = int(15.0 * 16000) // VAD_FRAME
+    probs[dip : dip + 3] = 0.45
+    ((start, cut),) = _twenty_seconds_with_committed([Word("The", 1.0, 1.4, 0.3)], probs).pending
+    assert start == 0
+    assert abs(cut / 16000 - 15.0) <= 0.1, cut / 16000
+
+
 def _speech_with_dips(seconds: float, dips: list[float], settings=SETTINGS) -> StreamState:
     """An open utterance of `seconds` of speech whose voice dips briefly (< silence_ms) at
     `dips`, with no committed words yet."""

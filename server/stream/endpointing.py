@@ -129,27 +129,28 @@ def _end(s: Endpointing, settings: StreamSettings) -> Endpointing:
 def _force_cut(
     s: Endpointing, settings: StreamSettings, received: int, committed: Sequence[Word]
 ) -> tuple[Endpointing, list[Event]]:
-    """At max_utterance_ms: cut at the quietest committed word boundary in the utterance's
-    second half (a sentence pause, usually), else after the last committed word; never
-    mid-word. The rest opens the next utterance."""
+    """At max_utterance_ms: cut at the quietest word boundary in the utterance's second half
+    (a sentence pause, usually), else at its quietest moment. The rest opens the next
+    utterance."""
     limit = settings.max_utterance_ms * SAMPLE_RATE // 1000
     start = s.utterance_start
     if not s.in_speech or start is None or received - start < limit:
         return s, []
-    cut = received
-    if committed:
-        cut = min(cut, max(start + 1, _cut_point(s, committed, start + limit // 2, received)))
+    cut = min(received, max(start + 1, _cut_point(s, committed, start + limit // 2, received)))
     if settings.single_utterance:
         s = replace(s, in_speech=False, finished=True)
     return replace(s, utterance_start=cut), [UtteranceEnd(start, cut)]
 
 
-def _cut_point(s: Endpointing, committed: Sequence[Word], earliest: int, received: int) -> int:
-    """Sample after the committed word (ending past `earliest`) followed by the lowest voice
-    activity; a sentence end wins ties. Falls back to the end of the last committed word."""
+def _cut_point(s: Endpointing, words: Sequence[Word], earliest: int, received: int) -> int:
+    """Sample after the word (ending past `earliest`) followed by the lowest voice activity;
+    a sentence end wins ties. Where the decodes heard no word there (noise, or decodes that
+    stopped short: "The" over 15 s of speech at 5 dB SNR), the quietest VAD frame there: a
+    cut after an earlier word left a sliver of an utterance, and its final, decoded without
+    the words after it, was a hallucination that then led the next window (docs/accuracy.md)."""
     latest = received - CUT_MARGIN
-    best, best_score = int(committed[-1].end * SAMPLE_RATE), float("inf")
-    for word in committed:
+    best, best_score = None, float("inf")
+    for word in words:
         end = int(word.end * SAMPLE_RATE)
         if not earliest <= end <= latest:
             continue
@@ -159,7 +160,10 @@ def _cut_point(s: Endpointing, committed: Sequence[Word], earliest: int, receive
         score = quietest[0] - (0.5 if word.word[-1:] in ".?!" else 0.0)
         if score <= best_score:
             best, best_score = end, score
-    return best
+    if best is not None:
+        return best
+    quietest = _quietest_between(s, earliest, latest)
+    return received if quietest is None else quietest[1]
 
 
 def pause_cut(
@@ -204,10 +208,18 @@ def dipped_since(s: Endpointing, sample: int) -> bool:
 def _quietest(s: Endpointing, sample: int) -> tuple[float, int] | None:
     """The lowest VAD probability within CUT_SPAN of `sample` and the middle of its frame,
     the earliest on ties (None when no frame there is logged)."""
+    return _quietest_between(s, sample - CUT_SPAN, sample + CUT_SPAN)
+
+
+def _quietest_between(
+    s: Endpointing, low_sample: int, high_sample: int
+) -> tuple[float, int] | None:
+    """The lowest VAD probability of the logged frames that overlap [low_sample,
+    high_sample) and the middle of its frame, the earliest on ties."""
     first = s.frames - len(s.recent)  # frame number of recent[0]
-    # frames f with f * VAD_FRAME in (sample - CUT_SPAN - VAD_FRAME, sample + CUT_SPAN)
-    low = max((sample - CUT_SPAN) // VAD_FRAME, first)
-    high = min(-(-(sample + CUT_SPAN) // VAD_FRAME), s.frames)
+    # frames f with f * VAD_FRAME in (low_sample - VAD_FRAME, high_sample)
+    low = max(low_sample // VAD_FRAME, first)
+    high = min(-(-high_sample // VAD_FRAME), s.frames)
     if low >= high:
         return None
     best = low + int(np.argmin(s.recent[low - first : high - first]))
