@@ -42,6 +42,7 @@ from pathlib import Path
 
 HARD = Path(__file__).resolve().parents[1] / "tests" / "data" / "hard"
 SEEDS = Path("bench-out/accuracy/noise-seeds")  # the --noise-seeds files
+PASSAGES_DIR = Path("bench-out/accuracy/passages")  # benchmarks/replay.py --passages
 WHITE_SNRS_DB = (10, 5)
 FIXTURES = [
     "read_clean",
@@ -77,18 +78,24 @@ def fixture_path(name: str) -> Path:
     return found[0]
 
 
-def make_noise_seeds(count: int) -> list[str]:
-    """Write read_white10/5 over white-noise draws 1..count into SEEDS; their names. One draw
-    per seed serves both SNRs, as in the fixtures."""
+def _fixture_maker():
+    """tests/data/make_hard_fixtures.py as a module (its speech, noise and mixing)."""
     import importlib.util
-
-    import numpy as np
-    import soundfile as sf
 
     maker = HARD.parent / "make_hard_fixtures.py"
     spec = importlib.util.spec_from_file_location("make_hard_fixtures", maker)
     fixtures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixtures)
+    return fixtures
+
+
+def make_noise_seeds(count: int) -> list[str]:
+    """Write read_white10/5 over white-noise draws 1..count into SEEDS; their names. One draw
+    per seed serves both SNRs, as in the fixtures."""
+    import numpy as np
+    import soundfile as sf
+
+    fixtures = _fixture_maker()
     clean, rate = sf.read(HARD / "read_clean.flac", dtype="float64")
     text = (HARD / "read_clean.txt").read_text()
     SEEDS.mkdir(parents=True, exist_ok=True)
@@ -101,6 +108,46 @@ def make_noise_seeds(count: int) -> list[str]:
             (SEEDS / f"{name}.txt").write_text(text)
             names.append(name)
     return names
+
+
+def make_passages() -> list[Path]:
+    """Write PASSAGES_DIR's files (once) and return them: texts the fixtures do not read
+    (passages B, C and D of make_hard_fixtures.py) by six flite readings, each in white noise
+    at 10 and 5 dB SNR (numpy seed 300 + k), in babble at 10 dB (the fixtures' babble, rolled
+    7919 * k samples) and through the telephone (8 kHz mu-law): 24 files on which a change
+    tuned on the fixtures' one passage is checked. Needs flite, espeak-ng and sox."""
+    import subprocess
+    import tempfile
+
+    import numpy as np
+    import soundfile as sf
+
+    m = _fixture_maker()
+    passages = (m.PASSAGE_B, m.PASSAGE_C, m.PASSAGE_D) * 2
+    readings = list(zip(("rms", "slt", "awb", "kal", "rms", "slt"), passages))
+    PASSAGES_DIR.mkdir(parents=True, exist_ok=True)
+    files = []
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        for k, (voice, sentences) in enumerate(readings):
+            stem = PASSAGES_DIR / f"p{k}_{voice}"
+            files += [Path(f"{stem}_{tag}.flac") for tag in ("white10", "white5", "babble10")]
+            files.append(Path(f"{stem}_phone.wav"))
+            if all(f.exists() for f in files[-4:]):
+                continue
+            clean = m.passage(voice, sentences, m.SENTENCE_PAUSE_S, tmp)
+            white = np.random.default_rng(300 + k).standard_normal(len(clean))
+            crowd = np.roll(m.babble(len(clean), tmp), 7919 * k)
+            mixes = [m.mix(clean, white, 10), m.mix(clean, white, 5), m.mix(clean, crowd, 10)]
+            for path, audio in zip(files[-4:], mixes):
+                sf.write(path, audio, m.RATE, subtype="PCM_16")
+            wide = tmp / "wide.wav"
+            sf.write(wide, clean, m.RATE, subtype="PCM_16")
+            phone = ["sox", "-R", "-D", str(wide), "-r", "8000", "-e", "u-law", "-b", "8"]
+            subprocess.run([*phone, str(files[-1]), "sinc", "300-3400"], check=True)
+            for path in files[-4:]:
+                path.with_suffix(".txt").write_text(" ".join(sentences) + "\n")
+    return files
 
 
 def ours_options(variant: str):

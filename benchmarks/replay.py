@@ -19,6 +19,9 @@ its reference text beside it (FILE.txt). The server's own defaults and `auto` pr
         (as `streamstt transcribe`) and, per fixture and its draws, gives the streamed minus
         offline WER (mean and standard error) and how many files meet the streaming bar
         (offline + 1 point): over many draws, not one, the streaming engine's own share.
+        [--passages] adds 24 files of texts the fixtures do not read (flite voices; white
+        noise at 10 and 5 dB, babble at 10 dB, telephony: benchmarks/accuracy.py's
+        `make_passages`), so a rule is not judged on one passage only.
 """
 
 from __future__ import annotations
@@ -159,6 +162,10 @@ def _paths(args: argparse.Namespace) -> list[Path]:
         from accuracy import SEEDS, make_noise_seeds  # this folder's sibling
 
         paths += [SEEDS / f"{name}.flac" for name in make_noise_seeds(args.noise_seeds)]
+    if args.passages:
+        from accuracy import make_passages
+
+        paths += make_passages()
     return paths
 
 
@@ -167,6 +174,7 @@ def main() -> int:
     parser.add_argument("files", nargs="*", type=Path, help="audio files with FILE.txt beside")
     parser.add_argument("--fixtures", default="", help="names in tests/data/hard")
     parser.add_argument("--noise-seeds", type=int, default=0, metavar="K")
+    parser.add_argument("--passages", action="store_true", help="24 files of other texts")
     parser.add_argument("--offline", action="store_true", help="pair each file with offline")
     parser.add_argument("--schedule", default="1:0", help="every:phase (decode after chunks)")
     parser.add_argument("--threads", type=int, default=2)
