@@ -5,8 +5,11 @@ read_clean plus a seeded white noise at the named SNR, one draw for both SNRs.""
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 
 import numpy as np
+import pytest
 import soundfile as sf
 from conftest import DATA
 
@@ -40,6 +43,35 @@ def test_each_draw_is_read_clean_under_its_seeds_noise_at_the_named_snr(tmp_path
         (a, b), *_ = np.linalg.lstsq(np.stack([clean, white], axis=1), mixed, rcond=None)
         measured = speech_power(a * clean) / np.mean((b * white) ** 2)
         assert abs(10 * np.log10(measured) - snr) < 0.1, (name, measured)
+
+
+def test_the_held_out_passages_are_other_texts_in_each_kind_of_noise(tmp_path, monkeypatch):
+    """benchmarks/replay.py --passages: 24 files of texts the fixtures do not read, each beside
+    its exact text; the white-noise files at their named SNR over their seed's noise."""
+    missing = [tool for tool in ("flite", "espeak-ng", "sox") if shutil.which(tool) is None]
+    if missing:
+        message = f"{', '.join(missing)} not installed"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (.ci/run installs flite, espeak-ng, sox)")
+        pytest.skip(message)
+    accuracy = _load(ROOT / "benchmarks" / "accuracy.py")
+    maker = _load(DATA / "make_hard_fixtures.py")
+    monkeypatch.setattr(accuracy, "PASSAGES_DIR", tmp_path)
+    files = accuracy.make_passages()
+    assert len(files) == 24 and all(f.exists() for f in files)
+    fixture_text = (DATA / "hard" / "read_clean.txt").read_text()
+    texts = {f.with_suffix(".txt").read_text() for f in files}
+    assert len(texts) == 3 and fixture_text not in texts
+    white5 = tmp_path / "p0_rms_white5.flac"
+    assert white5 in files and (tmp_path / "p0_rms_phone.wav") in files
+    assert sf.info(tmp_path / "p0_rms_phone.wav").samplerate == 8000
+    clean = maker.passage("rms", maker.PASSAGE_B, maker.SENTENCE_PAUSE_S, tmp_path)
+    mixed, _ = sf.read(white5, dtype="float64")
+    white = np.random.default_rng(300).standard_normal(len(clean))
+    (a, b), *_ = np.linalg.lstsq(np.stack([clean, white], axis=1), mixed, rcond=None)
+    snr = 10 * np.log10(maker.speech_power(a * clean) / np.mean((b * white) ** 2))
+    assert abs(snr - 5) < 0.1, snr
+    assert accuracy.make_passages() == files  # made once: a second call reuses them
 
 
 def test_the_paired_differences_over_draws_are_the_bars_quantities():
