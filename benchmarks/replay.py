@@ -131,15 +131,17 @@ def offline_wer(model: Transcriber, audio: Tensor, reference: str) -> float:
 
 
 def paired(results: dict) -> list[str]:
-    """Per fixture and its noise draws (the file name without `_sN`): streamed minus offline
-    WER in points, its mean and standard error, and the files within the streaming bar
-    (offline + 1 point)."""
+    """Per fixture and its noise draws (the file name without `_sN`), and per kind of held-out
+    passage (`passages_white10`: `pK_VOICE_white10` of every reading): streamed minus
+    offline WER in points, its mean and standard error, and the files within the streaming
+    bar (offline + 1 point)."""
     from statistics import mean, stdev
 
     groups: dict[str, list[float]] = {}
     for name, item in results.items():
         if "offline_wer" in item:
             group = re.sub(r"_s\d+$", "", Path(name).stem)
+            group = re.sub(r"^p\d+_[a-z]+_", "passages_", group)
             # both WERs carry four decimals: the difference in points, two
             diff = round(100 * (item["wer"] - item["offline_wer"]), 2)
             groups.setdefault(group, []).append(diff)

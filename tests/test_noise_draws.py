@@ -99,8 +99,9 @@ def test_the_paired_differences_over_draws_are_the_bars_quantities():
 
 def test_replay_pairs_each_fixture_and_its_draws_with_offline():
     """benchmarks/replay.py --offline: a fixture and its draws form one group (the name
-    without `_sN`); per group the streamed - offline mean, its standard error, and the files
-    within the streaming bar (offline + 1 point). Files without an offline WER are left out."""
+    without `_sN`), the held-out passages one per kind; per group the streamed - offline
+    mean, its standard error, and the files within the streaming bar (offline + 1 point).
+    Files without an offline WER are left out."""
     replay = _load(ROOT / "benchmarks" / "replay.py")
     results = {
         "hard/read_white5.flac": {"wer": 0.50, "offline_wer": 0.44},
@@ -108,10 +109,13 @@ def test_replay_pairs_each_fixture_and_its_draws_with_offline():
         "seeds/read_white5_s2.flac": {"wer": 0.45, "offline_wer": 0.44},
         "hard/read_clean.flac": {"wer": 0.036, "offline_wer": 0.029},
         "other/x.wav": {"wer": 0.5},
+        "passages/p0_rms_phone.wav": {"wer": 0.05, "offline_wer": 0.03},
+        "passages/p1_slt_phone.wav": {"wer": 0.03, "offline_wer": 0.03},
     }
     assert replay.paired(results) == [
         "read_white5: 3 files, streamed - offline +1.00 ± 2.89 points, within offline + 1: 2",
         "read_clean: 1 files, streamed - offline +0.70 points, within offline + 1: 1",
+        "passages_phone: 2 files, streamed - offline +1.00 ± 1.00 points, within offline + 1: 1",
     ]
 
 
