@@ -43,6 +43,7 @@ from pathlib import Path
 HARD = Path(__file__).resolve().parents[1] / "tests" / "data" / "hard"
 SEEDS = Path("bench-out/accuracy/noise-seeds")  # the --noise-seeds files
 PASSAGES_DIR = Path("bench-out/accuracy/passages")  # benchmarks/replay.py --passages
+NOISY_PASSAGES = ("white10.flac", "white5.flac", "babble10.flac", "phone.wav")  # per reading
 WHITE_SNRS_DB = (10, 5)
 FIXTURES = [
     "read_clean",
@@ -131,21 +132,21 @@ def make_passages() -> list[Path]:
         tmp = Path(name)
         for k, (voice, sentences) in enumerate(readings):
             stem = PASSAGES_DIR / f"p{k}_{voice}"
-            files += [Path(f"{stem}_{tag}.flac") for tag in ("white10", "white5", "babble10")]
-            files.append(Path(f"{stem}_phone.wav"))
-            if all(f.exists() for f in files[-4:]):
+            *noisy, phone = [Path(f"{stem}_{tag}") for tag in NOISY_PASSAGES]
+            files += [*noisy, phone]
+            if all(f.exists() for f in (*noisy, phone)):
                 continue
             clean = m.passage(voice, sentences, m.SENTENCE_PAUSE_S, tmp)
             white = np.random.default_rng(300 + k).standard_normal(len(clean))
             crowd = np.roll(m.babble(len(clean), tmp), 7919 * k)
             mixes = [m.mix(clean, white, 10), m.mix(clean, white, 5), m.mix(clean, crowd, 10)]
-            for path, audio in zip(files[-4:], mixes):
+            for path, audio in zip(noisy, mixes):
                 sf.write(path, audio, m.RATE, subtype="PCM_16")
             wide = tmp / "wide.wav"
             sf.write(wide, clean, m.RATE, subtype="PCM_16")
-            phone = ["sox", "-R", "-D", str(wide), "-r", "8000", "-e", "u-law", "-b", "8"]
-            subprocess.run([*phone, str(files[-1]), "sinc", "300-3400"], check=True)
-            for path in files[-4:]:
+            mulaw = ["sox", "-R", "-D", str(wide), "-r", "8000", "-e", "u-law", "-b", "8"]
+            subprocess.run([*mulaw, str(phone), "sinc", "300-3400"], check=True)
+            for path in (*noisy, phone):
                 path.with_suffix(".txt").write_text(" ".join(sentences) + "\n")
     return files
 
