@@ -117,7 +117,6 @@ def make_passages() -> list[Path]:
     at 10 and 5 dB SNR (numpy seed 300 + k), in babble at 10 dB (the fixtures' babble, rolled
     7919 * k samples) and through the telephone (8 kHz mu-law): 24 files on which a change
     tuned on the fixtures' one passage is checked. Needs flite, espeak-ng and sox."""
-    import subprocess
     import tempfile
 
     import numpy as np
@@ -142,10 +141,7 @@ def make_passages() -> list[Path]:
             mixes = [m.mix(clean, white, 10), m.mix(clean, white, 5), m.mix(clean, crowd, 10)]
             for path, audio in zip(noisy, mixes):
                 sf.write(path, audio, m.RATE, subtype="PCM_16")
-            wide = tmp / "wide.wav"
-            sf.write(wide, clean, m.RATE, subtype="PCM_16")
-            mulaw = ["sox", "-R", "-D", str(wide), "-r", "8000", "-e", "u-law", "-b", "8"]
-            subprocess.run([*mulaw, str(phone), "sinc", "300-3400"], check=True)
+            m.telephone(clean, tmp, phone)
             for path in (*noisy, phone):
                 path.with_suffix(".txt").write_text(" ".join(sentences) + "\n")
     return files

@@ -154,8 +154,10 @@ def babble(length: int, tmp: Path) -> np.ndarray:
     return out
 
 
-def telephone(speech: np.ndarray, tmp: Path) -> Path:
-    wide, narrow = tmp / "wide.wav", OUT / "read_phone.wav"
+def telephone(speech: np.ndarray, tmp: Path, narrow: Path | None = None) -> Path:
+    """`speech` band-limited to 300-3400 Hz as 8 kHz G.711 mu-law, written to `narrow`
+    (read_phone.wav in OUT unless given)."""
+    wide, narrow = tmp / "wide.wav", narrow or OUT / "read_phone.wav"
     sf.write(wide, speech, RATE, subtype="PCM_16")
     _run("sox", "-R", "-D", str(wide), "-r", "8000", "-e", "u-law", "-b", "8", str(narrow),
          "sinc", "300-3400")  # fmt: skip
