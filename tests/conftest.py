@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 import jiwer
 import numpy as np
@@ -23,6 +25,14 @@ SPEECH_CLIPS = ["en_us_male", "en_us_female", "en_scottish_fast", "en_hts_female
 THREADS = 2
 
 torch.set_num_threads(THREADS)
+
+
+def unavailable(message: str, installs: str) -> NoReturn:
+    """A system tool or service a test needs is missing: skipped on a developer's machine,
+    failed in CI (`CI` set), where .ci/run installs `installs`."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (.ci/run installs {installs})")
+    pytest.skip(message)
 
 
 def normalise(text: str) -> str:

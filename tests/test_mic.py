@@ -15,9 +15,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
-from conftest import DATA, reference, wer
+from conftest import DATA, reference, unavailable, wer
 
 SINK = "streamstt_mic"
 # Time from Ctrl-C to the final is a speed figure (benchmarks/mic_ctrl_c.sh, recorded in
@@ -25,11 +26,11 @@ SINK = "streamstt_mic"
 FINISH_TIMEOUT_S = "60"
 
 
-def _unavailable(reason: str) -> None:
-    message = f"no PulseAudio for the microphone test: {reason}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (.ci/run installs pulseaudio, pulseaudio-utils, libportaudio2)")
-    pytest.skip(message)
+def _unavailable(reason: str) -> NoReturn:
+    unavailable(
+        f"no PulseAudio for the microphone test: {reason}",
+        "pulseaudio, pulseaudio-utils, libportaudio2",
+    )
 
 
 @pytest.fixture

@@ -5,13 +5,11 @@ read_clean plus a seeded white noise at the named SNR, one draw for both SNRs.""
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 
 import numpy as np
-import pytest
 import soundfile as sf
-from conftest import DATA
+from conftest import DATA, unavailable
 
 ROOT = DATA.parents[1]
 
@@ -50,10 +48,7 @@ def test_the_held_out_passages_are_other_texts_in_each_kind_of_noise(tmp_path, m
     its exact text; the white-noise files at their named SNR over their seed's noise."""
     missing = [tool for tool in ("flite", "espeak-ng", "sox") if shutil.which(tool) is None]
     if missing:
-        message = f"{', '.join(missing)} not installed"
-        if os.environ.get("CI"):
-            pytest.fail(message + " (.ci/run installs flite, espeak-ng, sox)")
-        pytest.skip(message)
+        unavailable(f"{', '.join(missing)} not installed", "flite, espeak-ng, sox")
     accuracy = _load(ROOT / "benchmarks" / "accuracy.py")
     maker = _load(DATA / "make_hard_fixtures.py")
     monkeypatch.setattr(accuracy, "PASSAGES_DIR", tmp_path)

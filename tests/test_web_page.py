@@ -13,16 +13,15 @@ import base64
 import contextlib
 import itertools
 import json
-import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import aiohttp
-import pytest
 import soundfile
-from conftest import DATA, ServerThread, reference, server_config, wer
+from conftest import DATA, ServerThread, reference, server_config, unavailable, wer
 
 CLIP = "en_us_female"  # 16 kHz 16-bit PCM WAV: what Chromium's fake capture reads
 START_TIMEOUT_S = 60.0  # Chromium start on a busy 2-core machine
@@ -30,11 +29,8 @@ TAIL_S = 2.5  # after the file's end: silence_ms of quiet and the last decode, t
 DONE_TIMEOUT_S = 30.0  # from Stop to the page's normal close (final received)
 
 
-def _unavailable(reason: str) -> None:
-    message = f"no headless Chromium for the page test: {reason}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (.ci/run installs Debian's chromium)")
-    pytest.skip(message)
+def _unavailable(reason: str) -> NoReturn:
+    unavailable(f"no headless Chromium for the page test: {reason}", "Debian's chromium")
 
 
 def _chromium_binary() -> str:
